@@ -1,0 +1,41 @@
+/**
+ * Health endpoints for load balancers and orchestrators (CONTRACT §8):
+ * `/health` (what this node is), `/health/live` (the process answers) and
+ * `/health/ready` (503 with reasons until every app has a schema and the
+ * cluster runtime is up, and while draining).
+ */
+import { Effect } from "effect"
+import { HttpRouter, HttpServerResponse } from "effect/http"
+import { AppRegistry } from "../apps/AppRegistry.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { Lifecycle } from "../server/Lifecycle.ts"
+
+export const VERSION = "0.1.0"
+
+export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
+  const config = yield* GatewayConfig
+  const apps = yield* AppRegistry
+  const lifecycle = yield* Lifecycle
+  const startedAt = Date.now()
+
+  yield* router.add("GET", "/health", () =>
+    Effect.succeed(HttpServerResponse.jsonUnsafe({
+      status: lifecycle.draining() ? "draining" : "ok",
+      node: config.nodeName,
+      version: VERSION,
+      uptime_s: Math.floor((Date.now() - startedAt) / 1000)
+    })))
+
+  yield* router.add("GET", "/health/live", () => Effect.succeed(HttpServerResponse.jsonUnsafe({ status: "ok" })))
+
+  yield* router.add("GET", "/health/ready", () =>
+    Effect.sync(() => {
+      const reasons = [
+        ...(lifecycle.draining() ? ["draining"] : []),
+        ...apps.unready().map(({ app, reason }) => `app ${app}: ${reason}`)
+      ]
+      return reasons.length === 0
+        ? HttpServerResponse.jsonUnsafe({ status: "ready", node: config.nodeName })
+        : HttpServerResponse.jsonUnsafe({ status: "not_ready", node: config.nodeName, reasons }, { status: 503 })
+    }))
+}))

@@ -1,0 +1,87 @@
+/**
+ * The permissions an app's auth answer granted to a connection, compiled once
+ * per connection and asked on every join and push whether they cover the
+ * permissions the channel schema requires.
+ *
+ * Permissions are `:`-separated segments (`read:project:42`). In a grant:
+ * - a `*` segment matches exactly one non-empty segment (`read:*:42`);
+ * - a trailing `*` segment matches the non-empty rest, i.e. one or more
+ *   segments (`read:project:*` covers `read:project:42` and
+ *   `read:project:42:files`, not `read:project`);
+ * - the grant `*` alone allows everything;
+ * - `*` inside a segment (`read:proj*`) has no special meaning.
+ * A `*` in a required permission is literal: it is only covered by a grant
+ * that is at least as broad (a `*` segment, or the same text).
+ *
+ * Exact grants are a Set lookup; the few wildcard grants are then scanned
+ * segment by segment over the required string without splitting it.
+ */
+
+export interface Grants {
+  /** The permissions as granted, for logs and diagnostics. */
+  readonly granted: ReadonlyArray<string>
+  allows(required: string): boolean
+  allowsAll(required: ReadonlyArray<string>): boolean
+}
+
+/** `null` stands for a `*` segment. */
+interface WildcardGrant {
+  readonly segments: ReadonlyArray<string | null>
+  readonly trailing: boolean
+}
+
+const matchesWildcard = (grant: WildcardGrant, required: string): boolean => {
+  const segments = grant.segments
+  const count = segments.length
+  const length = required.length
+  let pos = 0
+  for (let i = 0; i < count; i++) {
+    const isLast = i === count - 1
+    // Every earlier segment ended at a ":", so this is "the rest is non-empty".
+    if (isLast && grant.trailing) return pos < length
+    let end = required.indexOf(":", pos)
+    if (isLast) {
+      if (end !== -1) return false
+      end = length
+    } else if (end === -1) return false
+    const segment = segments[i]!
+    if (segment === null) {
+      if (end === pos) return false
+    } else if (end - pos !== segment.length || !required.startsWith(segment, pos)) return false
+    pos = end + 1
+  }
+  return true
+}
+
+export const compileGrants = (granted: ReadonlyArray<string>): Grants => {
+  const exact = new Set<string>()
+  const wildcards: Array<WildcardGrant> = []
+  let allowsEverything = false
+  for (const grant of granted) {
+    if (grant === "*") {
+      allowsEverything = true
+      continue
+    }
+    const segments = grant.split(":").map((segment) => segment === "*" ? null : segment)
+    if (!segments.includes(null)) {
+      exact.add(grant)
+      continue
+    }
+    wildcards.push({ segments, trailing: segments[segments.length - 1] === null })
+  }
+  const wildcardCount = wildcards.length
+
+  const allows = (required: string): boolean => {
+    if (allowsEverything || exact.has(required)) return true
+    for (let i = 0; i < wildcardCount; i++) if (matchesWildcard(wildcards[i]!, required)) return true
+    return false
+  }
+  return {
+    granted,
+    allows,
+    allowsAll: (required) => {
+      for (let i = 0; i < required.length; i++) if (!allows(required[i]!)) return false
+      return true
+    }
+  }
+}

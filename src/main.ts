@@ -1,0 +1,41 @@
+/**
+ * Process entry point: load and validate the configuration (exit 78 when it is
+ * wrong), start the bundled demo app when no app is configured, then run the
+ * gateway until SIGINT/SIGTERM.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { hostname } from "node:os"
+import { readFileSync } from "node:fs"
+import { loadGatewayConfig, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
+import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
+import { startDemoApp } from "./demo/DemoApp.ts"
+import { makeGatewayLayer } from "./Gateway.ts"
+import * as Logging from "./observability/Logging.ts"
+
+const program = Effect.gen(function*() {
+  const loaded = yield* loadGatewayConfig(process.env, (path) => readFileSync(path, "utf8"), hostname()).pipe(
+    Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
+  )
+  return yield* run(loaded).pipe(
+    Effect.provide(Logging.layer({ nodeName: loaded.nodeName, format: loaded.log.format, level: loaded.log.level }))
+  )
+})
+
+const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
+  let config = loaded
+  if (loaded.demo !== undefined) {
+    const demo = yield* Effect.acquireRelease(
+      Effect.promise(() => startDemoApp({ port: loaded.demo!.port, host: "127.0.0.1" })),
+      (demo) => Effect.promise(() => demo.close())
+    )
+    config = { ...loaded, apps: [makeAppConfig({ id: "demo", api: demo.url })] }
+    yield* Effect.logInfo(
+      `no app configured: serving the bundled demo app (${demo.url}); connect to ` +
+        `ws://localhost:${loaded.port}/socket/websocket?app=demo&token=demo-alice&vsn=2.0.0`
+    )
+  }
+  return yield* Layer.launch(makeGatewayLayer(config))
+})
+
+NodeRuntime.runMain(Effect.scoped(program))

@@ -1,0 +1,145 @@
+/**
+ * The push pipeline (CONTRACT §2, push): a client event on a joined topic is
+ * checked against the app's compiled schema, then forwarded to the app, whose
+ * answer decides the reply. The checks run in the contract's order and the
+ * first failure is the reply; every push with a ref gets exactly one reply.
+ */
+import { Context, Effect, Layer, Schema } from "effect"
+import type { Frame } from "../protocol/Frame.ts"
+import { ReplyReason } from "../protocol/reasons.ts"
+import { Upstream } from "../upstream/Upstream.ts"
+import { Broadcaster } from "../fanout/Broadcaster.ts"
+import type { Join, Session } from "./Session.ts"
+
+/** One action of the app's answer to a forwarded message (CONTRACT §3). */
+export const Action = Schema.Union([
+  Schema.Struct({ action: Schema.Literal("reply"), data: Schema.optional(Schema.Unknown) }),
+  Schema.Struct({
+    action: Schema.Literal("broadcast"),
+    event: Schema.NonEmptyString,
+    data: Schema.optional(Schema.Unknown),
+    topic: Schema.optional(Schema.NonEmptyString),
+    exclude_sender: Schema.optional(Schema.Boolean)
+  }),
+  Schema.Struct({ action: Schema.Literal("noreply") }),
+  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.String })
+])
+export type Action = typeof Action.Type
+
+const decodeActions = Schema.decodeUnknownEffect(
+  Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
+)
+
+export interface PushHandlerShape {
+  readonly handle: (session: Session, frame: Frame, join: Join) => void
+}
+
+export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>()("realtime-gateway/socket/PushHandler") {
+  static readonly layer = Layer.effect(
+    PushHandler,
+    Effect.gen(function*() {
+      const upstream = yield* Upstream
+      const broadcaster = yield* Broadcaster
+      const context = yield* Effect.context<never>()
+      const runInBackground = Effect.runForkWith(context)
+
+      const applyActions = (session: Session, frame: Frame, actions: ReadonlyArray<Action>) =>
+        Effect.gen(function*() {
+          let replied = false
+          const reply = (status: "ok" | "error", response: unknown) => {
+            if (replied) return
+            replied = true
+            session.reply(frame, status, response)
+          }
+          for (const action of actions) {
+            switch (action.action) {
+              case "reply":
+                reply("ok", action.data ?? {})
+                break
+              case "error":
+                reply("error", { reason: action.reason })
+                break
+              case "noreply":
+                break
+              case "broadcast":
+                yield* broadcaster.publish({
+                  app: session.app.config.id,
+                  topic: action.topic ?? frame.topic,
+                  event: action.event,
+                  payload: action.data ?? {},
+                  ...(action.exclude_sender === true ? { excludeConnectionId: session.connectionId } : {})
+                })
+                break
+            }
+          }
+          reply("ok", {})
+        })
+
+      const forward = (session: Session, frame: Frame) => {
+        const app = session.app.config
+        const identity = session.identity
+        return upstream.call(app, {
+          call: "message",
+          method: "POST",
+          url: app.messageEndpoint,
+          timeoutMs: app.timeouts.messageMs,
+          body: {
+            app: app.id,
+            event: frame.event,
+            payload: frame.payload instanceof Uint8Array
+              ? { binary: Buffer.from(frame.payload).toString("base64") }
+              : frame.payload,
+            channel: frame.topic,
+            ref: frame.ref,
+            client_id: identity.clientId,
+            client_type: identity.clientType,
+            metadata: identity.metadata,
+            connection_id: session.connectionId
+          }
+        }).pipe(
+          Effect.flatMap((answer) =>
+            answer.status === 200
+              ? decodeActions(answer.body).pipe(
+                Effect.map((decoded) => (Array.isArray(decoded) ? decoded : [decoded]) as ReadonlyArray<Action>),
+                Effect.mapError(() => "message endpoint answered 200 with an invalid body")
+              )
+              : Effect.fail(`message endpoint answered ${answer.status}`)
+          ),
+          Effect.matchEffect({
+            onSuccess: (actions) => applyActions(session, frame, actions),
+            onFailure: (error) => {
+              const timedOut = typeof error !== "string" && error._tag === "UpstreamTimeout"
+              session.replyError(frame, timedOut ? ReplyReason.apiTimeout : ReplyReason.apiError)
+              return Effect.logWarning("forwarded message failed", typeof error === "string" ? error : error.message).pipe(
+                Effect.annotateLogs({
+                  app_id: app.id,
+                  client_id: identity.clientId,
+                  connection_id: session.connectionId,
+                  topic: frame.topic,
+                  event: frame.event
+                })
+              )
+            }
+          }),
+          Effect.withSpan("push", { attributes: { app_id: app.id, topic: frame.topic, event: frame.event } })
+        )
+      }
+
+      const handle = (session: Session, frame: Frame, join: Join) => {
+        const event = session.app.schema?.event(frame.event)
+        if (event === undefined || !event.allowedOn(frame.topic)) {
+          return session.replyError(frame, ReplyReason.invalidEventForChannel)
+        }
+        const grants = session.identity.grants
+        if (!grants.allowsAll(join.match.sendPermissions) || !grants.allowsAll(event.sendPermissions(join.match.variables))) {
+          return session.replyError(frame, ReplyReason.unauthorized)
+        }
+        const errors = event.validatePayload(frame.payload)
+        if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
+        runInBackground(forward(session, frame))
+      }
+
+      return PushHandler.of({ handle })
+    })
+  )
+}

@@ -1,0 +1,187 @@
+/**
+ * One client connection after a successful upgrade: it multiplexes channels
+ * over the socket, answers heartbeats, enforces the per-connection channel cap,
+ * and answers every push that carries a ref exactly once.
+ *
+ * Sessions are plain objects driven by `ws` events, not fibers: a node holds
+ * many thousands of them, so each keeps only its own state and one reference
+ * to the node-wide `SessionHub` that holds the shared services.
+ */
+import type { WebSocket } from "ws"
+import type { RegisteredApp } from "../apps/AppRegistry.ts"
+import type { ChannelMatch } from "../apps/CompiledSchema.ts"
+import type { Identity } from "../auth/Auth.ts"
+import { CloseCode, Event, PHOENIX_TOPIC } from "../protocol/constants.ts"
+import type { Frame } from "../protocol/Frame.ts"
+import { ReplyReason } from "../protocol/reasons.ts"
+import type { Serializer } from "../protocol/Serializer.ts"
+
+/** Lifecycle events the app is notified of (CONTRACT §3, notify). */
+export type LifecycleEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
+
+/** Node-wide services and limits every session uses; one instance per node. */
+export interface SessionHub {
+  readonly maxChannelsPerConnection: number
+  readonly maxOutboxBytes: number
+  /** Adds a subscriber and calls `done` once its Topic registration is in place. */
+  readonly subscribe: (session: Session, topic: string, done: () => void) => void
+  readonly unsubscribe: (session: Session, topic: string) => void
+  readonly notify: (session: Session, event: LifecycleEvent, topic: string | null) => void
+  /** Handles a push on a joined topic; must call `session.reply` exactly once when `frame.ref` is set. */
+  readonly push: (session: Session, frame: Frame, join: Join) => void
+  readonly closed: (session: Session, code: number) => void
+}
+
+/** One joined channel of a session. */
+export interface Join {
+  readonly joinRef: string | null
+  readonly match: ChannelMatch
+}
+
+export class Session {
+  readonly connectionId: string
+  readonly app: RegisteredApp
+  readonly identity: Identity
+  readonly serializer: Serializer
+  readonly remoteIp: string
+  readonly connectedAt: number
+  lastSeen: number
+  readonly joins = new Map<string, Join>()
+  private readonly socket: WebSocket
+  private readonly hub: SessionHub
+  private open = true
+
+  constructor(options: {
+    readonly connectionId: string
+    readonly app: RegisteredApp
+    readonly identity: Identity
+    readonly serializer: Serializer
+    readonly remoteIp: string
+    readonly socket: WebSocket
+    readonly hub: SessionHub
+  }) {
+    this.connectionId = options.connectionId
+    this.app = options.app
+    this.identity = options.identity
+    this.serializer = options.serializer
+    this.remoteIp = options.remoteIp
+    this.socket = options.socket
+    this.hub = options.hub
+    this.connectedAt = Date.now()
+    this.lastSeen = this.connectedAt
+    this.socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary))
+    this.socket.on("close", (code) => this.onClose(code))
+    this.socket.on("error", () => this.socket.terminate())
+    this.hub.notify(this, "connection:established", null)
+  }
+
+  get isOpen(): boolean {
+    return this.open
+  }
+
+  /**
+   * Writes an encoded frame (a string is a text frame, a Buffer a binary one
+   * unless `binary` says otherwise). A client that lets its outbox grow past
+   * the limit is dropped: nobody else waits for it.
+   */
+  send(data: string | Buffer, binary: boolean = typeof data !== "string"): void {
+    if (!this.open) return
+    if (this.socket.bufferedAmount > this.hub.maxOutboxBytes) {
+      this.terminate()
+      return
+    }
+    this.socket.send(data, { binary })
+  }
+
+  reply(frame: Pick<Frame, "joinRef" | "ref" | "topic">, status: "ok" | "error", response: unknown): void {
+    if (frame.ref === null) return
+    this.send(this.serializer.encodeReply(frame.joinRef, frame.ref, frame.topic, status, response))
+  }
+
+  replyError(frame: Pick<Frame, "joinRef" | "ref" | "topic">, reason: string, extra?: Record<string, unknown>): void {
+    this.reply(frame, "error", extra === undefined ? { reason } : { reason, ...extra })
+  }
+
+  close(code: number, reason: string): void {
+    if (!this.open) return
+    this.socket.close(code, reason)
+  }
+
+  /** Drops the connection without a closing handshake (the client is not reading). */
+  terminate(): void {
+    this.socket.terminate()
+  }
+
+  private receive(data: Buffer, isBinary: boolean): void {
+    this.lastSeen = Date.now()
+    const frame = this.serializer.decode(data, isBinary)
+    if (frame === undefined) {
+      this.close(CloseCode.invalidPayload, "invalid frame")
+      return
+    }
+    if (frame.topic === PHOENIX_TOPIC && frame.event === Event.heartbeat) {
+      this.reply(frame, "ok", {})
+      return
+    }
+    switch (frame.event) {
+      case Event.join:
+        return this.join(frame)
+      case Event.leave:
+        return this.leave(frame)
+      default: {
+        const join = this.joins.get(frame.topic)
+        if (join === undefined) return this.replyError(frame, ReplyReason.unmatchedTopic)
+        return this.hub.push(this, frame, join)
+      }
+    }
+  }
+
+  private join(frame: Frame): void {
+    const schema = this.app.schema
+    const match = schema?.matchChannel(frame.topic)
+    if (match === undefined) return this.replyError(frame, ReplyReason.invalidChannelPattern)
+    if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.replyError(frame, ReplyReason.unauthorized)
+
+    const previous = this.joins.get(frame.topic)
+    if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
+      return this.replyError(frame, ReplyReason.tooManyChannels)
+    }
+    if (previous !== undefined) {
+      // Phoenix semantics: a second join of the same topic replaces the first,
+      // whose channel is told it was closed.
+      this.send(this.serializer.encodePush(previous.joinRef, frame.topic, Event.close, {}))
+    }
+    this.joins.set(frame.topic, { joinRef: frame.joinRef, match })
+    if (previous !== undefined) {
+      this.reply(frame, "ok", {})
+      return
+    }
+    this.hub.subscribe(this, frame.topic, () => {
+      this.reply(frame, "ok", {})
+      this.hub.notify(this, "channel:joined", frame.topic)
+    })
+  }
+
+  private leave(frame: Frame): void {
+    const join = this.joins.get(frame.topic)
+    if (join !== undefined) {
+      this.joins.delete(frame.topic)
+      this.hub.unsubscribe(this, frame.topic)
+      this.hub.notify(this, "channel:left", frame.topic)
+    }
+    this.reply(frame, "ok", {})
+    this.send(this.serializer.encodePush(join?.joinRef ?? frame.joinRef, frame.topic, Event.close, {}))
+  }
+
+  private onClose(code: number): void {
+    if (!this.open) return
+    this.open = false
+    for (const topic of this.joins.keys()) {
+      this.hub.unsubscribe(this, topic)
+      this.hub.notify(this, "channel:left", topic)
+    }
+    this.joins.clear()
+    this.hub.notify(this, "connection:closed", null)
+    this.hub.closed(this, code)
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * All live sessions of this node, and the node-wide hub they share: topic
+ * subscription, lifecycle notifications to the app, push handling, the idle
+ * sweep, and the counts that health and metrics read.
+ *
+ * Idle connections are found by one sweep per node rather than a timer per
+ * socket, which would cost memory and timer churn on every frame.
+ */
+import { randomBytes } from "node:crypto"
+import { Context, Effect, Layer, Schedule } from "effect"
+import type { WebSocket } from "ws"
+import type { RegisteredApp } from "../apps/AppRegistry.ts"
+import type { Identity } from "../auth/Auth.ts"
+import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { CloseCode } from "../protocol/constants.ts"
+import type { Serializer } from "../protocol/Serializer.ts"
+import { Upstream } from "../upstream/Upstream.ts"
+import { PushHandler } from "./PushHandler.ts"
+import { Session } from "./Session.ts"
+import type { LifecycleEvent, SessionHub } from "./Session.ts"
+
+export interface SessionsShape {
+  readonly open: (options: {
+    readonly socket: WebSocket
+    readonly app: RegisteredApp
+    readonly identity: Identity
+    readonly serializer: Serializer
+    readonly remoteIp: string
+  }) => Session
+  readonly count: () => number
+  readonly all: () => Iterable<Session>
+}
+
+/** How often idle connections are looked for; an idle socket lives at most this much past its timeout. */
+const IDLE_SWEEP_INTERVAL_MS = 5_000
+
+export class Sessions extends Context.Service<Sessions, SessionsShape>()("realtime-gateway/socket/Sessions") {
+  static readonly layer = Layer.effect(
+    Sessions,
+    Effect.gen(function*() {
+      const config = yield* GatewayConfig
+      const topics = yield* TopicRegistry
+      const upstream = yield* Upstream
+      const pushHandler = yield* PushHandler
+      const context = yield* Effect.context<never>()
+      const runInBackground = Effect.runForkWith(context)
+      const live = new Set<Session>()
+
+      const hub: SessionHub = {
+        maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
+        maxOutboxBytes: config.limits.maxOutboxBytes,
+        subscribe: (session, topic, done) => {
+          runInBackground(topics.subscribe(session.app.config.id, topic, session).pipe(Effect.ensuring(Effect.sync(done))))
+        },
+        unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
+        notify: (session, event: LifecycleEvent, topic) => {
+          const app = session.app.config
+          runInBackground(upstream.notify(app, app.notifyEndpoint, {
+            app: app.id,
+            event,
+            channel: topic,
+            client_id: session.identity.clientId,
+            client_type: session.identity.clientType,
+            metadata: session.identity.metadata,
+            connection_id: session.connectionId,
+            node: config.nodeName,
+            at: new Date().toISOString()
+          }))
+        },
+        push: (session, frame, join) => pushHandler.handle(session, frame, join),
+        closed: (session, code) => {
+          live.delete(session)
+          runInBackground(
+            Effect.logDebug("connection closed").pipe(Effect.annotateLogs({
+              app_id: session.app.config.id,
+              client_id: session.identity.clientId,
+              connection_id: session.connectionId,
+              close_code: code
+            }))
+          )
+        }
+      }
+
+      const idleTimeoutMs = config.limits.idleTimeoutMs
+      yield* Effect.sync(() => {
+        const deadline = Date.now() - idleTimeoutMs
+        for (const session of live) {
+          if (session.lastSeen < deadline) session.close(CloseCode.normal, "idle timeout")
+        }
+      }).pipe(Effect.repeat(Schedule.spaced(Math.min(IDLE_SWEEP_INTERVAL_MS, idleTimeoutMs))), Effect.forkScoped)
+
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          for (const session of live) session.close(CloseCode.serviceRestart, "shutting down")
+        })
+      )
+
+      return Sessions.of({
+        open: (options) => {
+          const session = new Session({ ...options, connectionId: randomBytes(9).toString("base64url"), hub })
+          live.add(session)
+          return session
+        },
+        count: () => live.size,
+        all: () => live
+      })
+    })
+  )
+}

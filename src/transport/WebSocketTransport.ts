@@ -1,0 +1,177 @@
+/**
+ * The WebSocket endpoint `/socket/websocket`: everything that happens before a
+ * connection becomes a session. It reads the query (`app`, `token`,
+ * `client_type`, `vsn`) or the `authToken` sub-protocol, checks the app, the
+ * Origin and the node's capacity, passes the token to the app's auth endpoint,
+ * and only then completes the upgrade. Every refusal is an HTTP status with a
+ * JSON `{"reason": ...}` body (CONTRACT §2), so a client never sees a socket
+ * that opens and closes at once.
+ */
+import { STATUS_CODES } from "node:http"
+import type { IncomingMessage } from "node:http"
+import type { Duplex } from "node:stream"
+import { Context, Effect, Exit, Layer } from "effect"
+import { WebSocketServer } from "ws"
+import { AppRegistry } from "../apps/AppRegistry.ts"
+import type { RegisteredApp } from "../apps/AppRegistry.ts"
+import { Auth } from "../auth/Auth.ts"
+import type { AuthError, Identity } from "../auth/Auth.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { UpgradeRejection } from "../protocol/reasons.ts"
+import { serializerFor } from "../protocol/Serializer.ts"
+import { Sessions } from "../socket/Sessions.ts"
+
+export const SOCKET_PATH = "/socket/websocket"
+/** The sub-protocol the `phoenix` client offers alongside its token, and that we answer with. */
+const PHOENIX_SUBPROTOCOL = "phoenix"
+const TOKEN_SUBPROTOCOL_PREFIX = "base64url.bearer.phx."
+
+export interface WebSocketTransportShape {
+  readonly handleUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
+  /** Stops accepting connections (drain); refusals then say `over_capacity`. */
+  readonly stopAccepting: () => void
+}
+
+const reject = (socket: Duplex, rejection: UpgradeRejection) => {
+  if (socket.destroyed) return
+  const body = JSON.stringify({ reason: rejection.reason })
+  socket.end(
+    `HTTP/1.1 ${rejection.status} ${STATUS_CODES[rejection.status]}\r\n` +
+      "Content-Type: application/json\r\n" +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      "Connection: close\r\n\r\n" +
+      body
+  )
+}
+
+/** The token from the `authToken` sub-protocol, when the client used it. */
+const tokenFromSubprotocols = (header: string | undefined): string | undefined => {
+  if (header === undefined) return undefined
+  for (const entry of header.split(",")) {
+    const protocol = entry.trim()
+    if (protocol.startsWith(TOKEN_SUBPROTOCOL_PREFIX)) {
+      return Buffer.from(protocol.slice(TOKEN_SUBPROTOCOL_PREFIX.length), "base64url").toString("utf8")
+    }
+  }
+  return undefined
+}
+
+const remoteIpOf = (request: IncomingMessage) => request.socket.remoteAddress ?? "unknown"
+
+const rejectionFor = (error: AuthError): UpgradeRejection => {
+  switch (error._tag) {
+    case "Unauthorized":
+      return UpgradeRejection.unauthorized
+    case "AuthOverloaded":
+      return UpgradeRejection.overCapacity
+    case "AuthServiceUnavailable":
+      return UpgradeRejection.authServiceError
+  }
+}
+
+export class WebSocketTransport extends Context.Service<WebSocketTransport, WebSocketTransportShape>()(
+  "realtime-gateway/transport/WebSocketTransport"
+) {
+  static readonly layer = Layer.effect(
+    WebSocketTransport,
+    Effect.gen(function*() {
+      const config = yield* GatewayConfig
+      const apps = yield* AppRegistry
+      const auth = yield* Auth
+      const sessions = yield* Sessions
+      const context = yield* Effect.context<never>()
+      const runCallback = Effect.runCallbackWith(context)
+      let accepting = true
+      let upgradesInFlight = 0
+
+      const server = new WebSocketServer({
+        noServer: true,
+        maxPayload: config.limits.maxFrameBytes,
+        perMessageDeflate: false,
+        clientTracking: false,
+        handleProtocols: (protocols) => (protocols.has(PHOENIX_SUBPROTOCOL) ? PHOENIX_SUBPROTOCOL : false)
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
+
+      const complete = (
+        request: IncomingMessage,
+        socket: Duplex,
+        head: Buffer,
+        app: RegisteredApp,
+        identity: Identity,
+        vsn: string | null
+      ) => {
+        const serializer = serializerFor(vsn ?? undefined)!
+        server.handleUpgrade(request, socket, head, (ws) => {
+          sessions.open({ socket: ws, app, identity, serializer, remoteIp: remoteIpOf(request) })
+        })
+      }
+
+      const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+        socket.on("error", () => socket.destroy())
+        const url = new URL(request.url ?? "/", "http://gateway")
+        if (url.pathname !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
+        if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
+
+        const params = url.searchParams
+        const appId = params.get("app")
+        const token = tokenFromSubprotocols(request.headers["sec-websocket-protocol"]) ?? params.get("token")
+        if (appId === null || appId === "" || token === null || token === "") {
+          return reject(socket, UpgradeRejection.missingParams)
+        }
+        const vsn = params.get("vsn")
+        if (serializerFor(vsn ?? undefined) === undefined) return reject(socket, UpgradeRejection.unsupportedVsn)
+
+        const app = apps.get(appId)
+        if (app === undefined) return reject(socket, UpgradeRejection.unknownApp)
+        const origin = request.headers.origin
+        const allowedOrigins = app.config.allowedOrigins
+        if (origin !== undefined && allowedOrigins !== undefined && !allowedOrigins.includes(origin)) {
+          return reject(socket, UpgradeRejection.originNotAllowed)
+        }
+        if (sessions.count() + upgradesInFlight >= config.limits.maxConnections) {
+          return reject(socket, UpgradeRejection.overCapacity)
+        }
+        if (app.schema === undefined) return reject(socket, UpgradeRejection.schemaUnavailable)
+
+        upgradesInFlight++
+        const clientType = params.get("client_type") || "unknown"
+        const cancel = runCallback(
+          auth.authenticate(app.config, {
+            token,
+            clientType,
+            remoteIp: remoteIpOf(request),
+            userAgent: request.headers["user-agent"] ?? ""
+          }).pipe(
+            Effect.tapError((error) =>
+              error._tag === "AuthServiceUnavailable"
+                ? Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id }))
+                : Effect.void
+            ),
+            Effect.withSpan("connect", { attributes: { app_id: app.config.id, client_type: clientType } })
+          ),
+          {
+            onExit: (exit) => {
+              upgradesInFlight--
+              socket.off("close", onEarlyClose)
+              if (socket.destroyed) return
+              if (Exit.isSuccess(exit)) return complete(request, socket, head, app, exit.value, vsn)
+              const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
+              reject(socket, error === undefined ? UpgradeRejection.authServiceError : rejectionFor(error.error))
+            }
+          }
+        )
+        // a client that gives up while its token is being checked costs no more work
+        const onEarlyClose = () => cancel()
+        socket.once("close", onEarlyClose)
+      }
+
+      return WebSocketTransport.of({
+        handleUpgrade,
+        stopAccepting: () => {
+          accepting = false
+        }
+      })
+    })
+  )
+}

@@ -48,6 +48,7 @@ import type {
   InvalidSchemaDocument,
   ParsedPattern,
   ParsedTemplate,
+  PayloadCompiler,
   PayloadError,
   PayloadValidator,
   RateLimit,
@@ -435,7 +436,7 @@ const acceptAnyPayload: PayloadValidator = () => undefined
 const compileEvent = (
   definition: EventDefinition,
   index: number,
-  compiler: ReturnType<typeof makePayloadCompiler>,
+  compiler: PayloadCompiler,
   report: (path: ReadonlyArray<PropertyKey>, message: string) => void
 ): CompiledEvent => {
   const matchers: Array<Matcher> = []

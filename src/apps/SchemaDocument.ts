@@ -325,8 +325,10 @@ const toPayloadError = (error: ErrorObject): PayloadError => {
 }
 
 const acceptAll: PayloadValidator = () => undefined
-const REJECT_ALL: ReadonlyArray<PayloadError> = [{ path: "", message: "this event accepts no payload" }]
+const REJECT_ALL: ReadonlyArray<PayloadError> = Object.freeze([{ path: "", message: "this event accepts no payload" }])
 const rejectAll: PayloadValidator = () => REJECT_ALL
+// Ajv always explains a failure; this only keeps "invalid" from ever looking like "valid".
+const UNEXPLAINED: ReadonlyArray<PayloadError> = Object.freeze([{ path: "", message: "invalid payload" }])
 
 // Decoding compiles every payload schema to prove it compiles; compileSchema
 // then picks the validators up here instead of compiling them a second time.
@@ -357,7 +359,7 @@ export const compilePayloadSpec = (
   try {
     const meta = metaValidator(dialect.success)
     if (meta.validateSchema(schema as AnySchema) !== true) {
-      return Result.fail(`invalid JSON Schema: ${meta.errorsText(meta.errors, { dataVar: "payload" })}`)
+      return Result.fail(`invalid JSON Schema: ${meta.errorsText(meta.errors, { dataVar: "schema" })}`)
     }
     let ajv = compiler.instances.get(dialect.success)
     if (ajv === undefined) {
@@ -374,7 +376,7 @@ export const compilePayloadSpec = (
     const count = Math.min(errors.length, MAX_PAYLOAD_ERRORS)
     const out: Array<PayloadError> = new Array(count)
     for (let i = 0; i < count; i++) out[i] = toPayloadError(errors[i]!)
-    return out.length > 0 ? out : REJECT_ALL
+    return count > 0 ? out : UNEXPLAINED
   }
   compiledPayloads.set(spec, validator)
   return Result.succeed(validator)

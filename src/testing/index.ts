@@ -5,3 +5,4 @@
  */
 export * from "./FakeApp.ts"
 export * from "./PhoenixClient.ts"
+export * from "./TestGateway.ts"

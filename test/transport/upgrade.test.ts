@@ -1,0 +1,197 @@
+/**
+ * The WebSocket upgrade (CONTRACT §2): every refusal answers with its HTTP
+ * status and JSON reason before any socket opens, and accepted connections
+ * speak the protocol version they asked for.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { connectSocket, rawSocket, startFakeApp, startTestGateway, upgradeRejection } from "../../src/testing/index.ts"
+import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
+
+let app: FakeApp
+let gateway: TestGateway
+const wsUrl = (query: string) => `${gateway.socketUrl}/websocket?${query}`
+
+beforeAll(async () => {
+  app = await startFakeApp()
+  gateway = await startTestGateway({
+    apps: [
+      { id: "chat", fakeApp: app, timeouts: { authMs: 300 } },
+      { id: "strict", fakeApp: app, allowedOrigins: ["https://app.example"] }
+    ]
+  })
+})
+afterAll(async () => {
+  await gateway.close()
+  await app.close()
+})
+afterEach(() => {
+  app.fail("auth", "ok")
+})
+
+describe("upgrade rejections", () => {
+  it("400 missing_params without app or token", async () => {
+    expect(await upgradeRejection(wsUrl("token=token-alice&vsn=2.0.0"))).toMatchObject({
+      status: 400,
+      body: { reason: "missing_params" }
+    })
+    expect(await upgradeRejection(wsUrl("app=chat&vsn=2.0.0"))).toMatchObject({
+      status: 400,
+      body: { reason: "missing_params" }
+    })
+  })
+
+  it("400 unsupported_vsn for a protocol version it does not speak", async () => {
+    expect(await upgradeRejection(wsUrl("app=chat&token=token-alice&vsn=9.9.9"))).toMatchObject({
+      status: 400,
+      body: { reason: "unsupported_vsn" }
+    })
+  })
+
+  it("404 unknown_app", async () => {
+    expect(await upgradeRejection(wsUrl("app=nope&token=token-alice"))).toMatchObject({
+      status: 404,
+      body: { reason: "unknown_app" }
+    })
+  })
+
+  it("404 for any other path", async () => {
+    expect(await upgradeRejection(`${gateway.socketUrl}/other?app=chat&token=token-alice`)).toMatchObject({
+      status: 404
+    })
+  })
+
+  it("403 origin_not_allowed for a browser origin outside the app's list", async () => {
+    expect(
+      await upgradeRejection(wsUrl("app=strict&token=token-alice"), { origin: "https://evil.example" })
+    ).toMatchObject({ status: 403, body: { reason: "origin_not_allowed" } })
+    const allowed = await connectSocket(gateway.socketUrl, {
+      app: "strict",
+      token: "token-alice",
+      origin: "https://app.example"
+    })
+    await allowed.close()
+  })
+
+  it("401 unauthorized for a token the app refuses", async () => {
+    expect(await upgradeRejection(wsUrl("app=chat&token=wrong"))).toMatchObject({
+      status: 401,
+      body: { reason: "unauthorized" }
+    })
+  })
+
+  it.each([
+    ["answers 500", { status: 500 }],
+    ["hangs past the timeout", "hang"],
+    ["answers garbage", "garbage"],
+    ["drops the connection", "destroy"]
+  ] as const)("503 auth_service_error when the auth endpoint %s", async (_, mode) => {
+    app.fail("auth", mode)
+    expect(await upgradeRejection(wsUrl("app=chat&token=token-alice"))).toMatchObject({
+      status: 503,
+      body: { reason: "auth_service_error" }
+    })
+  })
+
+  it("503 auth_service_error when the auth answer lacks a client_id", async () => {
+    app.setAuth({ "token-odd": { status: 200, json: { permissions: [] } } })
+    try {
+      expect(await upgradeRejection(wsUrl("app=chat&token=token-odd"))).toMatchObject({
+        status: 503,
+        body: { reason: "auth_service_error" }
+      })
+    } finally {
+      const { defaultTokens } = await import("../../src/testing/index.ts")
+      app.setAuth(defaultTokens)
+    }
+  })
+})
+
+describe("accepted connections", () => {
+  it("V2 (the client's default): text frames as arrays", async () => {
+    const socket = await rawSocket(wsUrl("app=chat&token=token-alice&vsn=2.0.0"))
+    socket.send(["1", "1", "room:a", "phx_join", {}])
+    expect(await socket.nextJson()).toEqual(["1", "1", "room:a", "phx_reply", { status: "ok", response: {} }])
+    socket.send([null, "2", "phoenix", "heartbeat", {}])
+    expect(await socket.nextJson()).toEqual([null, "2", "phoenix", "phx_reply", { status: "ok", response: {} }])
+    await socket.close()
+  })
+
+  it("V1 (no vsn): JSON objects", async () => {
+    const socket = await rawSocket(wsUrl("app=chat&token=token-alice"))
+    socket.send({ topic: "room:a", event: "phx_join", payload: {}, ref: "1", join_ref: "1" })
+    expect(await socket.nextJson()).toMatchObject({
+      topic: "room:a",
+      event: "phx_reply",
+      ref: "1",
+      payload: { status: "ok", response: {} }
+    })
+    await socket.close()
+  })
+
+  it("takes the token from the authToken sub-protocol and answers with sub-protocol phoenix", async () => {
+    const connected = await connectSocket(gateway.socketUrl, { app: "chat", authToken: "token-bob" })
+    const joined = await connected.join("user:bob")
+    expect(joined.status).toBe("ok")
+    const auth = app.requestsOf("auth").at(-1)
+    expect(auth?.body).toMatchObject({ token: "token-bob", app: "chat", connection_type: "websocket" })
+    await connected.close()
+
+    const raw = await rawSocket(wsUrl("app=chat&vsn=2.0.0"), [
+      "phoenix",
+      `base64url.bearer.phx.${Buffer.from("token-alice").toString("base64url")}`
+    ])
+    expect(raw.protocol).toBe("phoenix")
+    await raw.close()
+  })
+
+  it("sends the auth call the contract's body", async () => {
+    const connected = await connectSocket(gateway.socketUrl, {
+      app: "chat",
+      token: "token-alice",
+      clientType: "cli",
+      headers: { "user-agent": "test-agent/1" }
+    })
+    const auth = await app.waitFor("auth", (request) => request.body?.client_type === "cli")
+    expect(auth.body).toEqual({
+      token: "token-alice",
+      app: "chat",
+      client_type: "cli",
+      connection_type: "websocket",
+      remote_ip: expect.stringContaining("127.0.0.1"),
+      user_agent: "test-agent/1"
+    })
+    await connected.close()
+  })
+})
+
+describe("capacity and schema availability", () => {
+  it("503 over_capacity past the per-node connection maximum", async () => {
+    const fake = await startFakeApp()
+    const small = await startTestGateway({ apps: [{ id: "chat", fakeApp: fake }], limits: { maxConnections: 1 } })
+    try {
+      const first = await connectSocket(small.socketUrl, { app: "chat", token: "token-alice" })
+      expect(await upgradeRejection(`${small.socketUrl}/websocket?app=chat&token=token-bob`)).toMatchObject({
+        status: 503,
+        body: { reason: "over_capacity" }
+      })
+      await first.close()
+    } finally {
+      await small.close()
+      await fake.close()
+    }
+  })
+
+  it("503 schema_unavailable while the app's schema has never loaded", async () => {
+    const fake = await startFakeApp()
+    fake.fail("schema", { status: 500 })
+    const gatewayWithoutSchema = await startTestGateway({ apps: [{ id: "chat", fakeApp: fake }] })
+    try {
+      expect(
+        await upgradeRejection(`${gatewayWithoutSchema.socketUrl}/websocket?app=chat&token=token-alice`)
+      ).toMatchObject({ status: 503, body: { reason: "schema_unavailable" } })
+    } finally {
+      await gatewayWithoutSchema.close()
+      await fake.close()
+    }
+  })
+})

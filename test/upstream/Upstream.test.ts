@@ -1,0 +1,122 @@
+/**
+ * The one HTTP boundary to the apps (CONTRACT §3): the headers every call
+ * carries, the HMAC signature, timeouts, and per-app isolation.
+ */
+import { createHmac } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { GatewayConfig, makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
+import * as Logging from "../../src/observability/Logging.ts"
+import { Upstream } from "../../src/upstream/Upstream.ts"
+import { startFakeApp } from "../../src/testing/index.ts"
+import type { FakeApp } from "../../src/testing/index.ts"
+
+let signed: FakeApp
+let slow: FakeApp
+let scope: Scope.Closeable
+let upstream: Upstream["Service"]
+
+beforeAll(async () => {
+  signed = await startFakeApp({ secret: "s3cret" })
+  slow = await startFakeApp()
+  scope = Scope.makeUnsafe()
+  const layer = Upstream.layer.pipe(
+    Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ nodeName: "node-a" }))),
+    Layer.provide(Logging.layer({ nodeName: "test", format: "json", level: "error" }))
+  )
+  upstream = Context.get(await Effect.runPromise(Layer.buildWithScope(layer, scope)), Upstream)
+})
+afterAll(async () => {
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+  await signed.close()
+  await slow.close()
+})
+
+const signedApp = () => makeAppConfig({ id: "signed", api: signed.url, secret: "s3cret" })
+
+describe("Upstream", () => {
+  it("sends the contract's headers and a valid HMAC-SHA256 signature of the raw body", async () => {
+    const answer = await Effect.runPromise(upstream.call(signedApp(), {
+      call: "message",
+      method: "POST",
+      url: signed.endpoints.message,
+      body: { hello: "wörld" },
+      timeoutMs: 1_000
+    }))
+    expect(answer.status).toBe(200)
+    const request = signed.requestsOf("message").at(-1)!
+    expect(request.signatureValid).toBe(true)
+    expect(request.headers["x-gateway-signature"]).toBe(
+      `sha256=${createHmac("sha256", "s3cret").update(request.rawBody).digest("hex")}`
+    )
+    expect(request.headers).toMatchObject({
+      "content-type": "application/json",
+      "user-agent": expect.stringContaining("realtime-gateway"),
+      "x-gateway-app": "signed",
+      "x-gateway-node": "node-a",
+      "x-request-id": expect.stringMatching(/^[0-9a-f-]{36}$/),
+      traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
+    })
+  })
+
+  it("sends no signature for an app without a secret, and never the secret itself", async () => {
+    await Effect.runPromise(upstream.call(makeAppConfig({ id: "plain", api: slow.url }), {
+      call: "message",
+      method: "POST",
+      url: slow.endpoints.message,
+      body: {},
+      timeoutMs: 1_000
+    }))
+    const request = slow.requestsOf("message").at(-1)!
+    expect(request.headers["x-gateway-signature"]).toBeUndefined()
+    const signedRequest = signed.requests.at(-1)!
+    expect(JSON.stringify(signedRequest.headers)).not.toContain("s3cret")
+  })
+
+  it("fails with UpstreamTimeout when the app does not answer in time", async () => {
+    slow.fail("message", "hang", { times: 1 })
+    const exit = await Effect.runPromise(Effect.result(upstream.call(makeAppConfig({ id: "hangs", api: slow.url }), {
+      call: "message",
+      method: "POST",
+      url: slow.endpoints.message,
+      body: {},
+      timeoutMs: 200
+    })))
+    expect(exit).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamTimeout", timeoutMs: 200 } })
+  })
+
+  it("a hanging app does not slow another app's calls", async () => {
+    slow.fail("message", "hang")
+    const hanging = makeAppConfig({ id: "stuck", api: slow.url })
+    const stuckCalls = Effect.runPromise(Effect.result(Effect.forEach(
+      Array.from({ length: 50 }, () => undefined),
+      () => upstream.call(hanging, { call: "message", method: "POST", url: slow.endpoints.message, body: {}, timeoutMs: 1_500 }),
+      { concurrency: "unbounded" }
+    )))
+    await slow.waitFor("message", (request) => request.headers["x-gateway-app"] === "stuck")
+    const other = Effect.runPromise(upstream.call(signedApp(), {
+      call: "message",
+      method: "POST",
+      url: signed.endpoints.message,
+      body: {},
+      timeoutMs: 1_000
+    }))
+    // the other app is answered while the stuck app's calls are all still waiting
+    expect(await Promise.race([other.then((answer) => answer.status), stuckCalls.then(() => "stuck calls ended first")]))
+      .toBe(200)
+    slow.fail("message", "ok")
+    expect(await stuckCalls).toMatchObject({ _tag: "Failure" })
+  })
+
+  it("callBounded refuses at once past its in-flight limit", async () => {
+    slow.fail("auth", "hang")
+    const app = makeAppConfig({ id: "bounded", api: slow.url })
+    const request = { call: "auth", method: "POST", url: slow.endpoints.auth, body: {}, timeoutMs: 500 } as const
+    const first = Effect.runPromise(Effect.result(upstream.callBounded(app, request, 1)))
+    await slow.waitFor("auth", (r) => r.headers["x-gateway-app"] === "bounded")
+    const second = await Effect.runPromise(Effect.result(upstream.callBounded(app, request, 1)))
+    expect(second).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamOverloaded", limit: 1 } })
+    slow.fail("auth", "ok")
+    await first
+  })
+})

@@ -18,6 +18,7 @@ import { NodeDelivery } from "./fanout/NodeDelivery.ts"
 import * as Logging from "./observability/Logging.ts"
 import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
+import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
 import { Sessions } from "./socket/Sessions.ts"
 import { Upstream } from "./upstream/Upstream.ts"
@@ -27,7 +28,8 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
     layerSingleNode({ host: config.cluster.host, port: config.cluster.port }),
-    Lifecycle.layer
+    Lifecycle.layer,
+    RateLimiter.layerMemory
   )
 
   // topics: the node-local index and the Topic entities it registers with

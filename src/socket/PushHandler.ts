@@ -9,6 +9,7 @@ import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
+import { RateLimiter } from "../ratelimit/RateLimiter.ts"
 import type { Join, Session } from "./Session.ts"
 
 /** One action of the app's answer to a forwarded message (CONTRACT §3). */
@@ -40,6 +41,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
     Effect.gen(function*() {
       const upstream = yield* Upstream
       const broadcaster = yield* Broadcaster
+      const limiter = yield* RateLimiter
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
 
@@ -136,6 +138,8 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         }
         const errors = event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
+        const decision = limiter.checkPush(session.app.config.id, session.identity.clientId, frame.event, session.app.schema!.rateLimits)
+        if (!decision.allowed) return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: decision.retryAfterMs })
         runInBackground(forward(session, frame))
       }
 

@@ -19,6 +19,7 @@ import type { AuthError, Identity } from "../auth/Auth.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
+import { RateLimiter } from "../ratelimit/RateLimiter.ts"
 import { Sessions } from "../socket/Sessions.ts"
 
 export const SOCKET_PATH = "/socket/websocket"
@@ -79,6 +80,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
       const apps = yield* AppRegistry
       const auth = yield* Auth
       const sessions = yield* Sessions
+      const limiter = yield* RateLimiter
       const context = yield* Effect.context<never>()
       const runCallback = Effect.runCallbackWith(context)
       let accepting = true
@@ -129,6 +131,10 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         if (origin !== undefined && allowedOrigins !== undefined && !allowedOrigins.includes(origin)) {
           return reject(socket, UpgradeRejection.originNotAllowed)
         }
+        const remoteIp = remoteIpOf(request)
+        if (!limiter.checkConnection(app.config.id, remoteIp, app.config.rateLimits.connectionsPerIpPerMinute).allowed) {
+          return reject(socket, UpgradeRejection.rateLimited)
+        }
         if (sessions.count() + upgradesInFlight >= config.limits.maxConnections) {
           return reject(socket, UpgradeRejection.overCapacity)
         }
@@ -140,7 +146,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
           auth.authenticate(app.config, {
             token,
             clientType,
-            remoteIp: remoteIpOf(request),
+            remoteIp,
             userAgent: request.headers["user-agent"] ?? ""
           }).pipe(
             Effect.tapError((error) =>

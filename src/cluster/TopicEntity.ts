@@ -1,11 +1,15 @@
 /**
  * The Topic entity: one per `(app, topic)` in the whole cluster, a single
- * mailbox that knows which nodes have local subscribers to the topic.
+ * mailbox that knows which nodes have local subscribers to the topic and, for
+ * presence channels, who is present through each node.
+ *
+ * Every broadcast and every presence diff of the topic passes through this
+ * mailbox, so all subscribers on all nodes see them in one order.
  *
  * Its state is only what nodes tell it, so it can be lost at any time (a move,
  * a crash, idle reaping) and is rebuilt by the nodes re-registering their
- * topics on an interval (`TopicRegistry`). An entity whose topic no node
- * subscribes to stops receiving those re-registrations and is reaped.
+ * topics and presences on an interval (`TopicRegistry`). An entity whose topic
+ * no node subscribes to stops receiving those re-registrations and is reaped.
  *
  * Registrations carry a per-node sequence number so that a late `Unsubscribe`
  * never undoes a newer `Subscribe` from the same node.
@@ -13,14 +17,36 @@
 import { Effect, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
+import { Event } from "../protocol/constants.ts"
 import { NodeDelivery } from "../fanout/NodeDelivery.ts"
 
-const Registration = { node: Schema.String, seq: Schema.Number }
+/**
+ * One presence of a client on the topic: `key` is the client id, `ref` the
+ * presence's unique `phx_ref`, and `meta` what Phoenix's `Presence` client
+ * receives (`{phx_ref, client_type, online_at, ...metadata}`).
+ */
+export const PresenceEntry = Schema.Struct({
+  key: Schema.String,
+  ref: Schema.String,
+  meta: Schema.Record(Schema.String, Schema.Unknown)
+})
+export type PresenceEntry = typeof PresenceEntry.Type
 
-export const Subscribe = Rpc.make("Subscribe", { payload: Registration })
-export const Unsubscribe = Rpc.make("Unsubscribe", { payload: Registration })
+/** Phoenix's presence state: client id → its metas, one per connection that joined. */
+export const PresenceState = Schema.Record(Schema.String, Schema.Struct({ metas: Schema.Array(Schema.Unknown) }))
+export type PresenceState = typeof PresenceState.Type
+
+export const Subscribe = Rpc.make("Subscribe", {
+  payload: {
+    node: Schema.String,
+    seq: Schema.Number,
+    /** The node's complete presence list for the topic, on re-registration; replaces what the entity had. */
+    presences: Schema.optional(Schema.Array(PresenceEntry))
+  }
+})
+export const Unsubscribe = Rpc.make("Unsubscribe", { payload: { node: Schema.String, seq: Schema.Number } })
 export const Nodes = Rpc.make("Nodes", { success: Schema.Array(Schema.String) })
-/** A broadcast to every subscriber: the entity's single mailbox gives all subscribers one order. */
+/** A broadcast to every subscriber. */
 export const Publish = Rpc.make("Publish", {
   payload: {
     event: Schema.String,
@@ -28,14 +54,29 @@ export const Publish = Rpc.make("Publish", {
     excludeConnectionId: Schema.optional(Schema.String)
   }
 })
+/** Adds a presence; answers the state the joiner is sent as `presence_state`. */
+export const Track = Rpc.make("Track", {
+  payload: { node: Schema.String, entry: PresenceEntry },
+  success: PresenceState
+})
+export const Untrack = Rpc.make("Untrack", { payload: { node: Schema.String, key: Schema.String, ref: Schema.String } })
+export const Presences = Rpc.make("Presences", { success: PresenceState })
+/** Forgets a node that is gone: its subscriptions and presences (the presences leave). */
+export const DropNode = Rpc.make("DropNode", { payload: { node: Schema.String } })
 
-export const Topic = Entity.make("Topic", [Subscribe, Unsubscribe, Nodes, Publish])
+export const Topic = Entity.make("Topic", [Subscribe, Unsubscribe, Nodes, Publish, Track, Untrack, Presences, DropNode])
 
 /** Longer than the re-registration interval, so that a topic with subscribers is never reaped. */
 export const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
 
 /** Entity ids are `<app>/<topic>`: app ids cannot contain `/`, topics may. */
 export const topicEntityId = (app: string, topic: string) => `${app}/${topic}`
+
+const addMeta = (state: Record<string, { metas: Array<unknown> }>, entry: PresenceEntry) => {
+  const existing = state[entry.key]
+  if (existing === undefined) state[entry.key] = { metas: [entry.meta] }
+  else existing.metas.push(entry.meta)
+}
 
 export const TopicEntityLayer = Topic.toLayer(
   Effect.gen(function*() {
@@ -44,30 +85,86 @@ export const TopicEntityLayer = Topic.toLayer(
     const app = address.entityId.slice(0, separator)
     const topic = address.entityId.slice(separator + 1)
     const delivery = yield* NodeDelivery
+
     // node → the sequence number of its newest registration; present = subscribed
     const subscribed = new Map<string, number>()
     // node → the sequence number of its newest unsubscription
     const unsubscribed = new Map<string, number>()
+    // node → presence ref → entry
+    const presences = new Map<string, Map<string, PresenceEntry>>()
+
+    const publish = (event: string, payload: unknown, excludeConnectionId?: string) =>
+      Effect.forEach(
+        [...subscribed.keys()],
+        (node) => delivery.deliver(node, { app, topic, event, payload, excludeConnectionId }),
+        { concurrency: "unbounded", discard: true }
+      )
+
+    const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {
+      if (joins.length === 0 && leaves.length === 0) return Effect.void
+      const diff: Record<"joins" | "leaves", Record<string, { metas: Array<unknown> }>> = { joins: {}, leaves: {} }
+      for (const entry of joins) addMeta(diff.joins, entry)
+      for (const entry of leaves) addMeta(diff.leaves, entry)
+      return publish(Event.presenceDiff, diff)
+    }
+
+    const presenceState = () => {
+      const state: Record<string, { metas: Array<unknown> }> = {}
+      for (const entries of presences.values()) {
+        for (const entry of entries.values()) addMeta(state, entry)
+      }
+      return state
+    }
+
+    /** Replaces a node's presences, announcing only what changed. */
+    const syncNode = (node: string, next: ReadonlyArray<PresenceEntry>) => {
+      const previous = presences.get(node) ?? new Map<string, PresenceEntry>()
+      const current = new Map(next.map((entry) => [entry.ref, entry]))
+      const joins = next.filter((entry) => !previous.has(entry.ref))
+      const leaves = [...previous.values()].filter((entry) => !current.has(entry.ref))
+      if (current.size === 0) presences.delete(node)
+      else presences.set(node, current)
+      return publishDiff(joins, leaves)
+    }
 
     return Topic.of({
-      Subscribe: ({ payload: { node, seq } }) =>
-        Effect.sync(() => {
-          if (seq < (unsubscribed.get(node) ?? -1) || seq < (subscribed.get(node) ?? -1)) return
+      Subscribe: ({ payload: { node, seq, presences: nodePresences } }) =>
+        Effect.suspend(() => {
+          if (seq < (unsubscribed.get(node) ?? -1) || seq < (subscribed.get(node) ?? -1)) return Effect.void
           subscribed.set(node, seq)
+          return nodePresences === undefined ? Effect.void : syncNode(node, nodePresences)
         }),
       Unsubscribe: ({ payload: { node, seq } }) =>
-        Effect.sync(() => {
-          if (seq < (subscribed.get(node) ?? -1)) return
+        Effect.suspend(() => {
+          if (seq < (subscribed.get(node) ?? -1)) return Effect.void
           subscribed.delete(node)
           unsubscribed.set(node, seq)
+          return syncNode(node, [])
         }),
       Nodes: () => Effect.sync(() => [...subscribed.keys()]),
-      Publish: ({ payload }) =>
-        Effect.forEach(
-          subscribed.keys(),
-          (node) => delivery.deliver(node, { app, topic, ...payload }),
-          { concurrency: "unbounded", discard: true }
-        )
+      Publish: ({ payload }) => publish(payload.event, payload.payload, payload.excludeConnectionId),
+      Track: ({ payload: { node, entry } }) =>
+        Effect.suspend(() => {
+          let entries = presences.get(node)
+          if (entries === undefined) presences.set(node, entries = new Map())
+          entries.set(entry.ref, entry)
+          return publishDiff([entry], []).pipe(Effect.as(presenceState()))
+        }),
+      Untrack: ({ payload: { node, ref } }) =>
+        Effect.suspend(() => {
+          const entries = presences.get(node)
+          const entry = entries?.get(ref)
+          if (entry === undefined) return Effect.void
+          entries!.delete(ref)
+          if (entries!.size === 0) presences.delete(node)
+          return publishDiff([], [entry])
+        }),
+      Presences: () => Effect.sync(presenceState),
+      DropNode: ({ payload: { node } }) =>
+        Effect.suspend(() => {
+          subscribed.delete(node)
+          return syncNode(node, [])
+        })
     })
   }),
   { maxIdleTime: TOPIC_ENTITY_MAX_IDLE }

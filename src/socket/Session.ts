@@ -11,6 +11,7 @@ import type { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { ChannelMatch } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
+import type { PresenceEntry } from "../cluster/TopicEntity.ts"
 import { CloseCode, Event, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
@@ -26,6 +27,9 @@ export interface SessionHub {
   /** Adds a subscriber and calls `done` once its Topic registration is in place. */
   readonly subscribe: (session: Session, topic: string, done: () => void) => void
   readonly unsubscribe: (session: Session, topic: string) => void
+  /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
+  readonly track: (session: Session, topic: string, join: Join) => void
+  readonly untrack: (session: Session, topic: string, join: Join) => void
   readonly notify: (session: Session, event: LifecycleEvent, topic: string | null) => void
   /** Handles a push on a joined topic; must call `session.reply` exactly once when `frame.ref` is set. */
   readonly push: (session: Session, frame: Frame, join: Join) => void
@@ -36,6 +40,8 @@ export interface SessionHub {
 export interface Join {
   readonly joinRef: string | null
   readonly match: ChannelMatch
+  /** Set while the join is tracked on a presence channel. */
+  presence: PresenceEntry | undefined
 }
 
 export class Session {
@@ -146,26 +152,30 @@ export class Session {
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
       return this.replyError(frame, ReplyReason.tooManyChannels)
     }
+    const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
+    this.joins.set(frame.topic, join)
     if (previous !== undefined) {
       // Phoenix semantics: a second join of the same topic replaces the first,
       // whose channel is told it was closed.
       this.send(this.serializer.encodePush(previous.joinRef, frame.topic, Event.close, {}))
-    }
-    this.joins.set(frame.topic, { joinRef: frame.joinRef, match })
-    if (previous !== undefined) {
-      this.reply(frame, "ok", {})
+      if (previous.presence !== undefined) this.hub.untrack(this, frame.topic, previous)
+      this.joined(frame, join)
       return
     }
-    this.hub.subscribe(this, frame.topic, () => {
-      this.reply(frame, "ok", {})
-      this.hub.notify(this, "channel:joined", frame.topic)
-    })
+    this.hub.subscribe(this, frame.topic, () => this.joined(frame, join))
+  }
+
+  private joined(frame: Frame, join: Join): void {
+    this.reply(frame, "ok", {})
+    this.hub.notify(this, "channel:joined", frame.topic)
+    if (join.match.channel.presence && this.joins.get(frame.topic) === join) this.hub.track(this, frame.topic, join)
   }
 
   private leave(frame: Frame): void {
     const join = this.joins.get(frame.topic)
     if (join !== undefined) {
       this.joins.delete(frame.topic)
+      if (join.presence !== undefined) this.hub.untrack(this, frame.topic, join)
       this.hub.unsubscribe(this, frame.topic)
       this.hub.notify(this, "channel:left", frame.topic)
     }
@@ -176,7 +186,8 @@ export class Session {
   private onClose(code: number): void {
     if (!this.open) return
     this.open = false
-    for (const topic of this.joins.keys()) {
+    for (const [topic, join] of this.joins) {
+      if (join.presence !== undefined) this.hub.untrack(this, topic, join)
       this.hub.unsubscribe(this, topic)
       this.hub.notify(this, "channel:left", topic)
     }

@@ -13,7 +13,8 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { CloseCode } from "../protocol/constants.ts"
+import type { PresenceEntry } from "../cluster/TopicEntity.ts"
+import { CloseCode, Event } from "../protocol/constants.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { PushHandler } from "./PushHandler.ts"
@@ -46,6 +47,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
       const live = new Set<Session>()
+      let presenceRefs = 0
 
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
@@ -54,6 +56,32 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           runInBackground(topics.subscribe(session.app.config.id, topic, session).pipe(Effect.ensuring(Effect.sync(done))))
         },
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
+        track: (session, topic, join) => {
+          const ref = `${session.connectionId}.${presenceRefs++}`
+          const entry: PresenceEntry = {
+            key: session.identity.clientId,
+            ref,
+            meta: {
+              ...session.identity.metadata,
+              phx_ref: ref,
+              client_type: session.identity.clientType,
+              online_at: Math.floor(Date.now() / 1000)
+            }
+          }
+          join.presence = entry
+          runInBackground(topics.track(session.app.config.id, topic, entry).pipe(
+            Effect.map((state) => {
+              if (session.joins.get(topic) === join) {
+                session.send(session.serializer.encodePush(join.joinRef, topic, Event.presenceState, state))
+              }
+            })
+          ))
+        },
+        untrack: (session, topic, join) => {
+          if (join.presence === undefined) return
+          topics.untrack(session.app.config.id, topic, join.presence)
+          join.presence = undefined
+        },
         notify: (session, event: LifecycleEvent, topic) => {
           const app = session.app.config
           runInBackground(upstream.notify(app, app.notifyEndpoint, {

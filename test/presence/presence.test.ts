@@ -1,0 +1,119 @@
+/**
+ * Presence (CONTRACT §6) seen through the official `phoenix` client's
+ * `Presence` class: the joiner's state, other members' joins and leaves,
+ * one client with two connections, and a channel without presence.
+ */
+import { Presence } from "phoenix"
+import type { Channel } from "phoenix"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { connectSocket, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
+
+let app: FakeApp
+let gateway: TestGateway
+
+beforeAll(async () => {
+  app = await startFakeApp({
+    auth: {
+      "token-alice": { client_id: "alice", client_type: "web", metadata: { name: "Alice" } },
+      "token-bob": { client_id: "bob", client_type: "cli", metadata: { name: "Bob" } }
+    }
+  })
+  gateway = await startTestGateway({ apps: [{ id: "chat", fakeApp: app }] })
+})
+afterAll(async () => {
+  await gateway.close()
+  await app.close()
+})
+
+/** A `Presence` on a channel, with a way to wait until its list satisfies a condition. */
+const watchPresence = (channel: Channel) => {
+  const presence = new Presence(channel)
+  const waiters = new Set<() => void>()
+  presence.onSync(() => {
+    for (const waiter of waiters) waiter()
+  })
+  const list = () =>
+    Object.fromEntries(
+      presence.list((key, { metas }) => [key, metas.map((meta: Record<string, unknown>) => meta)] as const)
+    ) as Record<string, ReadonlyArray<Record<string, unknown>>>
+  const until = (predicate: (current: ReturnType<typeof list>) => boolean, timeoutMs = 5_000) =>
+    new Promise<ReturnType<typeof list>>((resolve, reject) => {
+      const check = () => {
+        const current = list()
+        if (!predicate(current)) return
+        waiters.delete(check)
+        clearTimeout(timer)
+        resolve(current)
+      }
+      const timer = setTimeout(() => {
+        waiters.delete(check)
+        reject(new Error(`presence never matched; last list: ${JSON.stringify(list())}`))
+      }, timeoutMs)
+      waiters.add(check)
+      check()
+    })
+  return { presence, list, until }
+}
+
+describe("presence", () => {
+  it("the joiner sees itself; others see joins and leaves with metas", async () => {
+    const alice = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const aliceChannel = alice.socket.channel("room:presence-1")
+    const aliceView = watchPresence(aliceChannel)
+    const joined = new Promise((resolve) => aliceChannel.join().receive("ok", resolve))
+    await joined
+    const own = await aliceView.until((list) => "alice" in list)
+    expect(own["alice"]).toEqual([
+      expect.objectContaining({ name: "Alice", client_type: "web", phx_ref: expect.any(String), online_at: expect.any(Number) })
+    ])
+
+    const bob = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })
+    const bobChannel = bob.socket.channel("room:presence-1")
+    const bobView = watchPresence(bobChannel)
+    bobChannel.join()
+    const bobSees = await bobView.until((list) => "alice" in list && "bob" in list)
+    expect(bobSees["bob"]).toEqual([expect.objectContaining({ name: "Bob", client_type: "cli" })])
+    await aliceView.until((list) => "bob" in list)
+
+    await bob.close()
+    expect(await aliceView.until((list) => !("bob" in list))).toHaveProperty("alice")
+    await alice.close()
+  })
+
+  it("one client through two connections has two metas; leaving one keeps the other", async () => {
+    const watcher = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })
+    const watcherChannel = watcher.socket.channel("room:presence-2")
+    const view = watchPresence(watcherChannel)
+    watcherChannel.join()
+    await view.until((list) => "bob" in list)
+
+    const first = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const second = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const firstJoin = await first.join("room:presence-2")
+    await second.join("room:presence-2")
+    await view.until((list) => list["alice"]?.length === 2)
+
+    firstJoin.channel.leave()
+    await view.until((list) => list["alice"]?.length === 1)
+    await second.close()
+    await view.until((list) => !("alice" in list))
+    await first.close()
+    await watcher.close()
+  })
+
+  it("a channel without presence sends no presence events", async () => {
+    app.setAuth({ "token-alice": { client_id: "alice", permissions: ["user:alice"] } })
+    const socket = await rawSocket(`${gateway.socketUrl}/websocket?app=chat&token=token-alice&vsn=2.0.0`)
+    socket.send(["1", "1", "user:alice", "phx_join", {}])
+    socket.send(["2", "2", "room:presence-3", "phx_join", {}])
+    const frames: Array<[string | null, string | null, string, string, unknown]> = []
+    for (;;) {
+      const frame = await socket.nextJson<[string | null, string | null, string, string, unknown]>()
+      frames.push(frame)
+      if (frame[2] === "room:presence-3" && frame[3] === "presence_state") break
+    }
+    expect(frames.filter((frame) => frame[2] === "user:alice").map((frame) => frame[3])).toEqual(["phx_reply"])
+    await socket.close()
+  })
+})

@@ -1,28 +1,32 @@
 /**
  * The whole gateway as one layer: every capability's service, wired in one
  * place. `main.ts` launches it; integration tests build it on an ephemeral
- * port. Reading this file top to bottom shows what depends on what.
+ * port. Read bottom-up, the layers below are built in dependency order: the
+ * config and cluster runtime, the app boundary, topics, sessions, the entities
+ * (registered before any traffic), and last the listener.
  */
 import { Layer } from "effect"
 import { HealthRoutes } from "./api/HealthRoutes.ts"
+import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
+import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
 import { layerSingleNode } from "./cluster/ClusterRuntime.ts"
+import { NodeRouter } from "./cluster/NodeRouter.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
 import { TopicRegistry } from "./cluster/TopicRegistry.ts"
 import { GatewayConfig } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
-import { NodeDelivery } from "./fanout/NodeDelivery.ts"
 import * as Logging from "./observability/Logging.ts"
+import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
-import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
 import { Sessions } from "./socket/Sessions.ts"
-import { Upstream } from "./upstream/Upstream.ts"
 import { WebSocketTransport } from "./transport/WebSocketTransport.ts"
+import { Upstream } from "./upstream/Upstream.ts"
 
 export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
@@ -31,26 +35,21 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Lifecycle.layer,
     RateLimiter.layerMemory
   )
-
-  // topics: the node-local index and the Topic entities it registers with
-  const topics = TopicRegistry.layer
-  const fanout = LocalFanout.layer.pipe(Layer.provideMerge(topics))
-  const entities = TopicEntityLayer.pipe(Layer.provide(NodeDelivery.layerSingleNode), Layer.provideMerge(fanout))
-
-  // the app boundary
-  const upstream = Upstream.layer
-  const apps = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(upstream))
-
-  // connections
-  const sessions = Sessions.layer.pipe(
-    Layer.provide(PushHandler.layer.pipe(Layer.provide(Broadcaster.layer)))
+  const appBoundary = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(Upstream.layer))
+  const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
+  const sessions = Sessions.layer.pipe(Layer.provideMerge(PushHandler.layer), Layer.provideMerge(Broadcaster.layer))
+  const entities = Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(
+    Layer.provideMerge(NodeRouter.layerSingleNode)
   )
-  const transport = WebSocketTransport.layer.pipe(Layer.provideMerge(sessions))
-  const listener = HttpListener.layer(HealthRoutes)
+  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, ServerApiRoutes)).pipe(
+    Layer.provideMerge(WebSocketTransport.layer)
+  )
 
-  return listener.pipe(
-    Layer.provideMerge(transport),
-    Layer.provideMerge(Layer.mergeAll(apps, entities)),
+  return edge.pipe(
+    Layer.provideMerge(entities),
+    Layer.provideMerge(sessions),
+    Layer.provideMerge(topics),
+    Layer.provideMerge(appBoundary),
     Layer.provideMerge(base),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )

@@ -662,6 +662,13 @@ export const invalidSchemaDocument = (problems: ReadonlyArray<DocumentProblem>):
 
 const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
 
+/** Every problem of a failed Schema decode as `{path, message}`, for answers and logs. */
+export const describeIssue = (issue: SchemaIssue.Issue): ReadonlyArray<DocumentProblem> =>
+  formatIssues(issue).issues.map((problem) => ({
+    path: formatPath((problem.path ?? []).map((key) => typeof key === "object" ? key.key : key)),
+    message: problem.message
+  }))
+
 const decodeShape = Schema.decodeUnknownEffect(SchemaDocument, { errors: "all" })
 
 /**
@@ -670,12 +677,5 @@ const decodeShape = Schema.decodeUnknownEffect(SchemaDocument, { errors: "all" }
  */
 export const decodeSchemaDocument = (input: unknown): Effect.Effect<SchemaDocument, InvalidSchemaDocument> =>
   decodeShape(input).pipe(
-    Effect.mapError((error) =>
-      invalidSchemaDocument(
-        formatIssues(error.issue).issues.map((issue) => ({
-          path: formatPath((issue.path ?? []).map((key) => typeof key === "object" ? key.key : key)),
-          message: issue.message
-        }))
-      )
-    )
+    Effect.mapError((error) => invalidSchemaDocument(describeIssue(error.issue)))
   )

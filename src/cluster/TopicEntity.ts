@@ -18,7 +18,7 @@ import { Effect, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { Event } from "../protocol/constants.ts"
-import { NodeDelivery } from "../fanout/NodeDelivery.ts"
+import { NodeRouter } from "./NodeRouter.ts"
 
 /**
  * One presence of a client on the topic: `key` is the client id, `ref` the
@@ -84,7 +84,7 @@ export const TopicEntityLayer = Topic.toLayer(
     const separator = address.entityId.indexOf("/")
     const app = address.entityId.slice(0, separator)
     const topic = address.entityId.slice(separator + 1)
-    const delivery = yield* NodeDelivery
+    const router = yield* NodeRouter
 
     // node → the sequence number of its newest registration; present = subscribed
     const subscribed = new Map<string, number>()
@@ -96,7 +96,7 @@ export const TopicEntityLayer = Topic.toLayer(
     const publish = (event: string, payload: unknown, excludeConnectionId?: string) =>
       Effect.forEach(
         [...subscribed.keys()],
-        (node) => delivery.deliver(node, { app, topic, event, payload, excludeConnectionId }),
+        (node) => router.deliver(node, { app, topic, event, payload, excludeConnectionId }),
         { concurrency: "unbounded", discard: true }
       )
 

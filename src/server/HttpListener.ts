@@ -36,9 +36,11 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
           server.once("error", (error) => resume(Effect.fail(error)))
           server.listen(config.port, config.host, () => resume(Effect.void))
         }).pipe(Effect.orDie)
+        // Upgraded WebSocket connections are closed by the sessions, not here:
+        // waiting for them would wait on a finalizer that runs after this one.
         yield* Effect.addFinalizer(() =>
-          Effect.callback<void>((resume) => {
-            server.close(() => resume(Effect.void))
+          Effect.sync(() => {
+            server.close()
             server.closeAllConnections()
           })
         )

@@ -13,6 +13,8 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
+import type { ConnectionInfo } from "../cluster/NodeRouter.ts"
 import type { PresenceEntry } from "../cluster/TopicEntity.ts"
 import { CloseCode, Event } from "../protocol/constants.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
@@ -31,7 +33,13 @@ export interface SessionsShape {
   }) => Session
   readonly count: () => number
   readonly all: () => Iterable<Session>
+  /** Closes every connection of the client on this node; answers how many. */
+  readonly disconnectClient: (app: string, clientId: string) => number
+  readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
 }
+
+/** How often each client's connections are re-sent to its Client entity. */
+const CLIENT_RESYNC_INTERVAL = "30 seconds"
 
 /** How often idle connections are looked for; an idle socket lives at most this much past its timeout. */
 const IDLE_SWEEP_INTERVAL_MS = 5_000
@@ -46,8 +54,54 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const pushHandler = yield* PushHandler
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
-      const live = new Set<Session>()
+      const clientEntity = yield* Client.client
+      // app → client id → its sessions on this node
+      const byApp = new Map<string, Map<string, Set<Session>>>()
+      let liveCount = 0
       let presenceRefs = 0
+      let syncSeq = 0
+
+      function* allSessions(): Generator<Session> {
+        for (const clients of byApp.values()) {
+          for (const sessions of clients.values()) yield* sessions
+        }
+      }
+
+      /** Tells the Client entity this node's current connections of the client. */
+      const syncClient = (app: string, clientId: string) =>
+        clientEntity(clientEntityId(app, clientId)).SyncConnections({
+          node: config.nodeName,
+          seq: syncSeq++,
+          connectionIds: [...(byApp.get(app)?.get(clientId) ?? [])].map((session) => session.connectionId)
+        }).pipe(
+          Effect.catch((error) =>
+            Effect.logWarning("client registration failed; the next re-sync repairs it", String(error)).pipe(
+              Effect.annotateLogs({ app_id: app, client_id: clientId })
+            )
+          )
+        )
+
+      const addSession = (session: Session) => {
+        const app = session.app.config.id
+        let clients = byApp.get(app)
+        if (clients === undefined) byApp.set(app, clients = new Map())
+        let sessions = clients.get(session.identity.clientId)
+        if (sessions === undefined) clients.set(session.identity.clientId, sessions = new Set())
+        sessions.add(session)
+        liveCount++
+        runInBackground(syncClient(app, session.identity.clientId))
+      }
+
+      const removeSession = (session: Session) => {
+        const app = session.app.config.id
+        const clients = byApp.get(app)
+        const sessions = clients?.get(session.identity.clientId)
+        if (sessions === undefined || !sessions.delete(session)) return
+        liveCount--
+        if (sessions.size === 0) clients!.delete(session.identity.clientId)
+        if (clients!.size === 0) byApp.delete(app)
+        runInBackground(syncClient(app, session.identity.clientId))
+      }
 
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
@@ -98,7 +152,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         push: (session, frame, join) => pushHandler.handle(session, frame, join),
         closed: (session, code) => {
-          live.delete(session)
+          removeSession(session)
           runInBackground(
             Effect.logDebug("connection closed").pipe(Effect.annotateLogs({
               app_id: session.app.config.id,
@@ -113,25 +167,51 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const idleTimeoutMs = config.limits.idleTimeoutMs
       yield* Effect.sync(() => {
         const deadline = Date.now() - idleTimeoutMs
-        for (const session of live) {
+        for (const session of allSessions()) {
           if (session.lastSeen < deadline) session.close(CloseCode.normal, "idle timeout")
         }
       }).pipe(Effect.repeat(Schedule.spaced(Math.min(IDLE_SWEEP_INTERVAL_MS, idleTimeoutMs))), Effect.forkScoped)
 
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
-          for (const session of live) session.close(CloseCode.serviceRestart, "shutting down")
+          for (const session of [...allSessions()]) session.close(CloseCode.serviceRestart, "shutting down")
         })
       )
+
+      // the Client entities' state is rebuilt from these re-syncs after any move
+      yield* Effect.suspend(() =>
+        Effect.forEach(
+          [...byApp].flatMap(([app, clients]) => [...clients.keys()].map((clientId) => [app, clientId] as const)),
+          ([app, clientId]) => syncClient(app, clientId),
+          { concurrency: 16, discard: true }
+        )
+      ).pipe(Effect.repeat(Schedule.spaced(CLIENT_RESYNC_INTERVAL)), Effect.delay(CLIENT_RESYNC_INTERVAL), Effect.forkScoped)
+
+      const toInfo = (session: Session): ConnectionInfo => ({
+        connection_id: session.connectionId,
+        client_id: session.identity.clientId,
+        client_type: session.identity.clientType,
+        metadata: session.identity.metadata,
+        node: config.nodeName,
+        connected_at: new Date(session.connectedAt).toISOString(),
+        last_ping: new Date(session.lastSeen).toISOString(),
+        topics: [...session.joins.keys()]
+      })
 
       return Sessions.of({
         open: (options) => {
           const session = new Session({ ...options, connectionId: randomBytes(9).toString("base64url"), hub })
-          live.add(session)
+          addSession(session)
           return session
         },
-        count: () => live.size,
-        all: () => live
+        count: () => liveCount,
+        all: allSessions,
+        disconnectClient: (app, clientId) => {
+          const sessions = [...(byApp.get(app)?.get(clientId) ?? [])]
+          for (const session of sessions) session.close(CloseCode.policyViolation, "disconnected by the app")
+          return sessions.length
+        },
+        connections: (app) => [...(byApp.get(app)?.values() ?? [])].flatMap((sessions) => [...sessions].map(toInfo))
       })
     })
   )

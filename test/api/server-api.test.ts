@@ -33,7 +33,7 @@ const api = (path: string, init: RequestInit & { secret?: string } = {}) =>
     }
   })
 
-const answer = async (response: Response) => ({ status: response.status, body: await response.json() })
+const answer = async (response: Response) => ({ status: response.status, body: (await response.json()) as any })
 
 describe("authentication", () => {
   it("404 unknown_app", async () => {

@@ -109,8 +109,8 @@ describe("upgrade rejections", () => {
 describe("accepted connections", () => {
   it("V2 (the client's default): text frames as arrays", async () => {
     const socket = await rawSocket(wsUrl("app=chat&token=token-alice&vsn=2.0.0"))
-    socket.send(["1", "1", "room:a", "phx_join", {}])
-    expect(await socket.nextJson()).toEqual(["1", "1", "room:a", "phx_reply", { status: "ok", response: {} }])
+    socket.send(["1", "1", "user:alice", "phx_join", {}])
+    expect(await socket.nextJson()).toEqual(["1", "1", "user:alice", "phx_reply", { status: "ok", response: {} }])
     socket.send([null, "2", "phoenix", "heartbeat", {}])
     expect(await socket.nextJson()).toEqual([null, "2", "phoenix", "phx_reply", { status: "ok", response: {} }])
     await socket.close()

@@ -1,9 +1,29 @@
+import type { TestModule } from "vitest/node"
 import { defineConfig } from "vitest/config"
+
+/** Ends the run with a plain `N passed, N failed` line that any CI log reader understands. */
+const summaryLine = {
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>) {
+    let passed = 0
+    let failed = 0
+    let skipped = 0
+    for (const module of testModules) {
+      for (const test of module.children.allTests()) {
+        const state = test.result().state
+        if (state === "passed") passed++
+        else if (state === "failed") failed++
+        else skipped++
+      }
+    }
+    process.stdout.write(`\n${passed} passed, ${failed} failed${skipped > 0 ? `, ${skipped} skipped` : ""}\n`)
+  }
+}
 
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,
-    hookTimeout: 60_000
+    hookTimeout: 60_000,
+    reporters: ["default", summaryLine]
   }
 })

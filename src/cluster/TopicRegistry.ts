@@ -1,23 +1,21 @@
 /**
- * This node's subscribers and presences per topic, and their registration
- * with the Topic entities of the cluster.
+ * This node's subscribers and presences per topic.
  *
- * The local index (`<app>/<topic>` → sockets) is what fan-out walks; the Topic
- * entity only learns that this node has subscribers, and which presences the
- * node holds. The entity is told when the first local subscriber arrives and
- * when the last one leaves, and every topic is re-registered (with its
- * presences) on an interval, so that an entity that lost its state (moved,
- * crashed, reaped) is whole again without any client action.
+ * The local index (`<app>/<topic>` → sockets) is what fan-out walks; joining
+ * and leaving only touch it, with no cluster call. Presences are also told to
+ * the topic's entity (`Track`/`Untrack`), and every topic with presences is
+ * re-sent to its entity on an interval, so that an entity that lost its state
+ * (moved, crashed, reaped) is whole again without any client action.
  */
-import { Context, Effect, Fiber, Layer, Schedule } from "effect"
+import { Context, Effect, Layer, Schedule } from "effect"
 import { Sharding } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Topic, topicEntityId } from "./TopicEntity.ts"
 import type { PresenceEntry, PresenceState } from "./TopicEntity.ts"
 
-/** Re-registration period: well under the Topic entity's idle time. */
-export const TOPIC_REREGISTER_INTERVAL = "30 seconds"
+/** Presence re-sync period: well under the Topic entity's idle time. */
+export const PRESENCE_RESYNC_INTERVAL = "30 seconds"
 
 /** Fan-out targets are sockets; kept abstract so the registry does not depend on the socket layer. */
 export interface TopicSubscriber {
@@ -28,12 +26,7 @@ export interface TopicSubscriber {
 }
 
 export interface TopicRegistryShape {
-  /**
-   * Adds a local subscriber. Completes once the Topic entity knows this node
-   * subscribes (at once when the node already had subscribers to the topic).
-   */
-  readonly subscribe: (app: string, topic: string, subscriber: TopicSubscriber) => Effect.Effect<void>
-  /** Removes a local subscriber; tells the Topic entity in the background when it was the last. */
+  readonly subscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   readonly unsubscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   /** The local subscribers of a topic (hot path of fan-out). */
   readonly subscribers: (app: string, topic: string) => ReadonlySet<TopicSubscriber> | undefined
@@ -43,8 +36,6 @@ export interface TopicRegistryShape {
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
   /** Who is present on a topic, cluster-wide. */
   readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState>
-  /** The nodes the Topic entity knows to have subscribers. */
-  readonly nodes: (app: string, topic: string) => Effect.Effect<ReadonlyArray<string>>
   readonly topicCount: () => number
 }
 
@@ -66,57 +57,45 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
       const runInBackground = Effect.runForkWith(context)
 
       const local = new Map<string, LocalTopic>()
-      // first registrations still in flight, so that a second joiner waits for them too
-      const registering = new Map<string, Fiber.Fiber<void>>()
-      let seq = 0
 
       const logFailure = (what: string, entityId: string) => (error: unknown) =>
-        Effect.logWarning(`${what} failed; the next re-registration repairs it`, String(error)).pipe(
+        Effect.logWarning(`${what} failed; the next presence re-sync repairs it`, String(error)).pipe(
           Effect.annotateLogs({ topic: entityId })
         )
 
-      const register = (entityId: string) => {
-        const presences = local.get(entityId)?.presences
-        return topicClient(entityId).Subscribe({
-          node: nodeName,
-          seq: seq++,
-          ...(presences === undefined ? {} : { presences: [...presences.values()] })
-        }).pipe(Effect.catch(logFailure("topic registration", entityId)))
-      }
+      const syncPresences = (entityId: string, presences: ReadonlyMap<string, PresenceEntry>) =>
+        topicClient(entityId).SyncPresences({ node: nodeName, presences: [...presences.values()] }).pipe(
+          Effect.catch(logFailure("presence re-sync", entityId))
+        )
 
-      yield* Effect.suspend(() => Effect.forEach([...local.keys()], register, { concurrency: 16, discard: true })).pipe(
-        Effect.repeat(Schedule.spaced(TOPIC_REREGISTER_INTERVAL)),
-        Effect.delay(TOPIC_REREGISTER_INTERVAL),
+      yield* Effect.suspend(() =>
+        Effect.forEach(
+          [...local].flatMap(([entityId, { presences }]) => presences === undefined ? [] : [[entityId, presences] as const]),
+          ([entityId, presences]) => syncPresences(entityId, presences),
+          { concurrency: 16, discard: true }
+        )
+      ).pipe(
+        Effect.repeat(Schedule.spaced(PRESENCE_RESYNC_INTERVAL)),
+        Effect.delay(PRESENCE_RESYNC_INTERVAL),
         Effect.forkScoped
       )
 
-      const subscribe = (app: string, topic: string, subscriber: TopicSubscriber) =>
-        Effect.suspend(() => {
-          const entityId = topicEntityId(app, topic)
-          const existing = local.get(entityId)
-          if (existing !== undefined) {
-            existing.subscribers.add(subscriber)
-            const inFlight = registering.get(entityId)
-            return inFlight === undefined ? Effect.void : Fiber.join(inFlight)
-          }
-          local.set(entityId, { subscribers: new Set([subscriber]), presences: undefined })
-          const fiber = runInBackground(
-            register(entityId).pipe(Effect.ensuring(Effect.sync(() => registering.delete(entityId))))
-          )
-          if (fiber.pollUnsafe() === undefined) registering.set(entityId, fiber)
-          return Fiber.join(fiber)
-        })
+      const subscribe = (app: string, topic: string, subscriber: TopicSubscriber) => {
+        const entityId = topicEntityId(app, topic)
+        const existing = local.get(entityId)
+        if (existing !== undefined) existing.subscribers.add(subscriber)
+        else local.set(entityId, { subscribers: new Set([subscriber]), presences: undefined })
+      }
 
       const unsubscribe = (app: string, topic: string, subscriber: TopicSubscriber) => {
         const entityId = topicEntityId(app, topic)
         const existing = local.get(entityId)
         if (existing === undefined || !existing.subscribers.delete(subscriber) || existing.subscribers.size > 0) return
         local.delete(entityId)
-        runInBackground(
-          topicClient(entityId).Unsubscribe({ node: nodeName, seq: seq++ }).pipe(
-            Effect.catch(logFailure("topic unregistration", entityId))
-          )
-        )
+        // the last subscriber leaving takes this node's last presences with it
+        if (existing.presences !== undefined && existing.presences.size > 0) {
+          runInBackground(syncPresences(entityId, new Map()))
+        }
       }
 
       const track = (app: string, topic: string, entry: PresenceEntry) =>
@@ -146,7 +125,6 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         track,
         untrack,
         presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences().pipe(Effect.orDie),
-        nodes: (app, topic) => topicClient(topicEntityId(app, topic)).Nodes().pipe(Effect.orDie),
         topicCount: () => local.size
       })
     })

@@ -24,8 +24,7 @@ export type LifecycleEvent = "connection:established" | "connection:closed" | "c
 export interface SessionHub {
   readonly maxChannelsPerConnection: number
   readonly maxOutboxBytes: number
-  /** Adds a subscriber and calls `done` once its Topic registration is in place. */
-  readonly subscribe: (session: Session, topic: string, done: () => void) => void
+  readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
   readonly track: (session: Session, topic: string, join: Join) => void
@@ -159,16 +158,12 @@ export class Session {
       // whose channel is told it was closed.
       this.send(this.serializer.encodePush(previous.joinRef, frame.topic, Event.close, {}))
       if (previous.presence !== undefined) this.hub.untrack(this, frame.topic, previous)
-      this.joined(frame, join)
-      return
+    } else {
+      this.hub.subscribe(this, frame.topic)
     }
-    this.hub.subscribe(this, frame.topic, () => this.joined(frame, join))
-  }
-
-  private joined(frame: Frame, join: Join): void {
     this.reply(frame, "ok", {})
     this.hub.notify(this, "channel:joined", frame.topic)
-    if (join.match.channel.presence && this.joins.get(frame.topic) === join) this.hub.track(this, frame.topic, join)
+    if (match.channel.presence) this.hub.track(this, frame.topic, join)
   }
 
   private leave(frame: Frame): void {

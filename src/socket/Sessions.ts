@@ -13,7 +13,6 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import type { ConnectionInfo } from "../cluster/NodeRouter.ts"
 import type { PresenceEntry } from "../cluster/TopicEntity.ts"
 import { CloseCode, Event } from "../protocol/constants.ts"
@@ -38,9 +37,6 @@ export interface SessionsShape {
   readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
 }
 
-/** How often each client's connections are re-sent to its Client entity. */
-const CLIENT_RESYNC_INTERVAL = "30 seconds"
-
 /** How often idle connections are looked for; an idle socket lives at most this much past its timeout. */
 const IDLE_SWEEP_INTERVAL_MS = 5_000
 
@@ -54,32 +50,16 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const pushHandler = yield* PushHandler
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
-      const clientEntity = yield* Client.client
       // app → client id → its sessions on this node
       const byApp = new Map<string, Map<string, Set<Session>>>()
       let liveCount = 0
       let presenceRefs = 0
-      let syncSeq = 0
 
       function* allSessions(): Generator<Session> {
         for (const clients of byApp.values()) {
           for (const sessions of clients.values()) yield* sessions
         }
       }
-
-      /** Tells the Client entity this node's current connections of the client. */
-      const syncClient = (app: string, clientId: string) =>
-        clientEntity(clientEntityId(app, clientId)).SyncConnections({
-          node: config.nodeName,
-          seq: syncSeq++,
-          connectionIds: [...(byApp.get(app)?.get(clientId) ?? [])].map((session) => session.connectionId)
-        }).pipe(
-          Effect.catch((error) =>
-            Effect.logWarning("client registration failed; the next re-sync repairs it", String(error)).pipe(
-              Effect.annotateLogs({ app_id: app, client_id: clientId })
-            )
-          )
-        )
 
       const addSession = (session: Session) => {
         const app = session.app.config.id
@@ -89,7 +69,6 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         if (sessions === undefined) clients.set(session.identity.clientId, sessions = new Set())
         sessions.add(session)
         liveCount++
-        runInBackground(syncClient(app, session.identity.clientId))
       }
 
       const removeSession = (session: Session) => {
@@ -100,15 +79,12 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         liveCount--
         if (sessions.size === 0) clients!.delete(session.identity.clientId)
         if (clients!.size === 0) byApp.delete(app)
-        runInBackground(syncClient(app, session.identity.clientId))
       }
 
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
-        subscribe: (session, topic, done) => {
-          runInBackground(topics.subscribe(session.app.config.id, topic, session).pipe(Effect.ensuring(Effect.sync(done))))
-        },
+        subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
         track: (session, topic, join) => {
           const ref = `${session.connectionId}.${presenceRefs++}`
@@ -177,15 +153,6 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           for (const session of [...allSessions()]) session.close(CloseCode.serviceRestart, "shutting down")
         })
       )
-
-      // the Client entities' state is rebuilt from these re-syncs after any move
-      yield* Effect.suspend(() =>
-        Effect.forEach(
-          [...byApp].flatMap(([app, clients]) => [...clients.keys()].map((clientId) => [app, clientId] as const)),
-          ([app, clientId]) => syncClient(app, clientId),
-          { concurrency: 16, discard: true }
-        )
-      ).pipe(Effect.repeat(Schedule.spaced(CLIENT_RESYNC_INTERVAL)), Effect.delay(CLIENT_RESYNC_INTERVAL), Effect.forkScoped)
 
       const toInfo = (session: Session): ConnectionInfo => ({
         connection_id: session.connectionId,

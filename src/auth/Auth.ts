@@ -81,8 +81,7 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
           Effect.catchTags({
             UpstreamOverloaded: () => Effect.fail(new AuthOverloaded({ app: app.id })),
             UpstreamTimeout: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message })),
-            UpstreamUnreachable: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message })),
-            UpstreamBadAnswer: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message }))
+            UpstreamUnreachable: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message }))
           }),
           Effect.flatMap((answer): Effect.Effect<Identity, AuthError> => {
             if (answer.status === 401 || answer.status === 403) {

@@ -5,6 +5,7 @@
  * first failure is the reply; every push with a ref gets exactly one reply.
  */
 import { Context, Effect, Layer, Schema } from "effect"
+import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
@@ -123,7 +124,9 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
               )
             }
           }),
-          Effect.withSpan("push", { attributes: { app_id: app.id, topic: frame.topic, event: frame.event } })
+          Effect.withSpan("push", {
+            attributes: { app_id: app.id, topic: frame.topic, event: frame.event }
+          }, NO_STACK_TRACE)
         )
       }
 

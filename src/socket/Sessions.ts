@@ -54,6 +54,9 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const byApp = new Map<string, Map<string, Set<Session>>>()
       let liveCount = 0
       let presenceRefs = 0
+      // unique across the cluster and restarts without a random draw per connection
+      const connectionIdPrefix = `${randomBytes(6).toString("base64url")}-`
+      let connectionCount = 0
 
       function* allSessions(): Generator<Session> {
         for (const clients of byApp.values()) {
@@ -114,7 +117,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         notify: (session, event: LifecycleEvent, topic) => {
           const app = session.app.config
-          runInBackground(upstream.notify(app, app.notifyEndpoint, {
+          upstream.notify(app, app.notifyEndpoint, {
             app: app.id,
             event,
             channel: topic,
@@ -124,7 +127,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             connection_id: session.connectionId,
             node: config.nodeName,
             at: new Date().toISOString()
-          }))
+          })
         },
         push: (session, frame, join) => pushHandler.handle(session, frame, join),
         closed: (session, code) => {
@@ -167,7 +170,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
 
       return Sessions.of({
         open: (options) => {
-          const session = new Session({ ...options, connectionId: randomBytes(9).toString("base64url"), hub })
+          const session = new Session({ ...options, connectionId: `${connectionIdPrefix}${(connectionCount++).toString(36)}`, hub })
           addSession(session)
           return session
         },

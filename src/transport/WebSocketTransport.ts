@@ -17,6 +17,7 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { Auth } from "../auth/Auth.ts"
 import type { AuthError, Identity } from "../auth/Auth.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
 import { RateLimiter } from "../ratelimit/RateLimiter.ts"
@@ -154,7 +155,9 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
                 ? Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id }))
                 : Effect.void
             ),
-            Effect.withSpan("connect", { attributes: { app_id: app.config.id, client_type: clientType } })
+            Effect.withSpan("connect", {
+              attributes: { app_id: app.config.id, client_type: clientType }
+            }, NO_STACK_TRACE)
           ),
           {
             onExit: (exit) => {

@@ -11,12 +11,13 @@
  * client (`unauthorized`, `api_timeout`, ...) is decided by the caller.
  */
 import { createHmac, randomUUID } from "node:crypto"
-import { Context, Effect, Layer, Redacted, Schedule, Semaphore } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import { Agent } from "undici"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
-import { UpstreamBadAnswer, UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
+import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 
 export interface UpstreamRequest {
   readonly call: UpstreamCall
@@ -47,16 +48,24 @@ export interface UpstreamShape {
     request: UpstreamRequest,
     limit: number
   ) => Effect.Effect<UpstreamAnswer, UpstreamError>
-  /** Fire-and-forget POST with bounded retries; never blocks the caller. */
-  readonly notify: (app: AppConfig, url: string, body: unknown) => Effect.Effect<void>
+  /**
+   * Fire-and-forget POST with bounded retries; never blocks the caller. When
+   * an app already has too many notifications pending, new ones are dropped
+   * (and counted) rather than queued without bound.
+   */
+  readonly notify: (app: AppConfig, url: string, body: unknown) => void
+  /** Notifications given up on (retries exhausted or too many pending), since start. */
+  readonly droppedNotifications: () => number
   /** Drops the pool of an app that was removed or reconfigured. */
   readonly forget: (appId: string) => Effect.Effect<void>
 }
 
-/** Bytes accepted in an answer; larger answers are garbage for our purposes. */
+/** Bytes accepted in an answer; larger answers fail the call. */
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024
-/** Concurrent calls per app before further calls queue. */
+/** Connections per app; further calls queue for one. */
 const MAX_IN_FLIGHT_PER_APP = 256
+const MAX_PENDING_NOTIFICATIONS = 10_000
+const NOTIFY_FIRST_RETRY_MS = 200
 const BREAKER_FAILURE_THRESHOLD = 5
 const BREAKER_OPEN_MS = 5_000
 const NOTIFY_ATTEMPTS = 3
@@ -92,28 +101,15 @@ class CircuitBreaker {
 }
 
 interface AppPool {
+  /** Keep-alive connections to the app; requests beyond its connection bound queue here. */
   readonly agent: Agent
-  readonly permits: Semaphore.Semaphore
   readonly breaker: CircuitBreaker
   readonly inFlight: Map<UpstreamCall, number>
+  pendingNotifications: number
 }
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
   `sha256=${createHmac("sha256", Redacted.value(secret)).update(body).digest("hex")}`
-
-const readBody = async (body: AsyncIterable<Buffer> & { destroy(): unknown }): Promise<string> => {
-  const chunks: Array<Buffer> = []
-  let size = 0
-  for await (const chunk of body) {
-    size += chunk.length
-    if (size > MAX_ANSWER_BYTES) {
-      body.destroy()
-      throw new Error(`answer larger than ${MAX_ANSWER_BYTES} bytes`)
-    }
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks).toString("utf8")
-}
 
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
@@ -123,12 +119,17 @@ const errorDetail = (cause: unknown): string => {
   return String(cause)
 }
 
+/** The call's span, whose ids become the `traceparent` the app receives. */
+const currentSpan = Effect.currentSpan.pipe(Effect.orElseSucceed(() => undefined))
+
 export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realtime-gateway/upstream/Upstream") {
   static readonly layer = Layer.effect(
     Upstream,
     Effect.gen(function*() {
       const config = yield* GatewayConfig
       const pools = new Map<string, AppPool>()
+      const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
+      let droppedNotifications = 0
 
       yield* Effect.addFinalizer(() =>
         Effect.promise(() => Promise.allSettled([...pools.values()].map((pool) => pool.agent.close())))
@@ -138,49 +139,57 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         let pool = pools.get(appId)
         if (pool === undefined) {
           pool = {
-            agent: new Agent({ keepAliveTimeout: 30_000, connections: MAX_IN_FLIGHT_PER_APP, pipelining: 1 }),
-            permits: Semaphore.makeUnsafe(MAX_IN_FLIGHT_PER_APP),
+            agent: new Agent({
+              keepAliveTimeout: 30_000,
+              connections: MAX_IN_FLIGHT_PER_APP,
+              maxResponseSize: MAX_ANSWER_BYTES
+            }),
             breaker: new CircuitBreaker(),
-            inFlight: new Map()
+            inFlight: new Map(),
+            pendingNotifications: 0
           }
           pools.set(appId, pool)
         }
         return pool
       }
 
-      const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
-        Effect.gen(function*() {
-          const span = yield* Effect.currentSpan.pipe(Effect.orElseSucceed(() => undefined))
-          const body = request.body === undefined ? undefined : JSON.stringify(request.body)
-          const headers: Record<string, string> = {
-            "user-agent": USER_AGENT,
-            "x-request-id": randomUUID(),
-            "x-gateway-app": app.id,
-            "x-gateway-node": config.nodeName,
-            ...request.headers
-          }
-          if (span !== undefined) headers.traceparent = `00-${span.traceId}-${span.spanId}-01`
-          if (body !== undefined) headers["content-type"] = "application/json"
-          if (app.secret !== undefined) headers["x-gateway-signature"] = sign(app.secret, body ?? "")
+      const headersFor = (app: AppConfig, body: string | undefined, extra: Readonly<Record<string, string>> | undefined) => {
+        const headers: Record<string, string> = {
+          "user-agent": USER_AGENT,
+          "x-request-id": randomUUID(),
+          "x-gateway-app": app.id,
+          "x-gateway-node": config.nodeName,
+          ...extra
+        }
+        if (body !== undefined) headers["content-type"] = "application/json"
+        if (app.secret !== undefined) headers["x-gateway-signature"] = sign(app.secret, body ?? "")
+        return headers
+      }
 
+      const requestOptions = (request: UpstreamRequest, headers: Record<string, string>, body: string | undefined) => {
+        const url = new URL(request.url)
+        return {
+          origin: url.origin,
+          path: `${url.pathname}${url.search}`,
+          method: request.method,
+          headers,
+          body: body ?? null
+        }
+      }
+
+      const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
+        Effect.flatMap(currentSpan, (span): Effect.Effect<UpstreamAnswer, UpstreamError> => {
           if (!pool.breaker.admit(Date.now())) {
-            return yield* new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" })
+            return Effect.fail(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }))
           }
-          const answer = yield* Effect.tryPromise({
+          const body = request.body === undefined ? undefined : JSON.stringify(request.body)
+          const headers = headersFor(app, body, request.headers)
+          if (span !== undefined) headers.traceparent = `00-${span.traceId}-${span.spanId}-01`
+          return Effect.tryPromise({
             try: async (signal) => {
-              const response = await pool.agent.request({
-                origin: new URL(request.url).origin,
-                path: request.url.slice(new URL(request.url).origin.length) || "/",
-                method: request.method,
-                headers,
-                body: body ?? null,
-                signal
-              })
-              return {
-                status: response.statusCode,
-                headers: response.headers,
-                body: await readBody(response.body)
-              } satisfies UpstreamAnswer
+              const response = await pool.agent.request({ ...requestOptions(request, headers, body), signal })
+              const text = await response.body.text()
+              return { status: response.statusCode, headers: response.headers, body: text } satisfies UpstreamAnswer
             },
             catch: (cause) => new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(cause) })
           }).pipe(
@@ -188,17 +197,18 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               duration: request.timeoutMs,
               orElse: () => Effect.fail(new UpstreamTimeout({ app: app.id, call: request.call, timeoutMs: request.timeoutMs }))
             }),
-            Effect.tapError(() => Effect.sync(() => pool.breaker.failed(Date.now())))
+            Effect.onExit((exit) =>
+              Effect.sync(() => {
+                if (exit._tag === "Success" && exit.value.status < 500) pool.breaker.succeeded()
+                else if (exit._tag === "Success" || exit.cause.reasons.some((reason) => reason._tag === "Fail")) {
+                  pool.breaker.failed(Date.now())
+                }
+              })
+            )
           )
-          if (answer.status >= 500) pool.breaker.failed(Date.now())
-          else pool.breaker.succeeded()
-          return answer
-        }).pipe(Effect.withSpan(`upstream.${request.call}`, { attributes: { app_id: app.id } }))
+        }).pipe(Effect.withSpan(`upstream.${request.call}`, { attributes: { app_id: app.id } }, NO_STACK_TRACE))
 
-      const call = (app: AppConfig, request: UpstreamRequest) => {
-        const pool = poolFor(app.id)
-        return pool.permits.withPermits(1)(send(app, pool, request))
-      }
+      const call = (app: AppConfig, request: UpstreamRequest) => send(app, poolFor(app.id), request)
 
       const callBounded = (app: AppConfig, request: UpstreamRequest, limit: number) =>
         Effect.suspend((): Effect.Effect<UpstreamAnswer, UpstreamError> => {
@@ -208,27 +218,47 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             return Effect.fail(new UpstreamOverloaded({ app: app.id, call: request.call, limit }))
           }
           pool.inFlight.set(request.call, current + 1)
-          return call(app, request).pipe(
+          return send(app, pool, request).pipe(
             Effect.ensuring(Effect.sync(() => pool.inFlight.set(request.call, (pool.inFlight.get(request.call) ?? 1) - 1)))
           )
         })
 
-      const notify = (app: AppConfig, url: string, body: unknown) =>
-        call(app, { call: "notify", method: "POST", url, body, timeoutMs: app.timeouts.authMs }).pipe(
-          Effect.flatMap((answer) =>
-            answer.status >= 500
-              ? Effect.fail(new UpstreamBadAnswer({ app: app.id, call: "notify", status: answer.status, detail: "server error" }))
-              : Effect.void
-          ),
-          Effect.retry({ schedule: Schedule.exponential("200 millis"), times: NOTIFY_ATTEMPTS - 1 }),
-          Effect.catch((error) =>
-            Effect.logWarning("app notification dropped after retries", error.message).pipe(
-              Effect.annotateLogs({ app_id: app.id })
+      // Notifications run outside any fiber: they are many (several per
+      // connection), nobody waits for them, and a promise chain with timers for
+      // the retries is all they need.
+      const notify = (app: AppConfig, url: string, body: unknown) => {
+        const pool = poolFor(app.id)
+        if (pool.pendingNotifications >= MAX_PENDING_NOTIFICATIONS) {
+          droppedNotifications++
+          return
+        }
+        pool.pendingNotifications++
+        const json = JSON.stringify(body)
+        const request: UpstreamRequest = { call: "notify", method: "POST", url, timeoutMs: app.timeouts.authMs }
+        const attempt = (remaining: number, delayMs: number): void => {
+          const options = requestOptions(request, headersFor(app, json, undefined), json)
+          pool.agent.request({ ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }).then(
+            async (response) => {
+              await response.body.dump()
+              if (response.statusCode >= 500) throw new Error(`answered ${response.statusCode}`)
+              pool.pendingNotifications--
+            }
+          ).catch((error: unknown) => {
+            if (remaining > 1) {
+              setTimeout(() => attempt(remaining - 1, delayMs * 2), delayMs).unref()
+              return
+            }
+            pool.pendingNotifications--
+            droppedNotifications++
+            runInBackground(
+              Effect.logWarning("app notification dropped after retries", errorDetail(error)).pipe(
+                Effect.annotateLogs({ app_id: app.id })
+              )
             )
-          ),
-          Effect.forkDetach,
-          Effect.asVoid
-        )
+          })
+        }
+        attempt(NOTIFY_ATTEMPTS, NOTIFY_FIRST_RETRY_MS)
+      }
 
       const forget = (appId: string) =>
         Effect.suspend(() => {
@@ -237,7 +267,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           return pool === undefined ? Effect.void : Effect.promise(() => pool.agent.close())
         })
 
-      return Upstream.of({ call, callBounded, notify, forget })
+      return Upstream.of({ call, callBounded, notify, forget, droppedNotifications: () => droppedNotifications })
     })
   )
 }

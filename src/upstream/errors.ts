@@ -41,15 +41,4 @@ export class UpstreamOverloaded extends Schema.TaggedError<UpstreamOverloaded>()
   }
 }
 
-/** The app answered, but with a status or body the call does not accept. */
-export class UpstreamBadAnswer extends Schema.TaggedError<UpstreamBadAnswer>()("UpstreamBadAnswer", {
-  ...fields,
-  status: Schema.Number,
-  detail: Schema.String
-}) {
-  override get message() {
-    return `${this.call} call to app ${this.app} answered ${this.status}: ${this.detail}`
-  }
-}
-
-export type UpstreamError = UpstreamTimeout | UpstreamUnreachable | UpstreamOverloaded | UpstreamBadAnswer
+export type UpstreamError = UpstreamTimeout | UpstreamUnreachable | UpstreamOverloaded

@@ -3,7 +3,7 @@
  * wrong), start the bundled demo app when no app is configured, then run the
  * gateway until SIGINT/SIGTERM.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect, Layer } from "effect"
 import { hostname } from "node:os"
 import { readFileSync } from "node:fs"

@@ -11,7 +11,8 @@ import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
-import { layerSingleNode } from "./cluster/ClusterRuntime.ts"
+import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
+import { NodeInboxLayer } from "./cluster/NodeInbox.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
 import { TopicRegistry } from "./cluster/TopicRegistry.ts"
@@ -29,18 +30,28 @@ import { WebSocketTransport } from "./transport/WebSocketTransport.ts"
 import { Upstream } from "./upstream/Upstream.ts"
 
 export const makeGatewayLayer = (config: GatewayConfigShape) => {
+  const clustered = config.databaseUrl !== undefined
+  const runtime = config.databaseUrl !== undefined
+    ? layerPostgres({
+      databaseUrl: config.databaseUrl,
+      host: config.cluster.host,
+      port: config.cluster.port,
+      node: config.nodeName,
+      nodes: config.cluster.nodes
+    })
+    : layerSingleNode({ host: config.cluster.host, port: config.cluster.port })
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
-    layerSingleNode({ host: config.cluster.host, port: config.cluster.port }),
+    runtime,
     Lifecycle.layer,
     RateLimiter.layerMemory
   )
   const appBoundary = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(Upstream.layer))
   const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
   const sessions = Sessions.layer.pipe(Layer.provideMerge(PushHandler.layer), Layer.provideMerge(Broadcaster.layer))
-  const entities = Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(
-    Layer.provideMerge(NodeRouter.layerSingleNode)
-  )
+  const entities = clustered
+    ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
+    : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
   const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, ServerApiRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )

@@ -1,29 +1,25 @@
 /**
  * Reaching one specific node: what the entities and the server API ask of a
  * node (deliver a broadcast to its subscribers, close a client's connections,
- * list its connections), and the list of live nodes.
+ * list its connections, read its presences of a topic), and the list of live
+ * nodes.
  *
- * On a single node every target is this node, so each call goes straight to
- * the local services.
+ * Calls to this node go straight to the local services. In a cluster, calls
+ * to another node go to its `NodeInbox` entity, with a timeout: a dead node's
+ * inbox has no runner, and the cluster would retry such a call for ever. The
+ * live nodes are the healthy runners of the cluster's runner storage, read
+ * every second.
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, Schedule } from "effect"
+import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { Sessions } from "../socket/Sessions.ts"
-
-/** One live connection, as the server API lists it (CONTRACT §4). */
-export const ConnectionInfo = Schema.Struct({
-  connection_id: Schema.String,
-  client_id: Schema.String,
-  client_type: Schema.String,
-  metadata: Schema.Record(Schema.String, Schema.Unknown),
-  node: Schema.String,
-  connected_at: Schema.String,
-  last_ping: Schema.String,
-  topics: Schema.Array(Schema.String)
-})
-export type ConnectionInfo = typeof ConnectionInfo.Type
+import { nodeShardGroup } from "./ClusterRuntime.ts"
+import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
+import { NodeInbox } from "./NodeInbox.ts"
+import { TopicRegistry } from "./TopicRegistry.ts"
 
 export interface NodeRouterShape {
   /** Every live node of the cluster, this one included. */
@@ -32,26 +28,111 @@ export interface NodeRouterShape {
   /** Closes every connection of the client on the node; answers how many. */
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
   readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
+  readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry>>
 }
+
+/** How long a call to another node may take before that node counts as gone for this call. */
+export const NODE_CALL_TIMEOUT = "3 seconds"
+const LIVE_NODES_REFRESH = "1 second"
+
+/** The node-local half of the router: what a node does when asked. */
+const makeLocal = Effect.gen(function*() {
+  const fanout = yield* LocalFanout
+  const sessions = yield* Sessions
+  const topics = yield* TopicRegistry
+  return {
+    deliver: (broadcast: Broadcast) => Effect.sync(() => void fanout.deliver(broadcast)),
+    disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
+    connections: (app: string) => Effect.sync(() => sessions.connections(app)),
+    presences: (app: string, topic: string) => Effect.sync(() => topics.localPresences(app, topic))
+  }
+})
 
 export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("realtime-gateway/cluster/NodeRouter") {
   static readonly layerSingleNode = Layer.effect(
     NodeRouter,
     Effect.gen(function*() {
       const { nodeName } = yield* GatewayConfig
-      const fanout = yield* LocalFanout
-      const sessions = yield* Sessions
-      const unknownNode = (node: string) =>
-        Effect.logWarning("request for an unknown node dropped").pipe(Effect.annotateLogs({ target_node: node }))
+      const local = yield* makeLocal
+      const onlySelf = <A>(node: string, self: Effect.Effect<A>, otherwise: A) =>
+        node === nodeName
+          ? self
+          : Effect.logWarning("request for an unknown node dropped").pipe(
+            Effect.annotateLogs({ target_node: node }),
+            Effect.as(otherwise)
+          )
       return NodeRouter.of({
         nodes: Effect.succeed([nodeName]),
-        deliver: (node, broadcast) =>
-          node === nodeName ? Effect.sync(() => void fanout.deliver(broadcast)) : unknownNode(node),
-        disconnectClient: (node, app, clientId) =>
-          node === nodeName ? Effect.sync(() => sessions.disconnectClient(app, clientId)) : unknownNode(node).pipe(Effect.as(0)),
-        connections: (node, app) =>
-          node === nodeName ? Effect.sync(() => sessions.connections(app)) : unknownNode(node).pipe(Effect.as([]))
+        deliver: (node, broadcast) => onlySelf(node, local.deliver(broadcast), undefined),
+        disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
+        connections: (node, app) => onlySelf(node, local.connections(app), []),
+        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), [])
       })
     })
   )
+
+  static readonly layerCluster = Layer.effect(
+      NodeRouter,
+      Effect.gen(function*() {
+        const { nodeName } = yield* GatewayConfig
+        const local = yield* makeLocal
+        const storage = yield* RunnerStorage.RunnerStorage
+        const clientFor = yield* NodeInbox.client
+
+        const groupPrefix = nodeShardGroup("")
+        const readLiveNodes = storage.getRunners.pipe(
+          Effect.map((runners) =>
+            runners.flatMap(([runner, healthy]) =>
+              healthy
+                ? runner.groups.filter((group) => group.startsWith(groupPrefix)).map((group) => group.slice(groupPrefix.length))
+                : []
+            )
+          )
+        )
+        let liveNodes: ReadonlyArray<string> = [nodeName]
+        const refresh = readLiveNodes.pipe(
+          Effect.map((nodes) => {
+            liveNodes = nodes.includes(nodeName) ? nodes : [nodeName, ...nodes]
+          }),
+          Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
+        )
+        yield* refresh
+        yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
+
+        const remote = <A>(node: string, what: string, call: Effect.Effect<A, unknown>, otherwise: A) =>
+          call.pipe(
+            Effect.timeoutOrElse({
+              duration: NODE_CALL_TIMEOUT,
+              orElse: () => Effect.fail(`no answer within ${NODE_CALL_TIMEOUT}`)
+            }),
+            Effect.catch((error) =>
+              Effect.logWarning(`${what} to another node failed`, String(error)).pipe(
+                Effect.annotateLogs({ target_node: node }),
+                Effect.as(otherwise)
+              )
+            )
+          )
+
+        return NodeRouter.of({
+          nodes: Effect.sync(() => liveNodes),
+          deliver: (node, broadcast) =>
+            node === nodeName
+              ? local.deliver(broadcast)
+              : remote(node, "delivery", clientFor(node).Deliver({ broadcasts: [broadcast] }), undefined),
+          disconnectClient: (node, app, clientId) =>
+            node === nodeName
+              ? local.disconnectClient(app, clientId)
+              : remote(node, "client disconnect", clientFor(node).CloseClient({ app, clientId }), 0),
+          connections: (node, app) =>
+            node === nodeName
+              ? local.connections(app)
+              : remote(node, "connection listing", clientFor(node).ListConnections({ app }), []),
+          presences: (node, app, topic) =>
+            node === nodeName
+              ? local.presences(app, topic)
+              : remote(node, "presence listing", clientFor(node).TopicPresences({ app, topic }), [])
+        })
+      })
+    )
 }
+

@@ -15,31 +15,19 @@
  * idle reaping) and is rebuilt by the nodes re-sending their presences on an
  * interval (`TopicRegistry`).
  */
-import { Effect, Schema } from "effect"
+import { randomBytes } from "node:crypto"
+import { Effect, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { Event } from "../protocol/constants.ts"
+import { AppRegistry } from "../apps/AppRegistry.ts"
+import { PresenceEntry, PresenceState } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
 
-/**
- * One presence of a client on the topic: `key` is the client id, `ref` the
- * presence's unique `phx_ref`, and `meta` what Phoenix's `Presence` client
- * receives (`{phx_ref, client_type, online_at, ...metadata}`).
- */
-export const PresenceEntry = Schema.Struct({
-  key: Schema.String,
-  ref: Schema.String,
-  meta: Schema.Record(Schema.String, Schema.Unknown)
-})
-export type PresenceEntry = typeof PresenceEntry.Type
-
-/** Phoenix's presence state: client id → its metas, one per connection that joined. */
-export const PresenceState = Schema.Record(Schema.String, Schema.Struct({ metas: Schema.Array(Schema.Unknown) }))
-export type PresenceState = typeof PresenceState.Type
-
-/** A broadcast to every subscriber. */
+/** A broadcast to every subscriber; `id` is unique per broadcast (repeats are dropped by the nodes). */
 export const Publish = Rpc.make("Publish", {
   payload: {
+    id: Schema.String,
     event: Schema.String,
     payload: Schema.Unknown,
     excludeConnectionId: Schema.optional(Schema.String)
@@ -56,10 +44,11 @@ export const Track = Rpc.make("Track", {
 })
 export const Untrack = Rpc.make("Untrack", { payload: { node: Schema.String, key: Schema.String, ref: Schema.String } })
 export const Presences = Rpc.make("Presences", { success: PresenceState })
-/** Forgets the presences of a node that is gone (they leave). */
-export const DropNode = Rpc.make("DropNode", { payload: { node: Schema.String } })
 
-export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrack, Presences, DropNode])
+export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrack, Presences])
+
+/** How often an entity with presences checks that their nodes are alive. */
+const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
 
 /** Longer than the presence re-sync interval, so that a topic with presences keeps its state. */
 export const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
@@ -80,16 +69,20 @@ export const TopicEntityLayer = Topic.toLayer(
     const app = address.entityId.slice(0, separator)
     const topic = address.entityId.slice(separator + 1)
     const router = yield* NodeRouter
+    const apps = yield* AppRegistry
+    // presence diffs are broadcasts made here; their ids only need to be unique
+    const diffIdPrefix = `${randomBytes(6).toString("base64url")}-`
+    let diffs = 0
 
     // node → presence ref → entry
     const presences = new Map<string, Map<string, PresenceEntry>>()
 
-    const publish = (event: string, payload: unknown, excludeConnectionId?: string) =>
+    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
       router.nodes.pipe(
         Effect.flatMap((nodes) =>
           Effect.forEach(
             nodes,
-            (node) => router.deliver(node, { app, topic, event, payload, excludeConnectionId }),
+            (node) => router.deliver(node, { id, app, topic, event, payload, excludeConnectionId }),
             { concurrency: "unbounded", discard: true }
           )
         )
@@ -100,7 +93,7 @@ export const TopicEntityLayer = Topic.toLayer(
       const diff: Record<"joins" | "leaves", Record<string, { metas: Array<unknown> }>> = { joins: {}, leaves: {} }
       for (const entry of joins) addMeta(diff.joins, entry)
       for (const entry of leaves) addMeta(diff.leaves, entry)
-      return publish(Event.presenceDiff, diff)
+      return publish(`${diffIdPrefix}${(diffs++).toString(36)}`, Event.presenceDiff, diff)
     }
 
     const presenceState = () => {
@@ -122,9 +115,34 @@ export const TopicEntityLayer = Topic.toLayer(
       return publishDiff(joins, leaves)
     }
 
+    // A presence channel's entity that starts (first use, or after a move or a
+    // crash) asks every node for its presences at once, rather than waiting
+    // for their next re-sync.
+    if (apps.get(app)?.schema?.matchChannel(topic)?.channel.presence === true) {
+      const nodes = yield* router.nodes
+      yield* Effect.forEach(nodes, (node) =>
+        router.presences(node, app, topic).pipe(
+          Effect.map((entries) => {
+            if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
+          })
+        ), { concurrency: "unbounded", discard: true })
+    }
+
+    // The presences of a node that died leave with it.
+    yield* Effect.suspend(() => {
+      if (presences.size === 0) return Effect.void
+      return router.nodes.pipe(
+        Effect.flatMap((live) =>
+          Effect.forEach([...presences.keys()].filter((node) => !live.includes(node)), (node) => syncNode(node, []), {
+            discard: true
+          })
+        )
+      )
+    }).pipe(Effect.repeat(Schedule.spaced(DEAD_NODE_CHECK_INTERVAL)), Effect.forkScoped)
+
     return Topic.of({
       SyncPresences: ({ payload: { node, presences: nodePresences } }) => syncNode(node, nodePresences),
-      Publish: ({ payload }) => publish(payload.event, payload.payload, payload.excludeConnectionId),
+      Publish: ({ payload }) => publish(payload.id, payload.event, payload.payload, payload.excludeConnectionId),
       Track: ({ payload: { node, entry } }) =>
         Effect.suspend(() => {
           let entries = presences.get(node)
@@ -141,8 +159,7 @@ export const TopicEntityLayer = Topic.toLayer(
           if (entries!.size === 0) presences.delete(node)
           return publishDiff([], [entry])
         }),
-      Presences: () => Effect.sync(presenceState),
-      DropNode: ({ payload: { node } }) => Effect.suspend(() => syncNode(node, []))
+      Presences: () => Effect.sync(presenceState)
     })
   }),
   { maxIdleTime: TOPIC_ENTITY_MAX_IDLE }

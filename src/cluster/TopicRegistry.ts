@@ -12,7 +12,7 @@ import { Sharding } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Topic, topicEntityId } from "./TopicEntity.ts"
-import type { PresenceEntry, PresenceState } from "./TopicEntity.ts"
+import type { PresenceEntry, PresenceState } from "./messages.ts"
 
 /** Presence re-sync period: well under the Topic entity's idle time. */
 export const PRESENCE_RESYNC_INTERVAL = "30 seconds"
@@ -30,6 +30,15 @@ export interface TopicRegistryShape {
   readonly unsubscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   /** The local subscribers of a topic (hot path of fan-out). */
   readonly subscribers: (app: string, topic: string) => ReadonlySet<TopicSubscriber> | undefined
+  /**
+   * The local subscribers a broadcast is for, or `undefined` when there are
+   * none or the broadcast was delivered already (a cluster retry).
+   */
+  readonly subscribersFor: (broadcast: { readonly id: string; readonly app: string; readonly topic: string }) =>
+    | ReadonlySet<TopicSubscriber>
+    | undefined
+  /** This node's presences on a topic. */
+  readonly localPresences: (app: string, topic: string) => ReadonlyArray<PresenceEntry>
   /** Adds a presence of a local subscriber; answers the topic's whole presence state. */
   readonly track: (app: string, topic: string, entry: PresenceEntry) => Effect.Effect<PresenceState>
   /** Removes a presence; the Topic entity announces the leave in the background. */
@@ -43,7 +52,12 @@ interface LocalTopic {
   readonly subscribers: Set<TopicSubscriber>
   /** presence ref → entry; created on the first presence of a presence channel */
   presences: Map<string, PresenceEntry> | undefined
+  /** ids of the latest broadcasts delivered, to drop repeats; created on the first delivery */
+  recentIds: Array<string> | undefined
 }
+
+/** Repeats arrive right after the original (a retried cluster call), so a short memory is enough. */
+const RECENT_IDS = 32
 
 export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryShape>()(
   "realtime-gateway/cluster/TopicRegistry"
@@ -84,7 +98,7 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         const entityId = topicEntityId(app, topic)
         const existing = local.get(entityId)
         if (existing !== undefined) existing.subscribers.add(subscriber)
-        else local.set(entityId, { subscribers: new Set([subscriber]), presences: undefined })
+        else local.set(entityId, { subscribers: new Set([subscriber]), presences: undefined, recentIds: undefined })
       }
 
       const unsubscribe = (app: string, topic: string, subscriber: TopicSubscriber) => {
@@ -122,6 +136,16 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         subscribe,
         unsubscribe,
         subscribers: (app, topic) => local.get(topicEntityId(app, topic))?.subscribers,
+        subscribersFor: ({ id, app, topic }) => {
+          const entry = local.get(topicEntityId(app, topic))
+          if (entry === undefined) return undefined
+          const recent = (entry.recentIds ??= [])
+          if (recent.includes(id)) return undefined
+          if (recent.length >= RECENT_IDS) recent.shift()
+          recent.push(id)
+          return entry.subscribers
+        },
+        localPresences: (app, topic) => [...(local.get(topicEntityId(app, topic))?.presences?.values() ?? [])],
         track,
         untrack,
         presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences().pipe(Effect.orDie),

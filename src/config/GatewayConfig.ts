@@ -99,7 +99,11 @@ export interface GatewayConfigShape {
   /** PostgreSQL for cluster storage; `undefined` = single node, in memory. */
   readonly databaseUrl: Redacted.Redacted<string> | undefined
   /** Address other nodes use to reach this node. */
-  readonly cluster: { readonly host: string; readonly port: number }
+  /**
+   * `nodes`: every node's name, the same list on every node (each owns a shard
+   * group pinning its inbox entity); defaults to this node alone.
+   */
+  readonly cluster: { readonly host: string; readonly port: number; readonly nodes: ReadonlyArray<string> }
   readonly log: { readonly level: LogLevel; readonly format: LogFormat }
   /** OTLP/HTTP traces endpoint; `undefined` = tracing off. */
   readonly otlpEndpoint: string | undefined
@@ -293,6 +297,7 @@ export const GatewayConfigFile = Schema.Struct({
   databaseUrl: Schema.optionalKey(DatabaseUrl),
   clusterHost: Schema.optionalKey(HostName),
   clusterPort: Schema.optionalKey(Port),
+  clusterNodes: Schema.optionalKey(Schema.Array(NodeName)),
   logLevel: Schema.optionalKey(LogLevelValue),
   logFormat: Schema.optionalKey(LogFormatValue),
   otlpEndpoint: Schema.optionalKey(HttpUrl),
@@ -336,6 +341,13 @@ const OriginListFromEnv = Schema.String.pipe(
   Schema.decodeTo(
     OriginList,
     SchemaTransformation.transform({ decode: splitList, encode: (origins) => origins.join(",") })
+  )
+)
+
+const NodeListFromEnv = Schema.String.pipe(
+  Schema.decodeTo(
+    Schema.Array(NodeName),
+    SchemaTransformation.transform({ decode: splitList, encode: (nodes) => nodes.join(",") })
   )
 )
 
@@ -570,6 +582,13 @@ export const loadGatewayConfigResult = (
   const databaseUrl = read("DATABASE_URL", DatabaseUrl) ?? fileConfig?.databaseUrl
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
   const clusterPort = read("CLUSTER_PORT", integerFromEnv(Port)) ?? fileConfig?.clusterPort ?? DEFAULT_CLUSTER_PORT
+  const clusterNodes = read("CLUSTER_NODES", NodeListFromEnv) ?? fileConfig?.clusterNodes
+  if (clusterNodes !== undefined && nodeName !== undefined && !clusterNodes.includes(nodeName)) {
+    problems.push({
+      key: isSet("CLUSTER_NODES") ? "CLUSTER_NODES" : "GATEWAY_CONFIG clusterNodes",
+      message: `must include this node's name ${quote(nodeName)} (NODE_NAME)`
+    })
+  }
   const logLevel = read("LOG_LEVEL", lowerCased(LogLevelValue)) ?? fileConfig?.logLevel ?? "info"
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
   const otlpEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT", HttpUrl) ?? fileConfig?.otlpEndpoint
@@ -622,7 +641,7 @@ export const loadGatewayConfigResult = (
     allowedOrigins: globalOrigins,
     adminToken,
     databaseUrl,
-    cluster: { host: clusterHost ?? nodeName, port: clusterPort },
+    cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
     log: { level: logLevel, format: logFormat },
     otlpEndpoint,
     limits
@@ -753,7 +772,7 @@ export interface GatewayConfigInit {
   readonly allowedOrigins?: ReadonlyArray<string> | undefined
   readonly adminToken?: string | Redacted.Redacted<string> | undefined
   readonly databaseUrl?: string | Redacted.Redacted<string> | undefined
-  readonly cluster?: { readonly host?: string; readonly port?: number }
+  readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
   readonly log?: { readonly level?: LogLevel; readonly format?: LogFormat }
   readonly otlpEndpoint?: string | undefined
   readonly limits?: Partial<GatewayLimits>
@@ -775,7 +794,11 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     allowedOrigins: init.allowedOrigins,
     adminToken: redact(init.adminToken),
     databaseUrl: redact(init.databaseUrl),
-    cluster: { host: init.cluster?.host ?? nodeName, port: init.cluster?.port ?? DEFAULT_CLUSTER_PORT },
+    cluster: {
+      host: init.cluster?.host ?? nodeName,
+      port: init.cluster?.port ?? DEFAULT_CLUSTER_PORT,
+      nodes: init.cluster?.nodes ?? [nodeName]
+    },
     log: { level: init.log?.level ?? "info", format: init.log?.format ?? "json" },
     otlpEndpoint: init.otlpEndpoint,
     limits: { ...DEFAULT_LIMITS, ...init.limits }

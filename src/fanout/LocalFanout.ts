@@ -5,16 +5,10 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import type { BroadcastMessage } from "../cluster/messages.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 
-export interface Broadcast {
-  readonly app: string
-  readonly topic: string
-  readonly event: string
-  readonly payload: unknown
-  /** The pushing connection, when the app asked not to echo the broadcast to it. */
-  readonly excludeConnectionId?: string | undefined
-}
+export type Broadcast = BroadcastMessage
 
 export interface LocalFanoutShape {
   /** Writes the broadcast to every local subscriber; returns how many sockets it was written to. */
@@ -28,7 +22,7 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
       const topics = yield* TopicRegistry
 
       const deliver = (broadcast: Broadcast) => {
-        const subscribers = topics.subscribers(broadcast.app, broadcast.topic)
+        const subscribers = topics.subscribersFor(broadcast)
         if (subscribers === undefined) return 0
         // one encoding per serializer in use; almost always one or two entries
         const encoded = new Map<Serializer, { readonly bytes: Buffer; readonly binary: boolean }>()

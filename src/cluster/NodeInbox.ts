@@ -1,0 +1,57 @@
+/**
+ * The NodeInbox entity: one per node, pinned to that node by a shard group of
+ * its own (`node-<name>`), so that a call to `NodeInbox(<name>)` runs on that
+ * node. It is how Topic and Client entities and the server API reach one
+ * specific node: deliver broadcasts to its subscribers, close a client's
+ * connections, list its connections, read its presences of a topic.
+ *
+ * A node that is dead has no runner for its group, and calls to it would be
+ * retried for ever: every call through `NodeRouter` carries a timeout.
+ */
+import { Effect, Schema } from "effect"
+import { ClusterSchema, Entity } from "effect/cluster"
+import { Rpc } from "effect/rpc"
+import { LocalFanout } from "../fanout/LocalFanout.ts"
+import { Sessions } from "../socket/Sessions.ts"
+import { nodeShardGroup } from "./ClusterRuntime.ts"
+import { BroadcastMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
+import { TopicRegistry } from "./TopicRegistry.ts"
+
+export const Deliver = Rpc.make("Deliver", { payload: { broadcasts: Schema.Array(BroadcastMessage) } })
+export const CloseClient = Rpc.make("CloseClient", {
+  payload: { app: Schema.String, clientId: Schema.String },
+  success: Schema.Number
+})
+export const ListConnections = Rpc.make("ListConnections", {
+  payload: { app: Schema.String },
+  success: Schema.Array(ConnectionInfo)
+})
+export const TopicPresences = Rpc.make("TopicPresences", {
+  payload: { app: Schema.String, topic: Schema.String },
+  success: Schema.Array(PresenceEntry)
+})
+
+export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListConnections, TopicPresences]).annotate(
+  ClusterSchema.ShardGroup,
+  nodeShardGroup
+)
+
+export const NodeInboxLayer = NodeInbox.toLayer(
+  Effect.gen(function*() {
+    const fanout = yield* LocalFanout
+    const sessions = yield* Sessions
+    const topics = yield* TopicRegistry
+    return NodeInbox.of({
+      Deliver: ({ payload }) =>
+        Effect.sync(() => {
+          for (const broadcast of payload.broadcasts) fanout.deliver(broadcast)
+        }),
+      CloseClient: ({ payload }) => Effect.sync(() => sessions.disconnectClient(payload.app, payload.clientId)),
+      ListConnections: ({ payload }) => Effect.sync(() => sessions.connections(payload.app)),
+      TopicPresences: ({ payload }) => Effect.sync(() => topics.localPresences(payload.app, payload.topic))
+    })
+  }),
+  // deliveries for different topics need not wait for each other; each topic
+  // entity waits for its own, which keeps every topic's order
+  { concurrency: "unbounded" }
+)

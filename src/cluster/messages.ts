@@ -1,0 +1,48 @@
+/**
+ * The data that crosses between nodes in entity calls, as Schemas: a mismatch
+ * passes in one process and fails only across processes, so every such value
+ * is declared here once.
+ */
+import { Schema } from "effect"
+
+/** One live connection, as the server API lists it (CONTRACT §4). */
+export const ConnectionInfo = Schema.Struct({
+  connection_id: Schema.String,
+  client_id: Schema.String,
+  client_type: Schema.String,
+  metadata: Schema.Record(Schema.String, Schema.Unknown),
+  node: Schema.String,
+  connected_at: Schema.String,
+  last_ping: Schema.String,
+  topics: Schema.Array(Schema.String)
+})
+export type ConnectionInfo = typeof ConnectionInfo.Type
+
+/**
+ * One presence of a client on a topic: `key` is the client id, `ref` the
+ * presence's unique `phx_ref`, and `meta` what Phoenix's `Presence` client
+ * receives (`{phx_ref, client_type, online_at, ...metadata}`).
+ */
+export const PresenceEntry = Schema.Struct({
+  key: Schema.String,
+  ref: Schema.String,
+  meta: Schema.Record(Schema.String, Schema.Unknown)
+})
+export type PresenceEntry = typeof PresenceEntry.Type
+
+/** Phoenix's presence state: client id → its metas, one per connection that joined. */
+export const PresenceState = Schema.Record(Schema.String, Schema.Struct({ metas: Schema.Array(Schema.Unknown) }))
+export type PresenceState = typeof PresenceState.Type
+
+/** A broadcast on its way to a node's subscribers. */
+export const BroadcastMessage = Schema.Struct({
+  /** Unique per broadcast, so that a delivery repeated after a cluster retry is dropped. */
+  id: Schema.String,
+  app: Schema.String,
+  topic: Schema.String,
+  event: Schema.String,
+  payload: Schema.Unknown,
+  /** The pushing connection, when the app asked not to echo the broadcast to it. */
+  excludeConnectionId: Schema.optional(Schema.String)
+})
+export type BroadcastMessage = typeof BroadcastMessage.Type

@@ -22,6 +22,7 @@ import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
+import { DrainOnShutdown } from "./server/Drain.ts"
 import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
@@ -56,7 +57,8 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(WebSocketTransport.layer)
   )
 
-  return edge.pipe(
+  return DrainOnShutdown.pipe(
+    Layer.provideMerge(edge),
     Layer.provideMerge(entities),
     Layer.provideMerge(sessions),
     Layer.provideMerge(topics),

@@ -4,7 +4,7 @@
  * gateway until SIGINT/SIGTERM.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Effect, Layer } from "effect"
+import { Cause, Effect, Exit, Layer, Runtime } from "effect"
 import { hostname } from "node:os"
 import { readFileSync } from "node:fs"
 import { loadGatewayConfig, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
@@ -38,4 +38,9 @@ const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
   return yield* Layer.launch(makeGatewayLayer(config))
 })
 
-NodeRuntime.runMain(Effect.scoped(program))
+// SIGTERM/SIGINT interrupt the program; once the drain and shutdown finished
+// that way, the process exits 0 (a supervisor asked for it, nothing failed).
+NodeRuntime.runMain(Effect.scoped(program), {
+  teardown: (exit, onExit) =>
+    Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+})

@@ -80,6 +80,8 @@ export interface GatewayLimits {
   readonly maxFrameBytes: number
   readonly maxOutboxBytes: number
   readonly idleTimeoutMs: number
+  /** On SIGTERM, connections are closed (1012) spread over this window. */
+  readonly drainWindowMs: number
 }
 
 export interface GatewayConfigShape {
@@ -123,7 +125,8 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxChannelsPerConnection: 100,
   maxFrameBytes: 1048576,
   maxOutboxBytes: 4194304,
-  idleTimeoutMs: 60000
+  idleTimeoutMs: 60000,
+  drainWindowMs: 10000
 }
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
@@ -284,7 +287,8 @@ const FileLimits = Schema.Struct({
   maxChannelsPerConnection: Schema.optionalKey(Count),
   maxFrameBytes: Schema.optionalKey(Count),
   maxOutboxBytes: Schema.optionalKey(Count),
-  idleTimeoutMs: Schema.optionalKey(Millis)
+  idleTimeoutMs: Schema.optionalKey(Millis),
+  drainWindowMs: Schema.optionalKey(Millis)
 })
 
 /** The JSON config file named by `GATEWAY_CONFIG`. Unknown keys are rejected. */
@@ -603,7 +607,9 @@ export const loadGatewayConfigResult = (
     maxOutboxBytes: read("MAX_OUTBOX_BYTES", integerFromEnv(Count)) ?? fileLimits?.maxOutboxBytes ??
       DEFAULT_LIMITS.maxOutboxBytes,
     idleTimeoutMs: read("IDLE_TIMEOUT_MS", integerFromEnv(Millis)) ?? fileLimits?.idleTimeoutMs ??
-      DEFAULT_LIMITS.idleTimeoutMs
+      DEFAULT_LIMITS.idleTimeoutMs,
+    drainWindowMs: read("DRAIN_WINDOW_MS", integerFromEnv(Millis)) ?? fileLimits?.drainWindowMs ??
+      DEFAULT_LIMITS.drainWindowMs
   }
 
   const apps: Array<AppConfig> = []

@@ -21,6 +21,7 @@ import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
+import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
 import { HttpListener } from "./server/HttpListener.ts"
@@ -32,9 +33,9 @@ import { Upstream } from "./upstream/Upstream.ts"
 
 export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const clustered = config.databaseUrl !== undefined
-  const runtime = config.databaseUrl !== undefined
+  const runtime = clustered
     ? layerPostgres({
-      databaseUrl: config.databaseUrl,
+      databaseUrl: config.databaseUrl!,
       host: config.cluster.host,
       port: config.cluster.port,
       node: config.nodeName,
@@ -44,8 +45,10 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
     runtime,
-    Lifecycle.layer,
-    RateLimiter.layerMemory
+    Lifecycle.layer
+  )
+  const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
+    Layer.provideMerge(RateLimiter.layerMemory)
   )
   const appBoundary = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(Upstream.layer))
   const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
@@ -63,6 +66,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(sessions),
     Layer.provideMerge(topics),
     Layer.provideMerge(appBoundary),
+    Layer.provideMerge(limits),
     Layer.provideMerge(base),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )

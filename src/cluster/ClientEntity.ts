@@ -1,23 +1,41 @@
 /**
  * The Client entity: one per `(app, client_id)` in the whole cluster, the
- * address of "this client, wherever it is connected". Disconnecting a client
- * (logout, revoked token) goes through it to every live node, each of which
- * closes its own connections of the client.
+ * address of "this client, wherever it is connected".
  *
- * It keeps no per-connection state: nodes do not register connections with
- * it, because an entity per connected client (~16 KiB, ~0.4 ms to start) would
- * cost more than the connection itself, and asking the handful of nodes is
- * cheap for a call as rare as a disconnect.
+ * - Disconnecting a client (logout, revoked token) goes through it to every
+ *   live node, each of which closes its own connections of the client.
+ * - Rate limits: a client's token buckets hold across all its connections. A
+ *   node checks a client's pushes locally, with no cluster call, as long as
+ *   the client pushes through that node only. Nodes `Attach` a client here on
+ *   its first push; once a second node attaches, every attached node is told
+ *   the client is shared, and from then on takes its tokens here.
+ *
+ * Nodes do not register connections: an entity per connected client (~16 KiB,
+ * ~0.4 ms to start) would cost more than the connection itself. Attachments
+ * are re-sent by the nodes on an interval, so they survive a move.
  */
 import { Effect, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
+import { RateLimiter } from "../ratelimit/RateLimiter.ts"
+import { DecisionMessage, RateLimitsMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
 
 /** Closes every connection of the client on every node; answers how many were closed. */
 export const DisconnectClient = Rpc.make("DisconnectClient", { success: Schema.Number })
+/** This node has the client pushing through it; answers whether other nodes do too. */
+export const Attach = Rpc.make("Attach", { payload: { node: Schema.String }, success: Schema.Boolean })
+export const Detach = Rpc.make("Detach", { payload: { node: Schema.String } })
+/** One push by a shared client, checked against its buckets held here. */
+export const TakeToken = Rpc.make("TakeToken", {
+  payload: { event: Schema.String, limits: RateLimitsMessage },
+  success: DecisionMessage
+})
 
-export const Client = Entity.make("Client", [DisconnectClient])
+export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, TakeToken])
+
+/** Longer than the nodes' re-attach interval, so that an attached client keeps its state. */
+export const CLIENT_ENTITY_MAX_IDLE = "2 minutes"
 
 /** Entity ids are `<app>/<client_id>`: app ids cannot contain `/`. */
 export const clientEntityId = (app: string, clientId: string) => `${app}/${clientId}`
@@ -29,6 +47,8 @@ export const ClientEntityLayer = Client.toLayer(
     const app = address.entityId.slice(0, separator)
     const clientId = address.entityId.slice(separator + 1)
     const router = yield* NodeRouter
+    const attached = new Set<string>()
+    const buckets = RateLimiter.makeMemory()
 
     return Client.of({
       DisconnectClient: () =>
@@ -37,7 +57,25 @@ export const ClientEntityLayer = Client.toLayer(
             Effect.forEach(nodes, (node) => router.disconnectClient(node, app, clientId), { concurrency: "unbounded" })
           ),
           Effect.map((counts) => counts.reduce((sum, count) => sum + count, 0))
+        ),
+      Attach: ({ payload: { node } }) =>
+        Effect.suspend(() => {
+          const isNew = !attached.has(node)
+          attached.add(node)
+          if (attached.size < 2) return Effect.succeed(false)
+          if (!isNew) return Effect.succeed(true)
+          const others = [...attached].filter((other) => other !== node)
+          return Effect.forEach(others, (other) => router.clientShared(other, app, clientId), {
+            concurrency: "unbounded",
+            discard: true
+          }).pipe(Effect.as(true))
+        }),
+      Detach: ({ payload: { node } }) => Effect.sync(() => void attached.delete(node)),
+      TakeToken: ({ payload: { event, limits } }) =>
+        Effect.sync(() =>
+          buckets.checkPush(app, clientId, event, { default: limits.default, byEvent: new Map(limits.byEvent) })
         )
     })
-  })
+  }),
+  { maxIdleTime: CLIENT_ENTITY_MAX_IDLE }
 )

@@ -12,6 +12,7 @@ import { Effect, Schema } from "effect"
 import { ClusterSchema, Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
+import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
 import { BroadcastMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
@@ -31,7 +32,10 @@ export const TopicPresences = Rpc.make("TopicPresences", {
   success: Schema.Array(PresenceEntry)
 })
 
-export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListConnections, TopicPresences]).annotate(
+/** The client pushes through another node too: take its tokens at its Client entity from now on. */
+export const ClientShared = Rpc.make("ClientShared", { payload: { app: Schema.String, clientId: Schema.String } })
+
+export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListConnections, TopicPresences, ClientShared]).annotate(
   ClusterSchema.ShardGroup,
   nodeShardGroup
 )
@@ -41,6 +45,7 @@ export const NodeInboxLayer = NodeInbox.toLayer(
     const fanout = yield* LocalFanout
     const sessions = yield* Sessions
     const topics = yield* TopicRegistry
+    const clientLimits = yield* ClientLimits
     return NodeInbox.of({
       Deliver: ({ payload }) =>
         Effect.sync(() => {
@@ -48,7 +53,8 @@ export const NodeInboxLayer = NodeInbox.toLayer(
         }),
       CloseClient: ({ payload }) => Effect.sync(() => sessions.disconnectClient(payload.app, payload.clientId)),
       ListConnections: ({ payload }) => Effect.sync(() => sessions.connections(payload.app)),
-      TopicPresences: ({ payload }) => Effect.sync(() => topics.localPresences(payload.app, payload.topic))
+      TopicPresences: ({ payload }) => Effect.sync(() => topics.localPresences(payload.app, payload.topic)),
+      ClientShared: ({ payload }) => Effect.sync(() => clientLimits.markShared(payload.app, payload.clientId))
     })
   }),
   // deliveries for different topics need not wait for each other; each topic

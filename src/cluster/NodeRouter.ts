@@ -15,6 +15,7 @@ import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
+import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
 import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
@@ -29,6 +30,8 @@ export interface NodeRouterShape {
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
   readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
   readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry>>
+  /** Tells the node that the client pushes through other nodes too. */
+  readonly clientShared: (node: string, app: string, clientId: string) => Effect.Effect<void>
 }
 
 /** How long a call to another node may take before that node counts as gone for this call. */
@@ -40,7 +43,9 @@ const makeLocal = Effect.gen(function*() {
   const fanout = yield* LocalFanout
   const sessions = yield* Sessions
   const topics = yield* TopicRegistry
+  const clientLimits = yield* ClientLimits
   return {
+    clientShared: (app: string, clientId: string) => Effect.sync(() => clientLimits.markShared(app, clientId)),
     deliver: (broadcast: Broadcast) => Effect.sync(() => void fanout.deliver(broadcast)),
     disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
     connections: (app: string) => Effect.sync(() => sessions.connections(app)),
@@ -66,7 +71,8 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         deliver: (node, broadcast) => onlySelf(node, local.deliver(broadcast), undefined),
         disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
         connections: (node, app) => onlySelf(node, local.connections(app), []),
-        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), [])
+        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), []),
+        clientShared: (node, app, clientId) => onlySelf(node, local.clientShared(app, clientId), undefined)
       })
     })
   )
@@ -130,7 +136,11 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           presences: (node, app, topic) =>
             node === nodeName
               ? local.presences(app, topic)
-              : remote(node, "presence listing", clientFor(node).TopicPresences({ app, topic }), [])
+              : remote(node, "presence listing", clientFor(node).TopicPresences({ app, topic }), []),
+          clientShared: (node, app, clientId) =>
+            node === nodeName
+              ? local.clientShared(app, clientId)
+              : remote(node, "client sharing notice", clientFor(node).ClientShared({ app, clientId }), undefined)
         })
       })
     )

@@ -46,3 +46,18 @@ export const BroadcastMessage = Schema.Struct({
   excludeConnectionId: Schema.optional(Schema.String)
 })
 export type BroadcastMessage = typeof BroadcastMessage.Type
+
+const RateLimit = Schema.Struct({ windowMs: Schema.Number, maxRequests: Schema.Number })
+
+/** An app's push limits as they travel to a Client entity (the schema's `rateLimits`, compiled). */
+export const RateLimitsMessage = Schema.Struct({
+  default: Schema.optional(RateLimit),
+  byEvent: Schema.Array(Schema.Tuple([Schema.String, RateLimit]))
+})
+export type RateLimitsMessage = typeof RateLimitsMessage.Type
+
+/** A rate-limit decision, as `RateLimiter` makes it. */
+export const DecisionMessage = Schema.Union([
+  Schema.Struct({ allowed: Schema.Literal(true) }),
+  Schema.Struct({ allowed: Schema.Literal(false), retryAfterMs: Schema.Number })
+])

@@ -10,7 +10,8 @@ import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
-import { RateLimiter } from "../ratelimit/RateLimiter.ts"
+import { ClientLimits } from "../ratelimit/ClientLimits.ts"
+import type { Decision } from "../ratelimit/RateLimiter.ts"
 import type { Join, Session } from "./Session.ts"
 
 /** One action of the app's answer to a forwarded message (CONTRACT §3). */
@@ -42,7 +43,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
     Effect.gen(function*() {
       const upstream = yield* Upstream
       const broadcaster = yield* Broadcaster
-      const limiter = yield* RateLimiter
+      const clientLimits = yield* ClientLimits
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
 
@@ -130,6 +131,12 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         )
       }
 
+      const forwardIfAllowed = (session: Session, frame: Frame, decision: Decision) => {
+        if (decision.allowed) return forward(session, frame)
+        session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: decision.retryAfterMs })
+        return Effect.void
+      }
+
       const handle = (session: Session, frame: Frame, join: Join) => {
         const event = session.app.schema?.event(frame.event)
         if (event === undefined || !event.allowedOn(frame.topic)) {
@@ -141,9 +148,16 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         }
         const errors = event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
-        const decision = limiter.checkPush(session.app.config.id, session.identity.clientId, frame.event, session.app.schema!.rateLimits)
-        if (!decision.allowed) return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: decision.retryAfterMs })
-        runInBackground(forward(session, frame))
+        const decision = clientLimits.check(
+          session.app.config.id,
+          session.identity.clientId,
+          frame.event,
+          session.app.schema!.rateLimits
+        )
+        if (Effect.isEffect(decision)) {
+          return void runInBackground(decision.pipe(Effect.flatMap((decided) => forwardIfAllowed(session, frame, decided))))
+        }
+        runInBackground(forwardIfAllowed(session, frame, decision))
       }
 
       return PushHandler.of({ handle })

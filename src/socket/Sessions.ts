@@ -18,6 +18,7 @@ import type { PresenceEntry } from "../cluster/messages.ts"
 import { CloseCode, Event } from "../protocol/constants.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
+import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { PushHandler } from "./PushHandler.ts"
 import { Session } from "./Session.ts"
 import type { LifecycleEvent, SessionHub } from "./Session.ts"
@@ -48,6 +49,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const topics = yield* TopicRegistry
       const upstream = yield* Upstream
       const pushHandler = yield* PushHandler
+      const clientLimits = yield* ClientLimits
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
       // app → client id → its sessions on this node
@@ -80,7 +82,10 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         const sessions = clients?.get(session.identity.clientId)
         if (sessions === undefined || !sessions.delete(session)) return
         liveCount--
-        if (sessions.size === 0) clients!.delete(session.identity.clientId)
+        if (sessions.size === 0) {
+          clients!.delete(session.identity.clientId)
+          clientLimits.released(app, session.identity.clientId)
+        }
         if (clients!.size === 0) byApp.delete(app)
       }
 

@@ -24,7 +24,10 @@ import { NodeRouter } from "./NodeRouter.ts"
 /** Closes every connection of the client on every node; answers how many were closed. */
 export const DisconnectClient = Rpc.make("DisconnectClient", { success: Schema.Number })
 /** This node has the client pushing through it; answers whether other nodes do too. */
-export const Attach = Rpc.make("Attach", { payload: { node: Schema.String }, success: Schema.Boolean })
+export const Attach = Rpc.make("Attach", {
+  payload: { node: Schema.String, limits: RateLimitsMessage },
+  success: Schema.Boolean
+})
 export const Detach = Rpc.make("Detach", { payload: { node: Schema.String } })
 /** One push by a shared client, checked against its buckets held here. */
 export const TakeToken = Rpc.make("TakeToken", {
@@ -58,17 +61,21 @@ export const ClientEntityLayer = Client.toLayer(
           ),
           Effect.map((counts) => counts.reduce((sum, count) => sum + count, 0))
         ),
-      Attach: ({ payload: { node } }) =>
+      Attach: ({ payload: { node, limits } }) =>
         Effect.suspend(() => {
           const isNew = !attached.has(node)
           attached.add(node)
           if (attached.size < 2) return Effect.succeed(false)
-          if (!isNew) return Effect.succeed(true)
-          const others = [...attached].filter((other) => other !== node)
-          return Effect.forEach(others, (other) => router.clientShared(other, app, clientId), {
-            concurrency: "unbounded",
-            discard: true
-          }).pipe(Effect.as(true))
+          if (!isNew || attached.size > 2) return Effect.succeed(true)
+          // The client turns shared now: the node it pushed through so far
+          // switches to taking tokens here, and its buckets come along.
+          const [first] = [...attached].filter((other) => other !== node)
+          return router.clientShared(first!, app, clientId).pipe(
+            Effect.map((tokens) => {
+              buckets.setClientTokens(app, clientId, tokens, { default: limits.default, byEvent: new Map(limits.byEvent) })
+              return true
+            })
+          )
         }),
       Detach: ({ payload: { node } }) => Effect.sync(() => void attached.delete(node)),
       TakeToken: ({ payload: { event, limits } }) =>

@@ -15,7 +15,7 @@ import { LocalFanout } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
-import { BroadcastMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
+import { BroadcastMessage, ClientTokensMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
 import { TopicRegistry } from "./TopicRegistry.ts"
 
 export const Deliver = Rpc.make("Deliver", { payload: { broadcasts: Schema.Array(BroadcastMessage) } })
@@ -33,7 +33,10 @@ export const TopicPresences = Rpc.make("TopicPresences", {
 })
 
 /** The client pushes through another node too: take its tokens at its Client entity from now on. */
-export const ClientShared = Rpc.make("ClientShared", { payload: { app: Schema.String, clientId: Schema.String } })
+export const ClientShared = Rpc.make("ClientShared", {
+  payload: { app: Schema.String, clientId: Schema.String },
+  success: ClientTokensMessage
+})
 
 export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListConnections, TopicPresences, ClientShared]).annotate(
   ClusterSchema.ShardGroup,

@@ -16,6 +16,7 @@ import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
+import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
 import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
@@ -30,9 +31,11 @@ export interface NodeRouterShape {
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
   readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
   readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry>>
-  /** Tells the node that the client pushes through other nodes too. */
-  readonly clientShared: (node: string, app: string, clientId: string) => Effect.Effect<void>
+  /** Tells the node that the client pushes through other nodes too; answers the node's tokens left for it. */
+  readonly clientShared: (node: string, app: string, clientId: string) => Effect.Effect<ClientTokens>
 }
+
+const NO_TOKENS: ClientTokens = { byEvent: [] }
 
 /** How long a call to another node may take before that node counts as gone for this call. */
 export const NODE_CALL_TIMEOUT = "3 seconds"
@@ -72,7 +75,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
         connections: (node, app) => onlySelf(node, local.connections(app), []),
         presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), []),
-        clientShared: (node, app, clientId) => onlySelf(node, local.clientShared(app, clientId), undefined)
+        clientShared: (node, app, clientId) => onlySelf(node, local.clientShared(app, clientId), NO_TOKENS)
       })
     })
   )
@@ -140,7 +143,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           clientShared: (node, app, clientId) =>
             node === nodeName
               ? local.clientShared(app, clientId)
-              : remote(node, "client sharing notice", clientFor(node).ClientShared({ app, clientId }), undefined)
+              : remote(node, "client sharing notice", clientFor(node).ClientShared({ app, clientId }), NO_TOKENS)
         })
       })
     )

@@ -61,3 +61,9 @@ export const DecisionMessage = Schema.Union([
   Schema.Struct({ allowed: Schema.Literal(true) }),
   Schema.Struct({ allowed: Schema.Literal(false), retryAfterMs: Schema.Number })
 ])
+
+/** The tokens left in a client's push buckets on one node (see `RateLimiter.clientTokens`). */
+export const ClientTokensMessage = Schema.Struct({
+  default: Schema.optional(Schema.Number),
+  byEvent: Schema.Array(Schema.Tuple([Schema.String, Schema.Number]))
+})

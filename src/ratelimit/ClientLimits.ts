@@ -13,13 +13,17 @@ import { Context, Effect, Layer, Schedule } from "effect"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { RateLimiter } from "./RateLimiter.ts"
-import type { Decision, RateLimits } from "./RateLimiter.ts"
+import type { ClientTokens, Decision, RateLimits } from "./RateLimiter.ts"
 
 export interface ClientLimitsShape {
   /** A decision now, or an Effect when the cluster must be asked first. */
   readonly check: (app: string, clientId: string, event: string, limits: RateLimits) => Decision | Effect.Effect<Decision>
-  /** Another node pushes for this client too: take its tokens at its entity from now on. */
-  readonly markShared: (app: string, clientId: string) => void
+  /**
+   * Another node pushes for this client too: take its tokens at its entity
+   * from now on. Answers the tokens this node had left for it, which the
+   * entity carries over.
+   */
+  readonly markShared: (app: string, clientId: string) => ClientTokens
   /** The client's last connection on this node closed. */
   readonly released: (app: string, clientId: string) => void
 }
@@ -28,6 +32,8 @@ export interface ClientLimitsShape {
 const REATTACH_INTERVAL = "30 seconds"
 
 type Mode = "local" | "shared"
+
+const toMessage = (limits: RateLimits) => ({ default: limits.default, byEvent: [...limits.byEvent] })
 
 export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShape>()(
   "realtime-gateway/ratelimit/ClientLimits"
@@ -39,7 +45,7 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       const limiter = yield* RateLimiter
       return ClientLimits.of({
         check: limiter.checkPush,
-        markShared: () => undefined,
+        markShared: limiter.clientTokens,
         released: () => undefined
       })
     })
@@ -52,11 +58,11 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       const limiter = yield* RateLimiter
       const clientEntity = yield* Client.client
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
-      // entity id → the client's mode on this node; absent until its first push
-      const modes = new Map<string, Mode>()
+      // entity id → the client's mode on this node and its latest limits; absent until its first push
+      const modes = new Map<string, { mode: Mode; limits: RateLimits }>()
 
-      const attach = (entityId: string) =>
-        clientEntity(entityId).Attach({ node: nodeName }).pipe(
+      const attach = (entityId: string, limits: RateLimits) =>
+        clientEntity(entityId).Attach({ node: nodeName, limits: toMessage(limits) }).pipe(
           Effect.map((shared): Mode => (shared ? "shared" : "local")),
           Effect.catch((error) =>
             // without an answer, limit locally rather than refuse the push
@@ -65,17 +71,15 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
         )
 
       yield* Effect.suspend(() =>
-        Effect.forEach([...modes.keys()], (entityId) =>
-          attach(entityId).pipe(Effect.map((mode) => {
-            if (modes.has(entityId) && mode === "shared") modes.set(entityId, mode)
+        Effect.forEach([...modes], ([entityId, { limits }]) =>
+          attach(entityId, limits).pipe(Effect.map((mode) => {
+            const current = modes.get(entityId)
+            if (current !== undefined && mode === "shared") current.mode = mode
           })), { concurrency: 16, discard: true })
       ).pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), Effect.forkScoped)
 
       const takeShared = (entityId: string, event: string, limits: RateLimits) =>
-        clientEntity(entityId).TakeToken({
-          event,
-          limits: { default: limits.default, byEvent: [...limits.byEvent] }
-        }).pipe(
+        clientEntity(entityId).TakeToken({ event, limits: toMessage(limits) }).pipe(
           Effect.catch((error) =>
             Effect.logWarning("shared rate limit check failed; allowing the push", String(error)).pipe(
               Effect.as<Decision>({ allowed: true })
@@ -86,12 +90,14 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       const check = (app: string, clientId: string, event: string, limits: RateLimits) => {
         if (limits.default === undefined && limits.byEvent.size === 0) return limiter.checkPush(app, clientId, event, limits)
         const entityId = clientEntityId(app, clientId)
-        const mode = modes.get(entityId)
-        if (mode === "local") return limiter.checkPush(app, clientId, event, limits)
-        if (mode === "shared") return takeShared(entityId, event, limits)
-        return attach(entityId).pipe(
+        const known = modes.get(entityId)
+        if (known !== undefined) {
+          known.limits = limits
+          return known.mode === "local" ? limiter.checkPush(app, clientId, event, limits) : takeShared(entityId, event, limits)
+        }
+        return attach(entityId, limits).pipe(
           Effect.flatMap((attached) => {
-            modes.set(entityId, attached)
+            modes.set(entityId, { mode: attached, limits })
             return attached === "local"
               ? Effect.sync(() => limiter.checkPush(app, clientId, event, limits))
               : takeShared(entityId, event, limits)
@@ -103,7 +109,9 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
         check,
         markShared: (app, clientId) => {
           const entityId = clientEntityId(app, clientId)
-          if (modes.has(entityId)) modes.set(entityId, "shared")
+          const known = modes.get(entityId)
+          if (known !== undefined) known.mode = "shared"
+          return limiter.clientTokens(app, clientId)
         },
         released: (app, clientId) => {
           const entityId = clientEntityId(app, clientId)

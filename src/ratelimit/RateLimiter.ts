@@ -37,6 +37,12 @@ export interface RateLimits {
   readonly byEvent: ReadonlyMap<string, RateLimit>
 }
 
+/** The tokens left in a client's push buckets, to carry them over to another store. */
+export interface ClientTokens {
+  readonly default?: number | undefined
+  readonly byEvent: ReadonlyArray<readonly [event: string, tokens: number]>
+}
+
 export type Decision = { readonly allowed: true } | { readonly allowed: false; readonly retryAfterMs: number }
 
 export type RefusalKind = "push" | "connection"
@@ -58,10 +64,14 @@ export interface RateLimiterShape {
   /** One connection attempt from `ip` for `app`. */
   readonly checkConnection: (app: string, ip: string, perMinute: number) => Decision
   readonly refusals: () => ReadonlyArray<RefusalCount>
+  /** The tokens left in the client's push buckets (buckets that do not exist are full and left out). */
+  readonly clientTokens: (app: string, clientId: string) => ClientTokens
 }
 
 /** The in-memory store, with the housekeeping that the service leaves to its layer. */
 export interface MemoryRateLimiter extends RateLimiterShape {
+  /** Sets the client's push buckets to the given tokens under `limits`. */
+  readonly setClientTokens: (app: string, clientId: string, tokens: ClientTokens, limits: RateLimits) => void
   /** Drops the buckets that are full again; returns how many it dropped. */
   readonly sweep: () => number
   /** Buckets held (push and connection). */
@@ -276,7 +286,33 @@ const makeMemory = (now: () => number = Date.now): MemoryRateLimiter => {
     return count
   }
 
-  return { checkPush, checkConnection, refusals, sweep, bucketCount }
+  const clientTokens = (app: string, clientId: string): ClientTokens => {
+    const client = pushes.get(app)?.get(clientId)
+    const t = now()
+    return {
+      default: client?.default === undefined ? undefined : TokenBucket.peek(client.default, t),
+      byEvent: [...(client?.byEvent ?? [])].map(([event, bucket]) => [event, TokenBucket.peek(bucket, t)] as const)
+    }
+  }
+
+  const setClientTokens = (app: string, clientId: string, tokens: ClientTokens, limits: RateLimits) => {
+    const t = now()
+    const carried = (limit: RateLimit, left: number) => {
+      const bucket = TokenBucket.make(limit.maxRequests, limit.windowMs, t)
+      TokenBucket.setTokens(bucket, left, t)
+      return bucket
+    }
+    const client = clientEntry(app, clientId)
+    if (limits.default !== undefined && tokens.default !== undefined) client.default = carried(limits.default, tokens.default)
+    for (const [event, left] of tokens.byEvent) {
+      const limit = limits.byEvent.get(event)
+      if (limit === undefined) continue
+      if (client.byEvent === undefined) client.byEvent = new Map()
+      client.byEvent.set(event, carried(limit, left))
+    }
+  }
+
+  return { checkPush, checkConnection, refusals, sweep, bucketCount, clientTokens, setClientTokens }
 }
 
 /** Serves a store, sweeping it every `SWEEP_INTERVAL` for as long as the layer's scope lasts. */
@@ -290,7 +326,8 @@ const serveMemory = (store: MemoryRateLimiter) =>
     return RateLimiter.of({
       checkPush: store.checkPush,
       checkConnection: store.checkConnection,
-      refusals: store.refusals
+      refusals: store.refusals,
+      clientTokens: store.clientTokens
     })
   })
 

@@ -102,3 +102,9 @@ export const reconfigure = (bucket: TokenBucket, capacity: number, windowMs: num
   bucket.windowMs = windowMs
   bucket.level = Math.min(level, capacity * windowMs)
 }
+
+/** Sets the tokens left (at most the capacity), e.g. to carry a bucket over from another store. */
+export const setTokens = (bucket: TokenBucket, tokens: number, now: number): void => {
+  bucket.level = Math.max(0, Math.min(tokens, bucket.capacity)) * bucket.windowMs
+  bucket.lastRefill = now
+}

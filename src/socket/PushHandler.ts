@@ -25,7 +25,7 @@ export const Action = Schema.Union([
     exclude_sender: Schema.optional(Schema.Boolean)
   }),
   Schema.Struct({ action: Schema.Literal("noreply") }),
-  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.String })
+  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.Unknown })
 ])
 export type Action = typeof Action.Type
 
@@ -58,7 +58,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           for (const action of actions) {
             switch (action.action) {
               case "reply":
-                reply("ok", action.data ?? {})
+                reply("ok", action.data === undefined ? {} : action.data)
                 break
               case "error":
                 reply("error", { reason: action.reason })
@@ -70,7 +70,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
                   app: session.app.config.id,
                   topic: action.topic ?? frame.topic,
                   event: action.event,
-                  payload: action.data ?? {},
+                  payload: action.data === undefined ? {} : action.data,
                   ...(action.exclude_sender === true ? { excludeConnectionId: session.connectionId } : {})
                 })
                 break

@@ -53,7 +53,26 @@ const matchesWildcard = (grant: WildcardGrant, required: string): boolean => {
   return true
 }
 
+/**
+ * Compiles the permissions of one auth answer. Clients of an app mostly share
+ * a few permission sets (roles), so compiled sets are reused: every connection
+ * then holds a reference instead of its own copy.
+ */
 export const compileGrants = (granted: ReadonlyArray<string>): Grants => {
+  const key = JSON.stringify(granted)
+  const cached = compiledGrants.get(key)
+  if (cached !== undefined) return cached
+  const compiled = compileGrantsUncached(granted)
+  if (compiledGrants.size >= MAX_CACHED_GRANT_SETS) compiledGrants.delete(compiledGrants.keys().next().value!)
+  compiledGrants.set(key, compiled)
+  return compiled
+}
+
+/** Distinct permission sets kept compiled; the oldest is dropped past this. */
+const MAX_CACHED_GRANT_SETS = 10_000
+const compiledGrants = new Map<string, Grants>()
+
+const compileGrantsUncached = (granted: ReadonlyArray<string>): Grants => {
   const exact = new Set<string>()
   const wildcards: Array<WildcardGrant> = []
   let allowsEverything = false

@@ -58,6 +58,10 @@ const tokenFromSubprotocols = (header: string | undefined): string | undefined =
   return undefined
 }
 
+function destroySocket(this: Duplex) {
+  this.destroy()
+}
+
 const remoteIpOf = (request: IncomingMessage) => request.socket.remoteAddress ?? "unknown"
 
 const rejectionFor = (error: AuthError): UpgradeRejection => {
@@ -105,13 +109,15 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         vsn: string | null
       ) => {
         const serializer = serializerFor(vsn ?? undefined)!
+        socket.off("error", destroySocket)
         server.handleUpgrade(request, socket, head, (ws) => {
           sessions.open({ socket: ws, app, identity, serializer, remoteIp: remoteIpOf(request) })
         })
       }
 
       const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-        socket.on("error", () => socket.destroy())
+        // until `ws` owns the socket, an error (a reset during auth) just drops it
+        socket.on("error", destroySocket)
         const url = new URL(request.url ?? "/", "http://gateway")
         if (url.pathname !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
         if (!accepting) return reject(socket, UpgradeRejection.overCapacity)

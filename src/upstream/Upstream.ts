@@ -166,15 +166,21 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         return headers
       }
 
-      const requestOptions = (request: UpstreamRequest, headers: Record<string, string>, body: string | undefined) => {
-        const url = new URL(request.url)
-        return {
-          origin: url.origin,
-          path: `${url.pathname}${url.search}`,
-          method: request.method,
-          headers,
-          body: body ?? null
+      // endpoints are few and fixed per app: parse each URL once
+      const targets = new Map<string, { readonly origin: string; readonly path: string }>()
+      const targetOf = (endpoint: string) => {
+        let target = targets.get(endpoint)
+        if (target === undefined) {
+          const url = new URL(endpoint)
+          target = { origin: url.origin, path: `${url.pathname}${url.search}` }
+          targets.set(endpoint, target)
         }
+        return target
+      }
+
+      const requestOptions = (request: UpstreamRequest, headers: Record<string, string>, body: string | undefined) => {
+        const { origin, path } = targetOf(request.url)
+        return { origin, path, method: request.method, headers, body: body ?? null }
       }
 
       const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>

@@ -33,6 +33,8 @@ export interface SessionHub {
   /** Handles a push on a joined topic; must call `session.reply` exactly once when `frame.ref` is set. */
   readonly push: (session: Session, frame: Frame, join: Join) => void
   readonly closed: (session: Session, code: number) => void
+  /** An unexpected error while handling the session's frame (logged; the session is closed). */
+  readonly failed: (session: Session, error: unknown) => void
 }
 
 /** One joined channel of a session. */
@@ -74,7 +76,15 @@ export class Session {
     this.hub = options.hub
     this.connectedAt = Date.now()
     this.lastSeen = this.connectedAt
-    this.socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary))
+    this.socket.on("message", (data, isBinary) => {
+      try {
+        this.receive(data as Buffer, isBinary)
+      } catch (error) {
+        // a bug must cost this connection only, never the node
+        this.hub.failed(this, error)
+        this.close(CloseCode.internalError, "internal error")
+      }
+    })
     this.socket.on("close", (code) => this.onClose(code))
     this.socket.on("error", () => this.socket.terminate())
     this.hub.notify(this, "connection:established", null)

@@ -135,6 +135,17 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           })
         },
         push: (session, frame, join) => pushHandler.handle(session, frame, join),
+        failed: (session, error) => {
+          runInBackground(
+            Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(
+              Effect.annotateLogs({
+                app_id: session.app.config.id,
+                client_id: session.identity.clientId,
+                connection_id: session.connectionId
+              })
+            )
+          )
+        },
         closed: (session, code) => {
           removeSession(session)
           runInBackground(

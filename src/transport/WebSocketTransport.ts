@@ -149,7 +149,12 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
 
         upgradesInFlight++
         const clientType = params.get("client_type") || "unknown"
-        const cancel = runCallback(
+        // a client that gives up while its token is being checked costs no more
+        // work; registered first, since the check may also end synchronously
+        let cancel: (() => void) | undefined
+        const onEarlyClose = () => cancel?.()
+        socket.once("close", onEarlyClose)
+        cancel = runCallback(
           auth.authenticate(app.config, {
             token,
             clientType,
@@ -176,9 +181,6 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
             }
           }
         )
-        // a client that gives up while its token is being checked costs no more work
-        const onEarlyClose = () => cancel()
-        socket.once("close", onEarlyClose)
       }
 
       return WebSocketTransport.of({

@@ -164,6 +164,44 @@ describe("accepted connections", () => {
   })
 })
 
+describe("connection storms", () => {
+  it("429 rate_limited past the app's connection attempts per IP per minute", async () => {
+    const fake = await startFakeApp()
+    const limited = await startTestGateway({
+      apps: [{ id: "chat", fakeApp: fake, rateLimits: { connectionsPerIpPerMinute: 2 } }]
+    })
+    try {
+      const url = `${limited.socketUrl}/websocket?app=chat&token=token-alice`
+      const first = await rawSocket(url)
+      const second = await rawSocket(url)
+      expect(await upgradeRejection(url)).toMatchObject({ status: 429, body: { reason: "rate_limited" } })
+      await first.close()
+      await second.close()
+    } finally {
+      await limited.close()
+      await fake.close()
+    }
+  })
+
+  it("503 over_capacity at once when the app already has its maximum of auth calls in flight", async () => {
+    const fake = await startFakeApp()
+    fake.fail("auth", "hang")
+    const bounded = await startTestGateway({
+      apps: [{ id: "chat", fakeApp: fake, rateLimits: { maxConcurrentAuth: 1 }, timeouts: { authMs: 2_000 } }]
+    })
+    try {
+      const url = `${bounded.socketUrl}/websocket?app=chat&token=token-alice`
+      const waiting = upgradeRejection(url, {}, [], 5_000)
+      await fake.waitFor("auth")
+      expect(await upgradeRejection(url)).toMatchObject({ status: 503, body: { reason: "over_capacity" } })
+      expect(await waiting).toMatchObject({ status: 503, body: { reason: "auth_service_error" } })
+    } finally {
+      await bounded.close()
+      await fake.close()
+    }
+  })
+})
+
 describe("capacity and schema availability", () => {
   it("503 over_capacity past the per-node connection maximum", async () => {
     const fake = await startFakeApp()

@@ -29,6 +29,9 @@ export const Action = Schema.Union([
 ])
 export type Action = typeof Action.Type
 
+/** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
+const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
+
 const decodeActions = Schema.decodeUnknownEffect(
   Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
 )
@@ -91,7 +94,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
             app: app.id,
             event: frame.event,
             payload: frame.payload instanceof Uint8Array
-              ? { binary: Buffer.from(frame.payload).toString("base64") }
+              ? { binary: Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength).toString("base64") }
               : frame.payload,
             channel: frame.topic,
             ref: frame.ref,
@@ -146,7 +149,9 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         if (!grants.allowsAll(join.match.sendPermissions) || !grants.allowsAll(event.sendPermissions(join.match.variables))) {
           return session.replyError(frame, ReplyReason.unauthorized)
         }
-        const errors = event.validatePayload(frame.payload)
+        const errors = frame.payload instanceof Uint8Array
+          ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
+          : event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
         const decision = clientLimits.check(
           session.app.config.id,

@@ -50,7 +50,6 @@ export class Session {
   readonly app: RegisteredApp
   readonly identity: Identity
   readonly serializer: Serializer
-  readonly remoteIp: string
   readonly connectedAt: number
   lastSeen: number
   readonly joins = new Map<string, Join>()
@@ -63,7 +62,6 @@ export class Session {
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer
-    readonly remoteIp: string
     readonly socket: WebSocket
     readonly hub: SessionHub
   }) {
@@ -71,7 +69,6 @@ export class Session {
     this.app = options.app
     this.identity = options.identity
     this.serializer = options.serializer
-    this.remoteIp = options.remoteIp
     this.socket = options.socket
     this.hub = options.hub
     this.connectedAt = Date.now()
@@ -88,10 +85,6 @@ export class Session {
     this.socket.on("close", (code) => this.onClose(code))
     this.socket.on("error", () => this.socket.terminate())
     this.hub.notify(this, "connection:established", null)
-  }
-
-  get isOpen(): boolean {
-    return this.open
   }
 
   /**

@@ -29,7 +29,6 @@ export interface SessionsShape {
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer
-    readonly remoteIp: string
   }) => Session
   readonly count: () => number
   readonly all: () => Iterable<Session>

@@ -20,6 +20,7 @@ import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
+import type { Serializer } from "../protocol/Serializer.ts"
 import { RateLimiter } from "../ratelimit/RateLimiter.ts"
 import { Sessions } from "../socket/Sessions.ts"
 
@@ -106,20 +107,31 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         head: Buffer,
         app: RegisteredApp,
         identity: Identity,
-        vsn: string | null
+        serializer: Serializer
       ) => {
-        const serializer = serializerFor(vsn ?? undefined)!
+        // the node may have started draining while the token was checked
+        if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
         socket.off("error", destroySocket)
         server.handleUpgrade(request, socket, head, (ws) => {
-          sessions.open({ socket: ws, app, identity, serializer, remoteIp: remoteIpOf(request) })
+          sessions.open({ socket: ws, app, identity, serializer })
         })
       }
 
       const handleUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
         // until `ws` owns the socket, an error (a reset during auth) just drops it
         socket.on("error", destroySocket)
-        const url = new URL(request.url ?? "/", "http://gateway")
-        if (url.pathname !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
+        try {
+          admit(request, socket, head)
+        } catch (error) {
+          // whatever a request carries, it costs at most its own connection
+          socket.destroy()
+          runCallback(Effect.logError("unexpected error handling an upgrade", String(error)))
+        }
+      }
+
+      const admit = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = URL.parse(request.url ?? "/", "http://gateway")
+        if (url === null || url.pathname !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
         if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
 
         const params = url.searchParams
@@ -128,8 +140,8 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         if (appId === null || appId === "" || token === null || token === "") {
           return reject(socket, UpgradeRejection.missingParams)
         }
-        const vsn = params.get("vsn")
-        if (serializerFor(vsn ?? undefined) === undefined) return reject(socket, UpgradeRejection.unsupportedVsn)
+        const serializer = serializerFor(params.get("vsn") ?? undefined)
+        if (serializer === undefined) return reject(socket, UpgradeRejection.unsupportedVsn)
 
         const app = apps.get(appId)
         if (app === undefined) return reject(socket, UpgradeRejection.unknownApp)
@@ -175,7 +187,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
               upgradesInFlight--
               socket.off("close", onEarlyClose)
               if (socket.destroyed) return
-              if (Exit.isSuccess(exit)) return complete(request, socket, head, app, exit.value, vsn)
+              if (Exit.isSuccess(exit)) return complete(request, socket, head, app, exit.value, serializer)
               const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
               reject(socket, error === undefined ? UpgradeRejection.authServiceError : rejectionFor(error.error))
             }

@@ -98,12 +98,18 @@ class CircuitBreaker {
     this.trialInFlight = false
     if (this.failures >= BREAKER_FAILURE_THRESHOLD) this.openUntil = now + BREAKER_OPEN_MS
   }
+
+  /** The call was abandoned (its caller went away): it proves nothing either way. */
+  abandoned(): void {
+    this.trialInFlight = false
+  }
 }
 
 interface AppPool {
   /** Keep-alive connections to the app; requests beyond its connection bound queue here. */
   readonly agent: Agent
-  readonly breaker: CircuitBreaker
+  /** One per call kind: a client that makes the message endpoint fail must not block auth or schema fetches. */
+  readonly breakers: Record<UpstreamCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   pendingNotifications: number
 }
@@ -144,7 +150,12 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               connections: MAX_IN_FLIGHT_PER_APP,
               maxResponseSize: MAX_ANSWER_BYTES
             }),
-            breaker: new CircuitBreaker(),
+            breakers: {
+              schema: new CircuitBreaker(),
+              auth: new CircuitBreaker(),
+              message: new CircuitBreaker(),
+              notify: new CircuitBreaker()
+            },
             inFlight: new Map(),
             pendingNotifications: 0
           }
@@ -185,7 +196,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
 
       const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
         Effect.flatMap(currentSpan, (span): Effect.Effect<UpstreamAnswer, UpstreamError> => {
-          if (!pool.breaker.admit(Date.now())) {
+          const breaker = pool.breakers[request.call]
+          if (!breaker.admit(Date.now())) {
             return Effect.fail(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }))
           }
           const body = request.body === undefined ? undefined : JSON.stringify(request.body)
@@ -205,10 +217,11 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             }),
             Effect.onExit((exit) =>
               Effect.sync(() => {
-                if (exit._tag === "Success" && exit.value.status < 500) pool.breaker.succeeded()
-                else if (exit._tag === "Success" || exit.cause.reasons.some((reason) => reason._tag === "Fail")) {
-                  pool.breaker.failed(Date.now())
-                }
+                if (exit._tag === "Success") {
+                  if (exit.value.status < 500) breaker.succeeded()
+                  else breaker.failed(Date.now())
+                } else if (exit.cause.reasons.some((reason) => reason._tag === "Fail")) breaker.failed(Date.now())
+                else breaker.abandoned()
               })
             )
           )

@@ -24,7 +24,10 @@ const schema = {
     },
     { pattern: "status:{level}", variables: { level: { type: "string", enum: ["green", "red"] } } }
   ],
-  events: [{ name: "echo", allowedChannels: ["room:*", "user:*"] }]
+  events: [
+    { name: "echo", allowedChannels: ["room:*", "user:*"] },
+    { name: "typed", allowedChannels: ["room:*"], payload: { body: "string" } }
+  ]
 }
 
 beforeAll(async () => {
@@ -205,6 +208,24 @@ describe("V2 binary frames", () => {
       "room:bin",
       "phx_reply",
       { status: "ok", response: { binary: body.toString("base64") } }
+    ])
+    await socket.close()
+  })
+})
+
+describe("V2 binary frames against a payload schema", () => {
+  it("refuses a binary push to an event whose payload schema expects JSON", async () => {
+    const socket = await rawSocket(v2Url())
+    socket.send(["1", "1", "room:bin2", "phx_join", {}])
+    await socket.nextJson()
+    const header = Buffer.from([0, 1, 1, "room:bin2".length, "typed".length])
+    socket.ws.send(Buffer.concat([header, Buffer.from("12room:bin2typed"), Buffer.from([1, 2, 3])]), { binary: true })
+    expect(await socket.nextJson()).toMatchObject([
+      "1",
+      "2",
+      "room:bin2",
+      "phx_reply",
+      { status: "error", response: { reason: "invalid_payload", errors: [{ path: "" }] } }
     ])
     await socket.close()
   })

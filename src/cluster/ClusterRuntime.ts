@@ -19,7 +19,7 @@
  *   dies); it must exceed the worst event-loop stall, or two live copies of an
  *   entity could exist for a moment;
  * - `shardLockRefreshInterval` 3 s: three refreshes per expiration period;
- * - `refreshAssignmentsInterval` 1 s and `runnerHealthCheckInterval` 2 s: the
+ * - `refreshAssignmentsInterval` and `runnerHealthCheckInterval` 1 s: the
  *   survivors notice a dead runner and take its shards within seconds.
  */
 import * as NodeClusterSocket from "@effect/platform-node-shared/NodeClusterSocket"
@@ -46,7 +46,7 @@ export const CLUSTER_TIMINGS = {
   shardLockExpiration: "10 seconds",
   shardLockRefreshInterval: "3 seconds",
   refreshAssignmentsInterval: "1 second",
-  runnerHealthCheckInterval: "2 seconds"
+  runnerHealthCheckInterval: "1 second"
 } as const
 
 /** Shards per group; each node's own group needs very few, the default group a few per node. */

@@ -26,6 +26,12 @@ import { TopicRegistry } from "./TopicRegistry.ts"
 export interface NodeRouterShape {
   /** Every live node of the cluster, this one included. */
   readonly nodes: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * Whether the other nodes know this one by now: it has been a healthy
+   * runner for long enough that their live-node lists include it, so that
+   * broadcasts from anywhere reach its clients. Readiness waits for it.
+   */
+  readonly joined: () => boolean
   readonly deliver: (node: string, broadcast: Broadcast) => Effect.Effect<void>
   /** Closes every connection of the client on the node; answers how many. */
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
@@ -39,7 +45,9 @@ const NO_TOKENS: ClientTokens = { byEvent: [] }
 
 /** How long a call to another node may take before that node counts as gone for this call. */
 export const NODE_CALL_TIMEOUT = "3 seconds"
-const LIVE_NODES_REFRESH = "1 second"
+const LIVE_NODES_REFRESH = "500 millis"
+/** Two refreshes of every node's live list, plus margin. */
+const JOIN_SETTLE_MS = 1_500
 
 /** The node-local half of the router: what a node does when asked. */
 const makeLocal = Effect.gen(function*() {
@@ -71,6 +79,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           )
       return NodeRouter.of({
         nodes: Effect.succeed([nodeName]),
+        joined: () => true,
         deliver: (node, broadcast) => onlySelf(node, local.deliver(broadcast), undefined),
         disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
         connections: (node, app) => onlySelf(node, local.connections(app), []),
@@ -99,8 +108,10 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           )
         )
         let liveNodes: ReadonlyArray<string> = [nodeName]
+        let registeredAt: number | undefined
         const refresh = readLiveNodes.pipe(
           Effect.map((nodes) => {
+            if (nodes.includes(nodeName)) registeredAt ??= Date.now()
             liveNodes = nodes.includes(nodeName) ? nodes : [nodeName, ...nodes]
           }),
           Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
@@ -124,6 +135,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
 
         return NodeRouter.of({
           nodes: Effect.sync(() => liveNodes),
+          joined: () => registeredAt !== undefined && Date.now() - registeredAt >= JOIN_SETTLE_MS,
           deliver: (node, broadcast) =>
             node === nodeName
               ? local.deliver(broadcast)

@@ -30,6 +30,8 @@ export const ReplyReason = {
   invalidPayload: "invalid_payload",
   rateLimited: "rate_limited",
   apiError: "api_error",
-  apiTimeout: "api_timeout"
+  apiTimeout: "api_timeout",
+  /** The app asked for a broadcast that the cluster could not take (a gateway extension of the contract). */
+  broadcastFailed: "broadcast_failed"
 } as const
 export type ReplyReason = (typeof ReplyReason)[keyof typeof ReplyReason]

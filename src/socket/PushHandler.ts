@@ -8,8 +8,11 @@ import { Context, Effect, Layer, Schema } from "effect"
 import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
+import type { ReplyReason as ReplyReasonType } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
+import type { BroadcastFailed } from "../fanout/Broadcaster.ts"
+import type { UpstreamError } from "../upstream/errors.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
 import type { Join, Session } from "./Session.ts"
@@ -28,6 +31,33 @@ export const Action = Schema.Union([
   Schema.Struct({ action: Schema.Literal("error"), reason: Schema.Unknown })
 ])
 export type Action = typeof Action.Type
+
+/**
+ * Pushes of one connection waiting for the app's answer; past this the
+ * connection is asked to slow down, so that a client cannot pile up work
+ * (and payloads) faster than the app answers.
+ */
+const MAX_PUSHES_IN_FLIGHT = 256
+const IN_FLIGHT_RETRY_MS = 1_000
+
+/** The app's answer was not one the contract allows. */
+class AppAnswerRefused extends Schema.TaggedError<AppAnswerRefused>()("AppAnswerRefused", { detail: Schema.String }) {
+  override get message() {
+    return this.detail
+  }
+}
+
+/** The contract's reply reason for each way a forwarded push can fail. */
+const replyReasonOf = (error: UpstreamError | AppAnswerRefused | BroadcastFailed): ReplyReasonType => {
+  switch (error._tag) {
+    case "UpstreamTimeout":
+      return ReplyReason.apiTimeout
+    case "BroadcastFailed":
+      return ReplyReason.broadcastFailed
+    default:
+      return ReplyReason.apiError
+  }
+}
 
 /** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
 const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
@@ -50,21 +80,35 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
 
-      const applyActions = (session: Session, frame: Frame, actions: ReadonlyArray<Action>) =>
-        Effect.gen(function*() {
-          let replied = false
-          const reply = (status: "ok" | "error", response: unknown) => {
+      /** Answers the push once, whatever happens after (a second answer is ignored). */
+      const replyOnce = (session: Session, frame: Frame) => {
+        let replied = false
+        return {
+          get done() {
+            return replied
+          },
+          send: (status: "ok" | "error", response: unknown) => {
             if (replied) return
             replied = true
             session.reply(frame, status, response)
           }
+        }
+      }
+
+      const applyActions = (
+        session: Session,
+        frame: Frame,
+        actions: ReadonlyArray<Action>,
+        reply: ReturnType<typeof replyOnce>
+      ) =>
+        Effect.gen(function*() {
           for (const action of actions) {
             switch (action.action) {
               case "reply":
-                reply("ok", action.data === undefined ? {} : action.data)
+                reply.send("ok", action.data === undefined ? {} : action.data)
                 break
               case "error":
-                reply("error", { reason: action.reason })
+                reply.send("error", { reason: action.reason })
                 break
               case "noreply":
                 break
@@ -79,10 +123,10 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
                 break
             }
           }
-          reply("ok", {})
+          reply.send("ok", {})
         })
 
-      const forward = (session: Session, frame: Frame) => {
+      const callApp = (session: Session, frame: Frame) => {
         const app = session.app.config
         const identity = session.identity
         return upstream.call(app, {
@@ -108,36 +152,48 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
             answer.status === 200
               ? decodeActions(answer.body).pipe(
                 Effect.map((decoded) => (Array.isArray(decoded) ? decoded : [decoded]) as ReadonlyArray<Action>),
-                Effect.mapError(() => "message endpoint answered 200 with an invalid body")
+                Effect.mapError(() => new AppAnswerRefused({ detail: "message endpoint answered 200 with an invalid body" }))
               )
-              : Effect.fail(`message endpoint answered ${answer.status}`)
-          ),
-          Effect.matchEffect({
-            onSuccess: (actions) => applyActions(session, frame, actions),
-            onFailure: (error) => {
-              const timedOut = typeof error !== "string" && error._tag === "UpstreamTimeout"
-              session.replyError(frame, timedOut ? ReplyReason.apiTimeout : ReplyReason.apiError)
-              return Effect.logWarning("forwarded message failed", typeof error === "string" ? error : error.message).pipe(
-                Effect.annotateLogs({
-                  app_id: app.id,
-                  client_id: identity.clientId,
-                  connection_id: session.connectionId,
-                  topic: frame.topic,
-                  event: frame.event
-                })
-              )
-            }
-          }),
-          Effect.withSpan("push", {
-            attributes: { app_id: app.id, topic: frame.topic, event: frame.event }
-          }, NO_STACK_TRACE)
+              : Effect.fail(new AppAnswerRefused({ detail: `message endpoint answered ${answer.status}` }))
+          )
         )
       }
 
-      const forwardIfAllowed = (session: Session, frame: Frame, decision: Decision) => {
-        if (decision.allowed) return forward(session, frame)
-        session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: decision.retryAfterMs })
-        return Effect.void
+      const forward = (session: Session, frame: Frame, reply: ReturnType<typeof replyOnce>) =>
+        callApp(session, frame).pipe(
+          Effect.flatMap((actions) => applyActions(session, frame, actions, reply)),
+          Effect.catch((error) => {
+            reply.send("error", { reason: replyReasonOf(error) })
+            return Effect.logWarning("forwarded message failed", error.message).pipe(
+              Effect.annotateLogs({
+                app_id: session.app.config.id,
+                client_id: session.identity.clientId,
+                client_type: session.identity.clientType,
+                connection_id: session.connectionId,
+                topic: frame.topic,
+                event: frame.event
+              })
+            )
+          })
+        )
+
+      /** Rate limit decided (now or by the cluster), then forward; one answer whatever happens. */
+      const process = (session: Session, frame: Frame, decision: Decision | Effect.Effect<Decision>) => {
+        const reply = replyOnce(session, frame)
+        const decided = Effect.isEffect(decision) ? decision : Effect.succeed(decision)
+        return decided.pipe(
+          Effect.flatMap((outcome) => {
+            if (outcome.allowed) return forward(session, frame, reply)
+            reply.send("error", { reason: ReplyReason.rateLimited, retry_after_ms: outcome.retryAfterMs })
+            return Effect.void
+          }),
+          // every push with a ref gets exactly one answer, even after a defect
+          Effect.onExit(() => Effect.sync(() => reply.send("error", { reason: ReplyReason.apiError }))),
+          Effect.ensuring(Effect.sync(() => session.pushesInFlight--)),
+          Effect.withSpan("push", {
+            attributes: { app_id: session.app.config.id, topic: frame.topic, event: frame.event }
+          }, NO_STACK_TRACE)
+        )
       }
 
       const handle = (session: Session, frame: Frame, join: Join) => {
@@ -153,16 +209,17 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
+        if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT) {
+          return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
+        }
+        session.pushesInFlight++
         const decision = clientLimits.check(
           session.app.config.id,
           session.identity.clientId,
           frame.event,
           session.app.schema!.rateLimits
         )
-        if (Effect.isEffect(decision)) {
-          return void runInBackground(decision.pipe(Effect.flatMap((decided) => forwardIfAllowed(session, frame, decided))))
-        }
-        runInBackground(forwardIfAllowed(session, frame, decision))
+        runInBackground(process(session, frame, decision))
       }
 
       return PushHandler.of({ handle })

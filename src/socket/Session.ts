@@ -52,6 +52,8 @@ export class Session {
   readonly serializer: Serializer
   readonly connectedAt: number
   lastSeen: number
+  /** Pushes forwarded to the app and not answered yet (bounded by the push handler). */
+  pushesInFlight = 0
   readonly joins = new Map<string, Join>()
   private readonly socket: WebSocket
   private readonly hub: SessionHub

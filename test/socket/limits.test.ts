@@ -276,3 +276,27 @@ describe("a client that does not read", () => {
     }
   })
 })
+
+describe("a client that pushes faster than its app answers", () => {
+  it("gets rate_limited for pushes beyond 256 waiting for the app, and its waiting pushes are still answered", async () => {
+    const slow = await startFakeApp()
+    const bounded = await startTestGateway({ apps: [{ id: "chat", fakeApp: slow, timeouts: { messageMs: 2_000 } }] })
+    try {
+      slow.fail("message", "hang")
+      const socket = await connectSocket(bounded.socketUrl, { app: "chat", token: "token-alice" })
+      const { channel } = await socket.join("room:flood")
+      const waiting = Array.from({ length: 256 }, (_, n) => push(channel, "echo", { n }))
+      await slow.waitFor("message", () => slow.requestsOf("message").length >= 256)
+      expect(await push(channel, "echo", { n: 256 })).toEqual({
+        status: "error",
+        response: { reason: "rate_limited", retry_after_ms: 1_000 }
+      })
+      slow.fail("message", "ok")
+      for (const answer of await Promise.all(waiting)) expect(answer.status).toBe("error")
+      await socket.close()
+    } finally {
+      await bounded.close()
+      await slow.close()
+    }
+  })
+})

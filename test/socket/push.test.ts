@@ -512,15 +512,17 @@ describe("apps are isolated", () => {
     try {
       hanging.fail("message", "hang")
       const a = await connectSocket(shared.socketUrl, { app: "hangs", token: "token-alice" })
+      const a2 = await connectSocket(shared.socketUrl, { app: "hangs", token: "token-bob" })
       const b = await connectSocket(shared.socketUrl, { app: "fine", token: "token-alice" })
-      const aRoom = (await a.join("room:a")).channel
+      const aRooms = [(await a.join("room:a")).channel, (await a2.join("room:a")).channel]
       const bRoom = (await b.join("room:b")).channel
 
-      // more pushes than the app's bound of calls in flight: its own pool is full
+      // more pushes than the app's pool of connections (from two connections,
+      // each within its own bound of pushes in flight): the app's pool is full
       let aAnswered = 0
       const aPushes: Array<Promise<PushResult>> = []
       for (let n = 0; n < 300; n++) {
-        aPushes.push(push(aRoom, "echo", { n }).then((result) => {
+        aPushes.push(push(aRooms[n % 2]!, "echo", { n }).then((result) => {
           aAnswered++
           return result
         }))
@@ -543,6 +545,7 @@ describe("apps are isolated", () => {
       expect(aResults.filter((r) => (r.response as { reason: string }).reason === "api_timeout").length)
         .toBeGreaterThanOrEqual(256)
       await a.close()
+      await a2.close()
       await b.close()
     } finally {
       await shared.close()

@@ -7,7 +7,7 @@
  * up `app.schema`. A fetch that fails, or a document that does not parse, is
  * logged and the last good schema stays in force.
  */
-import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { Context, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Upstream } from "../upstream/Upstream.ts"
@@ -37,7 +37,6 @@ export class UnknownApp extends Schema.TaggedError<UnknownApp>()("UnknownApp", {
 export interface AppRegistryShape {
   /** Hot-path lookup. */
   readonly get: (appId: string) => RegisteredApp | undefined
-  readonly list: () => ReadonlyArray<RegisteredApp>
   /** Fetches the app's schema now; succeeds with the version in force afterwards. */
   readonly refresh: (appId: string) => Effect.Effect<string, SchemaFetchFailed | UnknownApp>
   /** Apps that have never had a valid schema, with the reason. Empty when all are usable. */
@@ -56,6 +55,10 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
       const apps = new Map<string, RegisteredApp>(
         config.apps.map((app) => [app.id, { config: app, schema: undefined, etag: undefined, lastError: undefined }])
       )
+
+      // one fetch per app at a time: the periodic, retry and on-demand fetches
+      // could otherwise race, and an older answer overwrite a newer schema
+      const fetchLocks = new Map(config.apps.map((app) => [app.id, Semaphore.makeUnsafe(1)]))
 
       const fetchSchema = (app: RegisteredApp) =>
         Effect.gen(function*() {
@@ -97,7 +100,7 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
             )
           }
           return compiled.version
-        })
+        }).pipe(fetchLocks.get(app.config.id)!.withPermits(1))
 
       const refresh = (appId: string) =>
         Effect.suspend((): Effect.Effect<string, SchemaFetchFailed | UnknownApp> => {
@@ -129,7 +132,6 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
 
       return AppRegistry.of({
         get: (appId) => apps.get(appId),
-        list: () => [...apps.values()],
         refresh,
         unready: () =>
           [...apps.values()]

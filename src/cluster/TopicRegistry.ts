@@ -28,10 +28,8 @@ export interface TopicSubscriber {
 export interface TopicRegistryShape {
   readonly subscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   readonly unsubscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
-  /** The local subscribers of a topic (hot path of fan-out). */
-  readonly subscribers: (app: string, topic: string) => ReadonlySet<TopicSubscriber> | undefined
   /**
-   * The local subscribers a broadcast is for, or `undefined` when there are
+   * The local subscribers a broadcast is for (hot path of fan-out), or `undefined` when there are
    * none or the broadcast was delivered already (a cluster retry).
    */
   readonly subscribersFor: (broadcast: { readonly id: string; readonly app: string; readonly topic: string }) =>
@@ -45,7 +43,6 @@ export interface TopicRegistryShape {
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
   /** Who is present on a topic, cluster-wide. */
   readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState>
-  readonly topicCount: () => number
 }
 
 interface LocalTopic {
@@ -135,7 +132,6 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
       return TopicRegistry.of({
         subscribe,
         unsubscribe,
-        subscribers: (app, topic) => local.get(topicEntityId(app, topic))?.subscribers,
         subscribersFor: ({ id, app, topic }) => {
           const entry = local.get(topicEntityId(app, topic))
           if (entry === undefined) return undefined
@@ -149,7 +145,6 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         track,
         untrack,
         presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences().pipe(Effect.orDie),
-        topicCount: () => local.size
       })
     })
   )

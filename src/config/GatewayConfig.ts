@@ -587,6 +587,10 @@ export const loadGatewayConfigResult = (
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
   const clusterPort = read("CLUSTER_PORT", integerFromEnv(Port)) ?? fileConfig?.clusterPort ?? DEFAULT_CLUSTER_PORT
   const clusterNodes = read("CLUSTER_NODES", NodeListFromEnv) ?? fileConfig?.clusterNodes
+  if (databaseUrl !== undefined && clusterNodes === undefined) {
+    // every node must announce the same shard groups, one per node name
+    problems.push({ key: "CLUSTER_NODES", message: "required with DATABASE_URL: every node's name, the same list on every node" })
+  }
   if (clusterNodes !== undefined && nodeName !== undefined && !clusterNodes.includes(nodeName)) {
     problems.push({
       key: isSet("CLUSTER_NODES") ? "CLUSTER_NODES" : "GATEWAY_CONFIG clusterNodes",

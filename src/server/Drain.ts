@@ -19,6 +19,8 @@ import { Lifecycle } from "./Lifecycle.ts"
 
 /** How often a slice of the connections is closed during the drain window. */
 const DRAIN_STEP_MS = 100
+/** The contract's bound from SIGTERM to exit, whatever the shutdown still waits for. */
+const EXIT_DEADLINE_MS = 30_000
 
 export const drain = Effect.gen(function*() {
   const { limits } = yield* GatewayConfig
@@ -27,6 +29,10 @@ export const drain = Effect.gen(function*() {
   const sessions = yield* Sessions
   lifecycle.startDraining()
   transport.stopAccepting()
+  setTimeout(() => {
+    process.stderr.write("shutdown did not finish within 30 s; exiting\n")
+    process.exit(1)
+  }, EXIT_DEADLINE_MS).unref()
   const open = [...sessions.all()]
   yield* Effect.logInfo(`draining: closing ${open.length} connections over ${limits.drainWindowMs} ms`)
   const steps = Math.max(1, Math.floor(limits.drainWindowMs / DRAIN_STEP_MS))

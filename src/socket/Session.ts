@@ -17,6 +17,9 @@ import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 
+/** Longest topic a client may join (also the V2 binary frame's limit for a topic field). */
+export const MAX_TOPIC_LENGTH = 255
+
 /** Lifecycle events the app is notified of (CONTRACT §3, notify). */
 export type LifecycleEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
 
@@ -148,7 +151,8 @@ export class Session {
 
   private join(frame: Frame): void {
     const schema = this.app.schema
-    const match = schema?.matchChannel(frame.topic)
+    // a topic that long matches no channel, and app-supplied patterns never run on it
+    const match = frame.topic.length > MAX_TOPIC_LENGTH ? undefined : schema?.matchChannel(frame.topic)
     if (match === undefined) return this.replyError(frame, ReplyReason.invalidChannelPattern)
     if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.replyError(frame, ReplyReason.unauthorized)
 

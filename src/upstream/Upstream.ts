@@ -54,10 +54,6 @@ export interface UpstreamShape {
    * (and counted) rather than queued without bound.
    */
   readonly notify: (app: AppConfig, url: string, body: unknown) => void
-  /** Notifications given up on (retries exhausted or too many pending), since start. */
-  readonly droppedNotifications: () => number
-  /** Drops the pool of an app that was removed or reconfigured. */
-  readonly forget: (appId: string) => Effect.Effect<void>
 }
 
 /** Bytes accepted in an answer; larger answers fail the call. */
@@ -66,6 +62,7 @@ const MAX_ANSWER_BYTES = 4 * 1024 * 1024
 const MAX_IN_FLIGHT_PER_APP = 256
 const MAX_PENDING_NOTIFICATIONS = 10_000
 const NOTIFY_FIRST_RETRY_MS = 200
+const NOTIFY_TIMEOUT_MS = 5_000
 const BREAKER_FAILURE_THRESHOLD = 5
 const BREAKER_OPEN_MS = 5_000
 const NOTIFY_ATTEMPTS = 3
@@ -112,6 +109,7 @@ interface AppPool {
   readonly breakers: Record<UpstreamCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   pendingNotifications: number
+  droppedNotifications: number
 }
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
@@ -135,7 +133,6 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const config = yield* GatewayConfig
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
-      let droppedNotifications = 0
 
       yield* Effect.addFinalizer(() =>
         Effect.promise(() => Promise.allSettled([...pools.values()].map((pool) => pool.agent.close())))
@@ -157,7 +154,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               notify: new CircuitBreaker()
             },
             inFlight: new Map(),
-            pendingNotifications: 0
+            pendingNotifications: 0,
+            droppedNotifications: 0
           }
           pools.set(appId, pool)
         }
@@ -248,14 +246,23 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const notify = (app: AppConfig, url: string, body: unknown) => {
         const pool = poolFor(app.id)
         if (pool.pendingNotifications >= MAX_PENDING_NOTIFICATIONS) {
-          droppedNotifications++
+          // one line per thousand, so that a dead app does not flood the logs
+          if (pool.droppedNotifications++ % 1000 === 0) {
+            runInBackground(
+              Effect.logWarning(
+                `app notifications dropped: ${MAX_PENDING_NOTIFICATIONS} already pending (${pool.droppedNotifications} dropped so far)`
+              ).pipe(Effect.annotateLogs({ app_id: app.id }))
+            )
+          }
           return
         }
         pool.pendingNotifications++
         const json = JSON.stringify(body)
-        const request: UpstreamRequest = { call: "notify", method: "POST", url, timeoutMs: app.timeouts.authMs }
+        const request: UpstreamRequest = { call: "notify", method: "POST", url, timeoutMs: NOTIFY_TIMEOUT_MS }
+        // not part of any traced operation: each notification starts its own trace
+        const traceparent = `00-${randomUUID().replaceAll("-", "")}-${randomUUID().replaceAll("-", "").slice(0, 16)}-01`
         const attempt = (remaining: number, delayMs: number): void => {
-          const options = requestOptions(request, headersFor(app, json, undefined), json)
+          const options = requestOptions(request, headersFor(app, json, { traceparent }), json)
           pool.agent.request({ ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }).then(
             async (response) => {
               await response.body.dump()
@@ -268,7 +275,6 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               return
             }
             pool.pendingNotifications--
-            droppedNotifications++
             runInBackground(
               Effect.logWarning("app notification dropped after retries", errorDetail(error)).pipe(
                 Effect.annotateLogs({ app_id: app.id })
@@ -279,14 +285,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         attempt(NOTIFY_ATTEMPTS, NOTIFY_FIRST_RETRY_MS)
       }
 
-      const forget = (appId: string) =>
-        Effect.suspend(() => {
-          const pool = pools.get(appId)
-          pools.delete(appId)
-          return pool === undefined ? Effect.void : Effect.promise(() => pool.agent.close())
-        })
-
-      return Upstream.of({ call, callBounded, notify, forget, droppedNotifications: () => droppedNotifications })
+      return Upstream.of({ call, callBounded, notify })
     })
   )
 }

@@ -103,6 +103,7 @@ describe("loadGatewayConfigResult", () => {
       databaseUrl: "postgres://gw:pw@db:5432/gateway",
       clusterHost: "10.0.0.5",
       clusterPort: 4500,
+      clusterNodes: ["node-a", "node-b"],
       logLevel: "debug",
       logFormat: "pretty",
       otlpEndpoint: "http://otel:4318",
@@ -131,7 +132,7 @@ describe("loadGatewayConfigResult", () => {
       nodeName: "node-a",
       demo: undefined,
       allowedOrigins: ["https://global.example.com"],
-      cluster: { host: "10.0.0.5", port: 4500 },
+      cluster: { host: "10.0.0.5", port: 4500, nodes: ["node-a", "node-b"] },
       log: { level: "debug", format: "pretty" },
       otlpEndpoint: "http://otel:4318",
       limits: { maxConnections: 10, maxChannelsPerConnection: 5, maxFrameBytes: 1024, maxOutboxBytes: 2048, idleTimeoutMs: 1000 }
@@ -441,7 +442,8 @@ describe("loadGatewayConfigResult", () => {
         A_API: "https://a.example.com",
         A_SECRET: "app-secret-123",
         GATEWAY_ADMIN_TOKEN: "admin-token-789",
-        DATABASE_URL: "postgres://gw:db-password-000@db/gw"
+        DATABASE_URL: "postgres://gw:db-password-000@db/gw",
+        CLUSTER_NODES: "gw-host-1"
       }, { apps: [{ id: "b", api: "https://b.example.com", secret: "file-secret-456" }] })
       containsNoSecret(String(config))
       containsNoSecret(JSON.stringify(config))
@@ -632,5 +634,17 @@ describe("a process started with a bad configuration", () => {
     const { code, stdout, stderr } = await run("layer", { GATEWAY_APPS: "a", A_API: "https://a.example.com", PORT: "4100" })
     expect({ code, stderr }).toEqual({ code: 0, stderr: "" })
     expect(JSON.parse(stdout)).toEqual({ port: 4100, apps: ["a"], demo: null })
+  })
+})
+
+describe("cluster settings", () => {
+  it("DATABASE_URL needs CLUSTER_NODES, which must name this node", () => {
+    expect(problemsOf({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-1" })).toEqual([
+      expect.objectContaining({ key: "CLUSTER_NODES", message: expect.stringContaining("required with DATABASE_URL") })
+    ])
+    expect(problemsOf({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-9", CLUSTER_NODES: "node-1,node-2" }))
+      .toEqual([expect.objectContaining({ key: "CLUSTER_NODES", message: expect.stringContaining("node-9") })])
+    expect(loadOk({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-2", CLUSTER_NODES: "node-1, node-2" }).cluster)
+      .toMatchObject({ nodes: ["node-1", "node-2"], host: "node-2", port: 34431 })
   })
 })

@@ -120,3 +120,19 @@ describe("Upstream", () => {
     await first
   })
 })
+
+describe("notifications", () => {
+  it("are retried after a failure (bounded) and carry the contract's headers", async () => {
+    signed.fail("notify", { status: 503 }, { times: 2 })
+    const before = signed.requestsOf("notify").length
+    upstream.notify(signedApp(), signed.endpoints.notify, { event: "connection:established" })
+    // two 503s, then the third attempt gets through
+    const delivered = await signed.waitFor("notify", () => signed.requestsOf("notify").length >= before + 3)
+    expect(signed.requestsOf("notify").length - before).toBe(3)
+    expect(delivered.signatureValid).toBe(true)
+    expect(delivered.headers).toMatchObject({
+      "x-gateway-app": "signed",
+      traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+    })
+  })
+})

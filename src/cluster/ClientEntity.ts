@@ -11,14 +11,18 @@
  *   the client is shared, and from then on takes its tokens here.
  *
  * Nodes do not register connections: an entity per connected client (~16 KiB,
- * ~0.4 ms to start) would cost more than the connection itself. Attachments
- * are re-sent by the nodes on an interval, so they survive a move.
+ * ~0.4 ms to start) would cost more than the connection itself. Only clients
+ * that push under a limit are attached, and only while their buckets are not
+ * full again: nodes re-send those attachments on an interval (so they survive
+ * a move) and forget the others (so their entities are reaped). Nodes that are
+ * no longer live are forgotten here, and a client left on one node goes back
+ * to being limited there.
  */
 import { Effect, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { RateLimiter } from "../ratelimit/RateLimiter.ts"
-import { DecisionMessage, RateLimitsMessage } from "./messages.ts"
+import { DecisionMessage, fromMessage, RateLimitsMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
 
 /** Closes every connection of the client on every node; answers how many were closed. */
@@ -29,10 +33,13 @@ export const Attach = Rpc.make("Attach", {
   success: Schema.Boolean
 })
 export const Detach = Rpc.make("Detach", { payload: { node: Schema.String } })
-/** One push by a shared client, checked against its buckets held here. */
+/**
+ * One push by a shared client, checked against its buckets held here; also
+ * answers whether the client is still shared (its other nodes may be gone).
+ */
 export const TakeToken = Rpc.make("TakeToken", {
   payload: { event: Schema.String, limits: RateLimitsMessage },
-  success: DecisionMessage
+  success: Schema.Struct({ decision: DecisionMessage, shared: Schema.Boolean })
 })
 
 export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, TakeToken])
@@ -52,6 +59,11 @@ export const ClientEntityLayer = Client.toLayer(
     const router = yield* NodeRouter
     const attached = new Set<string>()
     const buckets = RateLimiter.makeMemory()
+    const forgetDeadNodes = router.nodes.pipe(
+      Effect.map((live) => {
+        for (const node of attached) if (!live.includes(node)) attached.delete(node)
+      })
+    )
 
     return Client.of({
       DisconnectClient: () =>
@@ -62,25 +74,26 @@ export const ClientEntityLayer = Client.toLayer(
           Effect.map((counts) => counts.reduce((sum, count) => sum + count, 0))
         ),
       Attach: ({ payload: { node, limits } }) =>
-        Effect.suspend(() => {
+        Effect.gen(function*() {
+          yield* forgetDeadNodes
           const isNew = !attached.has(node)
           attached.add(node)
-          if (attached.size < 2) return Effect.succeed(false)
-          if (!isNew || attached.size > 2) return Effect.succeed(true)
+          if (attached.size < 2) return false
+          if (!isNew || attached.size > 2) return true
           // The client turns shared now: the node it pushed through so far
           // switches to taking tokens here, and its buckets come along.
           const [first] = [...attached].filter((other) => other !== node)
-          return router.clientShared(first!, app, clientId).pipe(
-            Effect.map((tokens) => {
-              buckets.setClientTokens(app, clientId, tokens, { default: limits.default, byEvent: new Map(limits.byEvent) })
-              return true
-            })
-          )
+          const tokens = yield* router.clientShared(first!, app, clientId)
+          buckets.setClientTokens(app, clientId, tokens, fromMessage(limits))
+          return true
         }),
       Detach: ({ payload: { node } }) => Effect.sync(() => void attached.delete(node)),
       TakeToken: ({ payload: { event, limits } }) =>
-        Effect.sync(() =>
-          buckets.checkPush(app, clientId, event, { default: limits.default, byEvent: new Map(limits.byEvent) })
+        forgetDeadNodes.pipe(
+          Effect.map(() => ({
+            decision: buckets.checkPush(app, clientId, event, fromMessage(limits)),
+            shared: attached.size > 1
+          }))
         )
     })
   }),

@@ -4,6 +4,7 @@
  * is declared here once.
  */
 import { Schema } from "effect"
+import type { RateLimits } from "../ratelimit/RateLimiter.ts"
 
 /** One live connection, as the server API lists it (CONTRACT §4). */
 export const ConnectionInfo = Schema.Struct({
@@ -55,6 +56,12 @@ export const RateLimitsMessage = Schema.Struct({
   byEvent: Schema.Array(Schema.Tuple([Schema.String, RateLimit]))
 })
 export type RateLimitsMessage = typeof RateLimitsMessage.Type
+
+export const toMessage = (limits: RateLimits): RateLimitsMessage => ({ default: limits.default, byEvent: [...limits.byEvent] })
+export const fromMessage = (limits: RateLimitsMessage): RateLimits => ({
+  default: limits.default,
+  byEvent: new Map(limits.byEvent)
+})
 
 /** A rate-limit decision, as `RateLimiter` makes it. */
 export const DecisionMessage = Schema.Union([

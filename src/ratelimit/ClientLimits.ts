@@ -11,6 +11,7 @@
  */
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
+import { toMessage } from "../cluster/messages.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ClientTokens, Decision, RateLimits } from "./RateLimiter.ts"
@@ -32,8 +33,6 @@ export interface ClientLimitsShape {
 const REATTACH_INTERVAL = "30 seconds"
 
 type Mode = "local" | "shared"
-
-const toMessage = (limits: RateLimits) => ({ default: limits.default, byEvent: [...limits.byEvent] })
 
 export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShape>()(
   "realtime-gateway/ratelimit/ClientLimits"
@@ -58,8 +57,12 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       const limiter = yield* RateLimiter
       const clientEntity = yield* Client.client
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
-      // entity id → the client's mode on this node and its latest limits; absent until its first push
-      const modes = new Map<string, { mode: Mode; limits: RateLimits }>()
+      // entity id → the client's mode on this node and its latest limits;
+      // absent until its first push, "attaching" while its entity is asked
+      const modes = new Map<string, { mode: Mode | "attaching"; app: string; clientId: string; limits: RateLimits }>()
+
+      const detach = (entityId: string) =>
+        runInBackground(clientEntity(entityId).Detach({ node: nodeName }).pipe(Effect.ignore))
 
       const attach = (entityId: string, limits: RateLimits) =>
         clientEntity(entityId).Attach({ node: nodeName, limits: toMessage(limits) }).pipe(
@@ -70,16 +73,35 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
           )
         )
 
-      yield* Effect.suspend(() =>
-        Effect.forEach([...modes], ([entityId, { limits }]) =>
-          attach(entityId, limits).pipe(Effect.map((mode) => {
+      // Re-attach the clients whose limits still carry information, so that
+      // their entity (which forgets them when it moves) knows them; a local
+      // client whose buckets are full again is forgotten instead, so that its
+      // entity can be reaped.
+      const reattach = Effect.suspend(() =>
+        Effect.forEach([...modes], ([entityId, entry]) => {
+          if (entry.mode === "attaching") return Effect.void
+          const tokens = limiter.clientTokens(entry.app, entry.clientId)
+          if (entry.mode === "local" && tokens.default === undefined && tokens.byEvent.length === 0) {
+            modes.delete(entityId)
+            detach(entityId)
+            return Effect.void
+          }
+          return attach(entityId, entry.limits).pipe(Effect.map((mode) => {
             const current = modes.get(entityId)
             if (current !== undefined && mode === "shared") current.mode = mode
-          })), { concurrency: 16, discard: true })
-      ).pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), Effect.forkScoped)
+          }))
+        }, { concurrency: 16, discard: true })
+      )
+      yield* reattach.pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), Effect.forkScoped)
 
       const takeShared = (entityId: string, event: string, limits: RateLimits) =>
         clientEntity(entityId).TakeToken({ event, limits: toMessage(limits) }).pipe(
+          Effect.map(({ decision, shared }) => {
+            // the other nodes are gone: back to deciding here
+            const current = modes.get(entityId)
+            if (!shared && current !== undefined) current.mode = "local"
+            return decision as Decision
+          }),
           Effect.catch((error) =>
             Effect.logWarning("shared rate limit check failed; allowing the push", String(error)).pipe(
               Effect.as<Decision>({ allowed: true })
@@ -91,13 +113,17 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
         if (limits.default === undefined && limits.byEvent.size === 0) return limiter.checkPush(app, clientId, event, limits)
         const entityId = clientEntityId(app, clientId)
         const known = modes.get(entityId)
-        if (known !== undefined) {
+        if (known !== undefined && known.mode !== "attaching") {
           known.limits = limits
           return known.mode === "local" ? limiter.checkPush(app, clientId, event, limits) : takeShared(entityId, event, limits)
         }
+        const entry = known ?? { mode: "attaching" as const, app, clientId, limits }
+        modes.set(entityId, entry)
         return attach(entityId, limits).pipe(
           Effect.flatMap((attached) => {
-            modes.set(entityId, { mode: attached, limits })
+            // the client's last connection here may have closed meanwhile
+            if (modes.get(entityId) !== entry) detach(entityId)
+            else entry.mode = attached
             return attached === "local"
               ? Effect.sync(() => limiter.checkPush(app, clientId, event, limits))
               : takeShared(entityId, event, limits)
@@ -108,15 +134,13 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       return ClientLimits.of({
         check,
         markShared: (app, clientId) => {
-          const entityId = clientEntityId(app, clientId)
-          const known = modes.get(entityId)
+          const known = modes.get(clientEntityId(app, clientId))
           if (known !== undefined) known.mode = "shared"
           return limiter.clientTokens(app, clientId)
         },
         released: (app, clientId) => {
           const entityId = clientEntityId(app, clientId)
-          if (!modes.delete(entityId)) return
-          runInBackground(clientEntity(entityId).Detach({ node: nodeName }).pipe(Effect.ignore))
+          if (modes.delete(entityId)) detach(entityId)
         }
       })
     })

@@ -5,13 +5,14 @@
  *
  * Answers: 404 `unknown_app`, 401 `unauthorized` (wrong or missing secret; an
  * app without a configured secret cannot use the server API), 400
- * `invalid_json` / `invalid_body` with `errors`, 503 `broadcast_failed` (the
- * cluster could not take a broadcast; those before it in an array were
- * delivered), else the call's answer.
+ * `invalid_json` / `invalid_body` with `errors` (bodies over 4 MiB are
+ * `invalid_json`), 503 `broadcast_failed` (the cluster could not take a
+ * broadcast; those before it in an array were delivered) or
+ * `cluster_unavailable`, else the call's answer.
  */
 import { timingSafeEqual } from "node:crypto"
-import { Effect, Redacted, Schema } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { ByteSize, Effect, Redacted, Schema } from "effect"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
@@ -36,6 +37,9 @@ const BroadcastRequest = Schema.Struct({
 })
 const BroadcastBody = Schema.Union([BroadcastRequest, Schema.Array(BroadcastRequest)])
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
+
+/** A broadcast array past this is refused rather than buffered. */
+const MAX_BODY_SIZE = ByteSize.mebibytes(4)
 
 const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
 
@@ -68,6 +72,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
 
   const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
     Effect.flatMap((request) => request.json),
+    Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
     Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
   )
 
@@ -101,7 +106,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     const app = yield* authorizedApp
     const { client_id: clientId } = yield* HttpRouter.params
     const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
-      Effect.orDie
+      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
     )
     return json({ client_id: clientId, disconnected })
   })))
@@ -118,7 +123,9 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handle(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { topic } = yield* HttpRouter.params
-    const presences = yield* topics.presences(app.config.id, topic ?? "")
+    const presences = yield* topics.presences(app.config.id, topic ?? "").pipe(
+      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
+    )
     return json({ topic, presences })
   })))
 

@@ -42,7 +42,7 @@ export interface TopicRegistryShape {
   /** Removes a presence; the Topic entity announces the leave in the background. */
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
   /** Who is present on a topic, cluster-wide. */
-  readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState>
+  readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState, unknown>
 }
 
 interface LocalTopic {
@@ -144,7 +144,7 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         localPresences: (app, topic) => [...(local.get(topicEntityId(app, topic))?.presences?.values() ?? [])],
         track,
         untrack,
-        presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences().pipe(Effect.orDie),
+        presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences(),
       })
     })
   )

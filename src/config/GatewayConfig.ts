@@ -97,6 +97,11 @@ export interface GatewayConfigShape {
   /** Global browser origin list (see `AppConfig.allowedOrigins`); `undefined` = any. */
   readonly allowedOrigins: ReadonlyArray<string> | undefined
   /** Bearer token of the admin API; `undefined` = admin API off. */
+  /**
+   * Whether a load balancer in front sets `X-Forwarded-For`: the client's
+   * address is then the last entry it appended (per-IP limits, `remote_ip`).
+   */
+  readonly trustProxy: boolean
   readonly adminToken: Redacted.Redacted<string> | undefined
   /** PostgreSQL for cluster storage; `undefined` = single node, in memory. */
   readonly databaseUrl: Redacted.Redacted<string> | undefined
@@ -297,6 +302,7 @@ export const GatewayConfigFile = Schema.Struct({
   host: Schema.optionalKey(HostName),
   nodeName: Schema.optionalKey(NodeName),
   allowedOrigins: Schema.optionalKey(OriginList),
+  trustProxy: Schema.optionalKey(Schema.Boolean),
   adminToken: Schema.optionalKey(Secret),
   databaseUrl: Schema.optionalKey(DatabaseUrl),
   clusterHost: Schema.optionalKey(HostName),
@@ -352,6 +358,13 @@ const NodeListFromEnv = Schema.String.pipe(
   Schema.decodeTo(
     Schema.Array(NodeName),
     SchemaTransformation.transform({ decode: splitList, encode: (nodes) => nodes.join(",") })
+  )
+)
+
+const BooleanFromEnv = Schema.Literals(["true", "false", "1", "0"]).pipe(
+  Schema.decodeTo(
+    Schema.Boolean,
+    SchemaTransformation.transform({ decode: (value) => value === "true" || value === "1", encode: (value) => String(value) as "true" | "false" })
   )
 )
 
@@ -582,6 +595,7 @@ export const loadGatewayConfigResult = (
     }
   }
   const globalOrigins = read("ALLOWED_ORIGINS", OriginListFromEnv) ?? fileConfig?.allowedOrigins
+  const trustProxy = read("TRUST_PROXY", lowerCased(BooleanFromEnv)) ?? fileConfig?.trustProxy ?? false
   const adminToken = read("GATEWAY_ADMIN_TOKEN", Secret) ?? fileConfig?.adminToken
   const databaseUrl = read("DATABASE_URL", DatabaseUrl) ?? fileConfig?.databaseUrl
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
@@ -649,6 +663,7 @@ export const loadGatewayConfigResult = (
     apps,
     demo,
     allowedOrigins: globalOrigins,
+    trustProxy,
     adminToken,
     databaseUrl,
     cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
@@ -780,6 +795,7 @@ export interface GatewayConfigInit {
   readonly apps?: ReadonlyArray<AppConfig>
   readonly demo?: { readonly port: number } | undefined
   readonly allowedOrigins?: ReadonlyArray<string> | undefined
+  readonly trustProxy?: boolean
   readonly adminToken?: string | Redacted.Redacted<string> | undefined
   readonly databaseUrl?: string | Redacted.Redacted<string> | undefined
   readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
@@ -802,6 +818,7 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     apps: init.apps ?? [],
     demo: init.demo,
     allowedOrigins: init.allowedOrigins,
+    trustProxy: init.trustProxy ?? false,
     adminToken: redact(init.adminToken),
     databaseUrl: redact(init.databaseUrl),
     cluster: {

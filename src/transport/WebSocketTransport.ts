@@ -63,7 +63,15 @@ function destroySocket(this: Duplex) {
   this.destroy()
 }
 
-const remoteIpOf = (request: IncomingMessage) => request.socket.remoteAddress ?? "unknown"
+/** The socket's peer, or behind a trusted proxy the last address it appended to `X-Forwarded-For`. */
+const remoteIpOf = (request: IncomingMessage, trustProxy: boolean) => {
+  const forwarded = trustProxy ? request.headers["x-forwarded-for"] : undefined
+  if (typeof forwarded === "string" && forwarded !== "") {
+    const last = forwarded.slice(forwarded.lastIndexOf(",") + 1).trim()
+    if (last !== "") return last
+  }
+  return request.socket.remoteAddress ?? "unknown"
+}
 
 const rejectionFor = (error: AuthError): UpgradeRejection => {
   switch (error._tag) {
@@ -150,7 +158,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         if (origin !== undefined && allowedOrigins !== undefined && !allowedOrigins.includes(origin)) {
           return reject(socket, UpgradeRejection.originNotAllowed)
         }
-        const remoteIp = remoteIpOf(request)
+        const remoteIp = remoteIpOf(request, config.trustProxy)
         if (!limiter.checkConnection(app.config.id, remoteIp, app.config.rateLimits.connectionsPerIpPerMinute).allowed) {
           return reject(socket, UpgradeRejection.rateLimited)
         }

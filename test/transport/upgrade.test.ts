@@ -202,6 +202,33 @@ describe("connection storms", () => {
   })
 })
 
+describe("behind a load balancer", () => {
+  it("with trustProxy, the client's address is the last X-Forwarded-For entry (limits and remote_ip)", async () => {
+    const fake = await startFakeApp()
+    const proxied = await startTestGateway({
+      trustProxy: true,
+      apps: [{ id: "chat", fakeApp: fake, rateLimits: { connectionsPerIpPerMinute: 1 } }]
+    })
+    try {
+      const url = `${proxied.socketUrl}/websocket?app=chat&token=token-alice`
+      const first = await rawSocket(url, [], { "x-forwarded-for": "198.51.100.7, 203.0.113.9" })
+      const auth = await fake.waitFor("auth")
+      expect(auth.body?.remote_ip).toBe("203.0.113.9")
+      // another client behind the same proxy has its own budget
+      const second = await rawSocket(url, [], { "x-forwarded-for": "203.0.113.10" })
+      expect(await upgradeRejection(url, { "x-forwarded-for": "203.0.113.9" })).toMatchObject({
+        status: 429,
+        body: { reason: "rate_limited" }
+      })
+      await first.close()
+      await second.close()
+    } finally {
+      await proxied.close()
+      await fake.close()
+    }
+  })
+})
+
 describe("capacity and schema availability", () => {
   it("503 over_capacity past the per-node connection maximum", async () => {
     const fake = await startFakeApp()

@@ -21,6 +21,7 @@
 import { Effect, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
+import { appScopedId, parseAppScopedId } from "./entityIds.ts"
 import { RateLimiter } from "../ratelimit/RateLimiter.ts"
 import { DecisionMessage, fromMessage, RateLimitsMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
@@ -47,15 +48,11 @@ export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, T
 /** Longer than the nodes' re-attach interval, so that an attached client keeps its state. */
 export const CLIENT_ENTITY_MAX_IDLE = "2 minutes"
 
-/** Entity ids are `<app>/<client_id>`: app ids cannot contain `/`. */
-export const clientEntityId = (app: string, clientId: string) => `${app}/${clientId}`
+export const clientEntityId = appScopedId
 
 export const ClientEntityLayer = Client.toLayer(
   Effect.gen(function*() {
-    const address = yield* Entity.CurrentAddress
-    const separator = address.entityId.indexOf("/")
-    const app = address.entityId.slice(0, separator)
-    const clientId = address.entityId.slice(separator + 1)
+    const { app, key: clientId } = parseAppScopedId((yield* Entity.CurrentAddress).entityId)
     const router = yield* NodeRouter
     const attached = new Set<string>()
     const buckets = RateLimiter.makeMemory()

@@ -11,12 +11,9 @@
 import { Effect, Schema } from "effect"
 import { ClusterSchema, Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
-import { LocalFanout } from "../fanout/LocalFanout.ts"
-import { ClientLimits } from "../ratelimit/ClientLimits.ts"
-import { Sessions } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
 import { BroadcastMessage, ClientTokensMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
-import { TopicRegistry } from "./TopicRegistry.ts"
+import { localNode } from "./NodeRouter.ts"
 
 export const Deliver = Rpc.make("Deliver", { payload: { broadcasts: Schema.Array(BroadcastMessage) } })
 export const CloseClient = Rpc.make("CloseClient", {
@@ -45,19 +42,13 @@ export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListCon
 
 export const NodeInboxLayer = NodeInbox.toLayer(
   Effect.gen(function*() {
-    const fanout = yield* LocalFanout
-    const sessions = yield* Sessions
-    const topics = yield* TopicRegistry
-    const clientLimits = yield* ClientLimits
+    const local = yield* localNode
     return NodeInbox.of({
-      Deliver: ({ payload }) =>
-        Effect.sync(() => {
-          for (const broadcast of payload.broadcasts) fanout.deliver(broadcast)
-        }),
-      CloseClient: ({ payload }) => Effect.sync(() => sessions.disconnectClient(payload.app, payload.clientId)),
-      ListConnections: ({ payload }) => Effect.sync(() => sessions.connections(payload.app)),
-      TopicPresences: ({ payload }) => Effect.sync(() => topics.localPresences(payload.app, payload.topic)),
-      ClientShared: ({ payload }) => Effect.sync(() => clientLimits.markShared(payload.app, payload.clientId))
+      Deliver: ({ payload }) => Effect.forEach(payload.broadcasts, local.deliver, { discard: true }),
+      CloseClient: ({ payload }) => local.disconnectClient(payload.app, payload.clientId),
+      ListConnections: ({ payload }) => local.connections(payload.app),
+      TopicPresences: ({ payload }) => local.presences(payload.app, payload.topic),
+      ClientShared: ({ payload }) => local.clientShared(payload.app, payload.clientId)
     })
   }),
   // deliveries for different topics need not wait for each other; each topic

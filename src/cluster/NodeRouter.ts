@@ -49,8 +49,8 @@ const LIVE_NODES_REFRESH = "500 millis"
 /** Two refreshes of every node's live list, plus margin. */
 const JOIN_SETTLE_MS = 1_500
 
-/** The node-local half of the router: what a node does when asked. */
-const makeLocal = Effect.gen(function*() {
+/** What this node does when asked, by a local caller or through its `NodeInbox`. */
+export const localNode = Effect.gen(function*() {
   const fanout = yield* LocalFanout
   const sessions = yield* Sessions
   const topics = yield* TopicRegistry
@@ -69,7 +69,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
     NodeRouter,
     Effect.gen(function*() {
       const { nodeName } = yield* GatewayConfig
-      const local = yield* makeLocal
+      const local = yield* localNode
       const onlySelf = <A>(node: string, self: Effect.Effect<A>, otherwise: A) =>
         node === nodeName
           ? self
@@ -93,7 +93,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       NodeRouter,
       Effect.gen(function*() {
         const { nodeName } = yield* GatewayConfig
-        const local = yield* makeLocal
+        const local = yield* localNode
         const storage = yield* RunnerStorage.RunnerStorage
         const clientFor = yield* NodeInbox.client
 

@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto"
 import { Effect, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
+import { appScopedId, parseAppScopedId } from "./entityIds.ts"
 import { Event } from "../protocol/constants.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import { PresenceEntry, PresenceState } from "./messages.ts"
@@ -53,8 +54,7 @@ const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
 /** Longer than the presence re-sync interval, so that a topic with presences keeps its state. */
 export const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
 
-/** Entity ids are `<app>/<topic>`: app ids cannot contain `/`, topics may. */
-export const topicEntityId = (app: string, topic: string) => `${app}/${topic}`
+export const topicEntityId = appScopedId
 
 const addMeta = (state: Record<string, { metas: Array<unknown> }>, entry: PresenceEntry) => {
   const existing = state[entry.key]
@@ -64,10 +64,7 @@ const addMeta = (state: Record<string, { metas: Array<unknown> }>, entry: Presen
 
 export const TopicEntityLayer = Topic.toLayer(
   Effect.gen(function*() {
-    const address = yield* Entity.CurrentAddress
-    const separator = address.entityId.indexOf("/")
-    const app = address.entityId.slice(0, separator)
-    const topic = address.entityId.slice(separator + 1)
+    const { app, key: topic } = parseAppScopedId((yield* Entity.CurrentAddress).entityId)
     const router = yield* NodeRouter
     const apps = yield* AppRegistry
     // presence diffs are broadcasts made here; their ids only need to be unique

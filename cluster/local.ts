@@ -28,7 +28,8 @@ import { startDemoApp } from "../src/demo/DemoApp.ts"
 import type { DemoApp } from "../src/demo/DemoApp.ts"
 import { connectSocket } from "../src/testing/index.ts"
 import type { ConnectedSocket } from "../src/testing/index.ts"
-import { portIsFree, startPostgres } from "./postgres.ts"
+import { portIsFree } from "./ports.ts"
+import { startPostgres } from "./postgres.ts"
 import type { PostgresServer } from "./postgres.ts"
 
 export interface LauncherOptions {

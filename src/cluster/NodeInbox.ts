@@ -44,14 +44,14 @@ export const NodeInboxLayer = NodeInbox.toLayer(
   Effect.gen(function*() {
     const local = yield* localNode
     return NodeInbox.of({
-      Deliver: ({ payload }) => Effect.forEach(payload.broadcasts, local.deliver, { discard: true }),
+      Deliver: ({ payload }) => local.deliver(payload.broadcasts),
       CloseClient: ({ payload }) => local.disconnectClient(payload.app, payload.clientId),
       ListConnections: ({ payload }) => local.connections(payload.app),
       TopicPresences: ({ payload }) => local.presences(payload.app, payload.topic),
       ClientShared: ({ payload }) => local.clientShared(payload.app, payload.clientId)
     })
   }),
-  // deliveries for different topics need not wait for each other; each topic
-  // entity waits for its own, which keeps every topic's order
+  // deliveries of different topics need not wait for each other; a topic's
+  // entity sends its next batch only once this one is delivered
   { concurrency: "unbounded" }
 )

@@ -32,7 +32,8 @@ export interface NodeRouterShape {
    * broadcasts from anywhere reach its clients. Readiness waits for it.
    */
   readonly joined: () => boolean
-  readonly deliver: (node: string, broadcast: Broadcast) => Effect.Effect<void>
+  /** Hands broadcasts, in order, to the node's subscribers. */
+  readonly deliver: (node: string, broadcasts: ReadonlyArray<Broadcast>) => Effect.Effect<void>
   /** Closes every connection of the client on the node; answers how many. */
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
   readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
@@ -57,7 +58,10 @@ export const localNode = Effect.gen(function*() {
   const clientLimits = yield* ClientLimits
   return {
     clientShared: (app: string, clientId: string) => Effect.sync(() => clientLimits.markShared(app, clientId)),
-    deliver: (broadcast: Broadcast) => Effect.sync(() => void fanout.deliver(broadcast)),
+    deliver: (broadcasts: ReadonlyArray<Broadcast>) =>
+      Effect.sync(() => {
+        for (const broadcast of broadcasts) fanout.deliver(broadcast)
+      }),
     disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
     connections: (app: string) => Effect.sync(() => sessions.connections(app)),
     presences: (app: string, topic: string) => Effect.sync(() => topics.localPresences(app, topic))
@@ -80,7 +84,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       return NodeRouter.of({
         nodes: Effect.succeed([nodeName]),
         joined: () => true,
-        deliver: (node, broadcast) => onlySelf(node, local.deliver(broadcast), undefined),
+        deliver: (node, broadcasts) => onlySelf(node, local.deliver(broadcasts), undefined),
         disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
         connections: (node, app) => onlySelf(node, local.connections(app), []),
         presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), []),
@@ -136,10 +140,10 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         return NodeRouter.of({
           nodes: Effect.sync(() => liveNodes),
           joined: () => registeredAt !== undefined && Date.now() - registeredAt >= JOIN_SETTLE_MS,
-          deliver: (node, broadcast) =>
+          deliver: (node, broadcasts) =>
             node === nodeName
-              ? local.deliver(broadcast)
-              : remote(node, "delivery", clientFor(node).Deliver({ broadcasts: [broadcast] }), undefined),
+              ? local.deliver(broadcasts)
+              : remote(node, "delivery", clientFor(node).Deliver({ broadcasts }), undefined),
           disconnectClient: (node, app, clientId) =>
             node === nodeName
               ? local.disconnectClient(app, clientId)

@@ -16,13 +16,14 @@
  * interval (`TopicRegistry`).
  */
 import { randomBytes } from "node:crypto"
-import { Effect, Schedule, Schema } from "effect"
+import { Deferred, Effect, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { appScopedId, parseAppScopedId } from "./entityIds.ts"
 import { Event } from "../protocol/constants.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import { PresenceEntry, PresenceState } from "./messages.ts"
+import type { BroadcastMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
 
 /** A broadcast to every subscriber; `id` is unique per broadcast (repeats are dropped by the nodes). */
@@ -74,16 +75,37 @@ export const TopicEntityLayer = Topic.toLayer(
     // node → presence ref → entry
     const presences = new Map<string, Map<string, PresenceEntry>>()
 
+    // Broadcasts leave in the order they were published. While one batch is
+    // on its way to the nodes, the next ones wait here and then go together:
+    // a busy topic sends one call per node per batch, not per broadcast.
+    const scope = yield* Effect.scope
+    let outbox: Array<{ readonly broadcast: BroadcastMessage; readonly sent: Deferred.Deferred<void> }> = []
+    let sending = false
+
+    const sendOutbox: Effect.Effect<void> = Effect.gen(function*() {
+      while (outbox.length > 0) {
+        const batch = outbox
+        outbox = []
+        const nodes = yield* router.nodes
+        const broadcasts = batch.map((item) => item.broadcast)
+        yield* Effect.forEach(nodes, (node) => router.deliver(node, broadcasts), { concurrency: "unbounded", discard: true })
+        for (const item of batch) Deferred.doneUnsafe(item.sent, Effect.void)
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      sending = false
+    })))
+
+    /** Completes once the broadcast has been handed to every live node. */
     const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
-      router.nodes.pipe(
-        Effect.flatMap((nodes) =>
-          Effect.forEach(
-            nodes,
-            (node) => router.deliver(node, { id, app, topic, event, payload, excludeConnectionId }),
-            { concurrency: "unbounded", discard: true }
-          )
-        )
-      )
+      Effect.suspend(() => {
+        const sent = Deferred.makeUnsafe<void>()
+        outbox.push({ broadcast: { id, app, topic, event, payload, excludeConnectionId }, sent })
+        if (!sending) {
+          sending = true
+          return Effect.forkIn(sendOutbox, scope).pipe(Effect.andThen(Deferred.await(sent)))
+        }
+        return Deferred.await(sent)
+      })
 
     const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {
       if (joins.length === 0 && leaves.length === 0) return Effect.void
@@ -159,5 +181,7 @@ export const TopicEntityLayer = Topic.toLayer(
       Presences: () => Effect.sync(presenceState)
     })
   }),
-  { maxIdleTime: TOPIC_ENTITY_MAX_IDLE }
+  // handlers start in mailbox order and only queue broadcasts, so running them
+  // concurrently keeps the order while a busy topic's broadcasts batch up
+  { maxIdleTime: TOPIC_ENTITY_MAX_IDLE, concurrency: "unbounded" }
 )

@@ -59,7 +59,8 @@ export interface AppConfig {
   readonly schemaEndpoint: string
   readonly authEndpoint: string
   readonly messageEndpoint: string
-  readonly notifyEndpoint: string
+  /** `undefined` when the app turned lifecycle notifications off (`"none"`). */
+  readonly notifyEndpoint: string | undefined
   /** Signs outbound calls and authenticates the app's calls to the server API. */
   readonly secret: Redacted.Redacted<string> | undefined
   /**
@@ -184,6 +185,9 @@ const AppId = Schema.String.check(
 
 const isHttpProtocol = (url: URL): boolean => url.protocol === "http:" || url.protocol === "https:"
 
+/** The notify endpoint's value that turns lifecycle notifications off for an app. */
+export const NOTIFY_OFF = "none"
+
 const HttpUrl = Schema.String.check(Schema.makeFilter((value: string) => {
   if (!URL.canParse(value)) return `invalid URL ${quote(withoutCredentials(value))}`
   if (!isHttpProtocol(new URL(value))) {
@@ -280,7 +284,7 @@ const FileApp = Schema.Struct({
   schemaEndpoint: Schema.optionalKey(HttpUrl),
   authEndpoint: Schema.optionalKey(HttpUrl),
   messageEndpoint: Schema.optionalKey(HttpUrl),
-  notifyEndpoint: Schema.optionalKey(HttpUrl),
+  notifyEndpoint: Schema.optionalKey(Schema.Union([Schema.Literal(NOTIFY_OFF), HttpUrl])),
   secret: Schema.optionalKey(Secret),
   allowedOrigins: Schema.optionalKey(OriginList),
   rateLimits: Schema.optionalKey(FileRateLimits),
@@ -367,6 +371,8 @@ const BooleanFromEnv = Schema.Literals(["true", "false", "1", "0"]).pipe(
     SchemaTransformation.transform({ decode: (value) => value === "true" || value === "1", encode: (value) => String(value) as "true" | "false" })
   )
 )
+
+const NotifyEndpoint = Schema.Union([Schema.Literal(NOTIFY_OFF), HttpUrl])
 
 const lowerCased = <S extends Schema.Codec<unknown, string>>(schema: S) =>
   Schema.String.pipe(Schema.decodeTo(schema, SchemaTransformation.toLowerCase()))
@@ -690,7 +696,8 @@ const resolveApp = (
   const missing: Array<(typeof ENDPOINTS)[number]> = []
   for (const endpoint of ENDPOINTS) {
     const variable = `${prefix}_${endpoint.envSuffix}`
-    const explicit = read(variable, HttpUrl) ?? fileConfig?.[endpoint.key]
+    const explicit = read(variable, endpoint.key === "notifyEndpoint" ? NotifyEndpoint : HttpUrl) ??
+      fileConfig?.[endpoint.key]
     if (explicit !== undefined) endpoints[endpoint.key] = explicit
     else if (api !== undefined) endpoints[endpoint.key] = endpointUrl(api, ENDPOINT_PATHS[endpoint.key])
     if (!hasApi && !isSet(variable) && fileView?.[endpoint.key] === undefined) missing.push(endpoint)
@@ -738,7 +745,7 @@ const resolveApp = (
     schemaEndpoint,
     authEndpoint,
     messageEndpoint,
-    notifyEndpoint,
+    notifyEndpoint: notifyEndpoint === NOTIFY_OFF ? undefined : notifyEndpoint,
     secret,
     allowedOrigins,
     timeouts: { ...DEFAULT_TIMEOUTS, ...fileConfig?.timeouts },
@@ -761,7 +768,7 @@ export interface AppConfigInit {
   readonly schemaEndpoint?: string
   readonly authEndpoint?: string
   readonly messageEndpoint?: string
-  readonly notifyEndpoint?: string
+  readonly notifyEndpoint?: string | undefined
   readonly secret?: string | Redacted.Redacted<string> | undefined
   readonly allowedOrigins?: ReadonlyArray<string> | undefined
   readonly timeouts?: Partial<AppTimeouts>
@@ -779,7 +786,7 @@ export const makeAppConfig = (init: AppConfigInit): AppConfig => {
     schemaEndpoint: init.schemaEndpoint ?? endpointUrl(api, ENDPOINT_PATHS.schemaEndpoint),
     authEndpoint: init.authEndpoint ?? endpointUrl(api, ENDPOINT_PATHS.authEndpoint),
     messageEndpoint: init.messageEndpoint ?? endpointUrl(api, ENDPOINT_PATHS.messageEndpoint),
-    notifyEndpoint: init.notifyEndpoint ?? endpointUrl(api, ENDPOINT_PATHS.notifyEndpoint),
+    notifyEndpoint: "notifyEndpoint" in init ? init.notifyEndpoint : endpointUrl(api, ENDPOINT_PATHS.notifyEndpoint),
     secret: redact(init.secret),
     allowedOrigins: init.allowedOrigins,
     timeouts: { ...DEFAULT_TIMEOUTS, ...init.timeouts },

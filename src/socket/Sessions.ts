@@ -121,6 +121,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         notify: (session, event: LifecycleEvent, topic) => {
           const app = session.app.config
+          if (app.notifyEndpoint === undefined) return
           upstream.notify(app, app.notifyEndpoint, {
             app: app.id,
             event,

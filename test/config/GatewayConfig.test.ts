@@ -648,3 +648,14 @@ describe("cluster settings", () => {
       .toMatchObject({ nodes: ["node-1", "node-2"], host: "node-2", port: 34431 })
   })
 })
+
+describe("lifecycle notifications", () => {
+  it("are sent to <APP>_API/notify by default and turned off with \"none\"", () => {
+    const on = loadOk({ GATEWAY_APPS: "a", A_API: "https://a.example.com" })
+    expect(on.apps[0]?.notifyEndpoint).toBe("https://a.example.com/notify")
+    const off = loadOk({ GATEWAY_APPS: "a", A_API: "https://a.example.com", A_NOTIFY_ENDPOINT: "none" })
+    expect(off.apps[0]?.notifyEndpoint).toBeUndefined()
+    const offInFile = loadOk({}, { apps: [{ id: "b", api: "https://b.example.com", notifyEndpoint: "none" }] })
+    expect(offInFile.apps[0]?.notifyEndpoint).toBeUndefined()
+  })
+})

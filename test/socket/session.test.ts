@@ -265,3 +265,20 @@ describe("lifecycle notifications", () => {
     }
   })
 })
+
+describe("an app without notifications", () => {
+  it("gets no notify calls, and its clients connect and join as usual", async () => {
+    const quiet = await startFakeApp()
+    const gatewayWithoutNotify = await startTestGateway({ apps: [{ id: "chat", fakeApp: quiet, notifyEndpoint: undefined }] })
+    try {
+      const socket = await connectSocket(gatewayWithoutNotify.socketUrl, { app: "chat", token: "token-alice" })
+      const joined = await socket.join("room:quiet")
+      expect(await push(joined.channel, "echo", { n: 1 })).toEqual({ status: "ok", response: { n: 1 } })
+      await socket.close()
+      expect(quiet.requestsOf("notify")).toEqual([])
+    } finally {
+      await gatewayWithoutNotify.close()
+      await quiet.close()
+    }
+  })
+})

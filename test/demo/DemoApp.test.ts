@@ -1,24 +1,16 @@
 import { createHmac } from "node:crypto"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { demoSchema, startDemoApp } from "../../src/demo/DemoApp.ts"
+import { closedAfterEach, postJson } from "../support/http.ts"
 import type { DemoApp, DemoAppOptions } from "../../src/demo/DemoApp.ts"
 
-const apps: Array<DemoApp> = []
+const apps = closedAfterEach<DemoApp>()
 const start = async (options: Partial<DemoAppOptions> = {}): Promise<DemoApp> => {
   const app = await startDemoApp({ port: 0, ...options })
   apps.push(app)
   return app
 }
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-  fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body)
-  })
+const post = postJson
 
 const message = (event: string, payload: unknown, channel = "room:lobby") => ({
   app: "demo",

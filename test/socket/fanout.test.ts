@@ -5,9 +5,10 @@
  * leaves out only the pushing connection; a broadcast reaches only the
  * subscribers of its app and topic, and not a connection that left the topic.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { collect, connectSocket, push, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { Channel } from "phoenix"
+import { closedAfterEach } from "../support/http.ts"
 import type {
   Collector,
   ConnectedSocket,
@@ -83,10 +84,7 @@ afterAll(async () => {
   await app.close()
 })
 
-const open: Array<ConnectedSocket | RawSocket> = []
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((socket) => socket.close()))
-})
+const open = closedAfterEach<ConnectedSocket | RawSocket>()
 
 /** A subscriber of one topic that records every broadcast it gets, in arrival order. */
 interface Subscriber {

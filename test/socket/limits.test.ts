@@ -7,8 +7,9 @@
  * after the payload and never spent by refused pushes.
  */
 import type { Socket } from "node:net"
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { collect, connectSocket, push, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import { closedAfterEach } from "../support/http.ts"
 import type { AuthHandler, ConnectedSocket, FakeApp, MessageHandler, PushResult, RawSocket, TestGateway } from "../../src/testing/index.ts"
 
 let app: FakeApp
@@ -63,10 +64,7 @@ afterAll(async () => {
   await app.close()
 })
 
-const open: Array<ConnectedSocket | RawSocket> = []
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((socket) => socket.close()))
-})
+const open = closedAfterEach<ConnectedSocket | RawSocket>()
 
 const joined = async (token: string, topic = "room:lobby", appId = "chat") => {
   const socket = await connectSocket(gateway.socketUrl, { app: appId, token })

@@ -1,24 +1,16 @@
 import { createHmac } from "node:crypto"
-import { afterEach, describe, expect, it } from "vitest"
+import { describe, expect, it } from "vitest"
 import { defaultSchema, startFakeApp } from "../../src/testing/index.ts"
+import { closedAfterEach, postJson } from "../support/http.ts"
 import type { FakeApp, FakeAppOptions, MessageRequestBody } from "../../src/testing/index.ts"
 
-const apps: Array<FakeApp> = []
+const apps = closedAfterEach<FakeApp>()
 const start = async (options?: FakeAppOptions): Promise<FakeApp> => {
   const app = await startFakeApp(options)
   apps.push(app)
   return app
 }
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-  fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body)
-  })
+const post = postJson
 
 const messageBody = (event: string, payload: unknown): MessageRequestBody => ({
   app: "demo",

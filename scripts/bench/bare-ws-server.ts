@@ -7,12 +7,21 @@
  * heartbeats, `phx_leave` and an `echo` event; it checks no token and calls no
  * app.
  *
+ * Its counterpart of the gateway's server API broadcast is `POST /broadcast`
+ * with the same body (`{topic, event, payload}` or an array of them) and, when
+ * `BARE_SECRET` is set, the same `authorization: Bearer <secret>` check: each
+ * broadcast is encoded once as a V2 frame `[null, null, topic, event, payload]`
+ * and the same bytes are written to every socket joined to the topic (a socket
+ * with more than 4 MiB unsent is dropped, as the gateway does); answer 202
+ * `{accepted: n}`.
+ *
  * Run: `scripts/node.sh scripts/bench/bare-ws-server.ts` with `PORT` (default
  * 4100) and `HOST` (default 127.0.0.1). HTTP: `GET /health/ready` (200 once
- * listening) and `GET /stats[?gc=1]` (RSS, heap and CPU of this process, after
- * a forced GC when started with `--expose-gc`; plus connection and topic
- * counts).
+ * listening), `POST /broadcast`, and `GET /stats[?gc=1]` (RSS, heap and CPU of
+ * this process, after a forced GC when started with `--expose-gc`; plus
+ * connection and topic counts).
  */
+import { timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
@@ -25,6 +34,11 @@ const PHOENIX_TOPIC = "phoenix"
 
 const port = Number(process.env["PORT"] ?? "4100")
 const host = process.env["HOST"] ?? "127.0.0.1"
+const secret = process.env["BARE_SECRET"]
+/** Unsent bytes after which a subscriber is dropped (the gateway's default outbox limit). */
+const MAX_OUTBOX_BYTES = 4 * 1024 * 1024
+/** Largest broadcast request body. */
+const MAX_BODY_BYTES = 1024 * 1024
 
 const topics = new Map<string, Set<WebSocket>>()
 let connections = 0
@@ -138,9 +152,77 @@ const sendJson = (res: ServerResponse, status: number, value: unknown): void => 
   res.end(body)
 }
 
+const authorized = (header: string | undefined): boolean => {
+  if (secret === undefined) return true
+  if (header === undefined || !header.startsWith("Bearer ")) return false
+  const given = Buffer.from(header.slice("Bearer ".length))
+  const expected = Buffer.from(secret)
+  return given.length === expected.length && timingSafeEqual(given, expected)
+}
+
+interface BroadcastRequest {
+  readonly topic: string
+  readonly event: string
+  readonly payload?: unknown
+}
+
+const isBroadcastRequest = (value: unknown): value is BroadcastRequest =>
+  typeof value === "object" && value !== null &&
+  typeof (value as { topic?: unknown }).topic === "string" && (value as { topic: string }).topic !== "" &&
+  typeof (value as { event?: unknown }).event === "string" && (value as { event: string }).event !== ""
+
+/** Encodes once, writes the same bytes to every subscriber; returns how many sockets got it. */
+const broadcast = ({ event, payload, topic }: BroadcastRequest): number => {
+  const members = topics.get(topic)
+  if (members === undefined) return 0
+  const bytes = Buffer.from(JSON.stringify([null, null, topic, event, payload ?? {}]))
+  let written = 0
+  for (const ws of members) {
+    if (ws.bufferedAmount > MAX_OUTBOX_BYTES) {
+      ws.terminate()
+      continue
+    }
+    ws.send(bytes, { binary: false })
+    written++
+  }
+  return written
+}
+
+const handleBroadcast = (req: IncomingMessage, res: ServerResponse): void => {
+  if (!authorized(req.headers["authorization"])) {
+    req.resume()
+    return sendJson(res, 401, { reason: "unauthorized" })
+  }
+  const chunks: Array<Buffer> = []
+  let size = 0
+  req.on("data", (chunk: Buffer) => {
+    size += chunk.length
+    if (size > MAX_BODY_BYTES) {
+      sendJson(res, 413, { reason: "too_large" })
+      req.destroy()
+      return
+    }
+    chunks.push(chunk)
+  })
+  req.on("end", () => {
+    let body: unknown
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString("utf8"))
+    } catch {
+      return sendJson(res, 400, { reason: "invalid_json" })
+    }
+    const broadcasts = Array.isArray(body) ? body : [body]
+    if (!broadcasts.every(isBroadcastRequest)) return sendJson(res, 400, { reason: "invalid_body" })
+    for (const request of broadcasts) broadcast(request)
+    sendJson(res, 202, { accepted: broadcasts.length })
+  })
+}
+
 const server = createServer((req, res) => {
   const url = new URL(req.url ?? "/", "http://bare")
-  if (req.method === "GET" && url.pathname === "/health/ready") {
+  if (req.method === "POST" && url.pathname === "/broadcast") {
+    handleBroadcast(req, res)
+  } else if (req.method === "GET" && url.pathname === "/health/ready") {
     sendJson(res, 200, { status: "ready" })
   } else if (req.method === "GET" && url.pathname === "/stats") {
     collectStats(url.searchParams.get("gc") === "1").then(

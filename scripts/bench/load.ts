@@ -6,13 +6,20 @@
  * on each and waiting for the ok reply. It then reports the connect + join
  * timings and failures (`done`), keeps the joined connections open with a
  * heartbeat every `heartbeatIntervalMs` (as the phoenix client does), and on
- * `close` closes them all, reports and exits.
+ * `close` closes them all, reports and exits. `more` opens further
+ * connections the same way; `heartbeat` sends one heartbeat round at once.
+ *
+ * For the fan-out suite, every broadcast frame with the plan's
+ * `broadcastEvent` that a joined connection receives is counted and timed
+ * (arrival time taken when the frame is handed to the connection's message
+ * handler) per `seq` of its payload; `arrivals` reports the counts, the first
+ * and last arrival of each broadcast and this process's CPU time.
  *
  * It stops by itself when the runner goes away or after `lifetimeMs`, and it
  * only connects to 127.0.0.0/8.
  */
 import WebSocket from "ws"
-import type { CloseResult, FromLoad, LoadPlan, LoadResult, ToLoad } from "./messages.ts"
+import type { ArrivalsResult, BroadcastArrival, CloseResult, FromLoad, LoadPlan, LoadResult, ToLoad } from "./messages.ts"
 
 const CLOSE_TIMEOUT_MS = 10_000
 
@@ -29,6 +36,70 @@ const open = new Set<WebSocket>()
 const dropped = new Map<string, number>()
 let closing = false
 let heartbeat: NodeJS.Timeout | undefined
+
+/** Broadcast seq → how many connections got it, first and last arrival. */
+const arrivals = new Map<number, { count: number; firstAt: number; lastAt: number }>()
+let delivered = 0
+
+let seqMarker: Buffer | undefined
+
+/**
+ * The `seq` of a timed broadcast frame `[null,null,topic,"<event>",{"seq":n,…}]`,
+ * found without parsing the whole frame (this runs once per delivery, on the
+ * cores the servers need too); `undefined` for any other frame.
+ */
+const broadcastSeq = (p: LoadPlan, data: WebSocket.RawData): number | undefined => {
+  if (Buffer.isBuffer(data)) {
+    seqMarker ??= Buffer.from(`${JSON.stringify(p.broadcastEvent)},{"seq":`)
+    const at = data.indexOf(seqMarker)
+    if (at < 0) return undefined
+    let seq = 0
+    let digits = 0
+    for (let i = at + seqMarker.length; i < data.length; i++, digits++) {
+      const c = data[i]!
+      if (c < 48 || c > 57) break
+      seq = seq * 10 + (c - 48)
+    }
+    return digits === 0 ? undefined : seq
+  }
+  let frame: unknown
+  try {
+    frame = JSON.parse(Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString())
+  } catch {
+    return undefined
+  }
+  if (!Array.isArray(frame) || frame[3] !== p.broadcastEvent) return undefined
+  const seq = (frame[4] as { seq?: unknown } | null)?.seq
+  return typeof seq === "number" ? seq : undefined
+}
+
+const onBroadcast = (p: LoadPlan, data: WebSocket.RawData): void => {
+  const at = now()
+  // heartbeat replies and anything else but the timed broadcasts are ignored
+  const seq = broadcastSeq(p, data)
+  if (seq === undefined) return
+  delivered++
+  const record = arrivals.get(seq)
+  if (record === undefined) {
+    arrivals.set(seq, { count: 1, firstAt: at, lastAt: at })
+  } else {
+    record.count++
+    if (at > record.lastAt) record.lastAt = at
+  }
+}
+
+const reportArrivals = (detail: boolean, reset: boolean): ArrivalsResult => {
+  const cpu = process.cpuUsage()
+  const broadcasts: Array<BroadcastArrival> = detail
+    ? [...arrivals].map(([seq, record]) => ({ seq, count: record.count, firstAt: record.firstAt, lastAt: record.lastAt }))
+    : []
+  const result: ArrivalsResult = { delivered, cpuUs: cpu.user + cpu.system, ...(detail ? { broadcasts } : {}) }
+  if (reset) {
+    arrivals.clear()
+    delivered = 0
+  }
+  return result
+}
 
 const validate = (candidate: LoadPlan): LoadPlan => {
   const url = new URL(candidate.url)
@@ -65,6 +136,8 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
       const ws = new WebSocket(urlFor(p, index), {
         localAddress,
         perMessageDeflate: false,
+        // the load generator trusts the servers' text: less of its CPU per received frame
+        skipUTF8Validation: true,
         handshakeTimeout: p.attemptTimeoutMs
       })
 
@@ -97,6 +170,7 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
       ws.on("error", (error: Error & { code?: string }) => fail(`error ${error.code ?? error.message}`))
       ws.on("open", () => ws.send(JSON.stringify(["1", "1", topic, "phx_join", {}])))
       ws.on("message", (data) => {
+        if (isJoined) return onBroadcast(p, data)
         if (settled) return
         let frame: unknown
         try {
@@ -136,7 +210,7 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
       await attempt(index)
     }
   }
-  heartbeat = startHeartbeat(p)
+  heartbeat ??= startHeartbeat(p)
   await Promise.all(Array.from({ length: Math.min(p.concurrency, p.count) }, lane))
   const first = firstAttemptAt ?? now()
   return {
@@ -149,15 +223,17 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
   }
 }
 
-const startHeartbeat = (p: LoadPlan): NodeJS.Timeout => {
-  let ref = 1000
-  return setInterval(() => {
-    for (const ws of open) {
-      ref++
-      ws.send(`[null,"${ref}","phoenix","heartbeat",{}]`)
-    }
-  }, p.heartbeatIntervalMs)
+let heartbeatRef = 1000
+
+const heartbeatRound = (): number => {
+  for (const ws of open) {
+    heartbeatRef++
+    ws.send(`[null,"${heartbeatRef}","phoenix","heartbeat",{}]`)
+  }
+  return open.size
 }
+
+const startHeartbeat = (p: LoadPlan): NodeJS.Timeout => setInterval(heartbeatRound, p.heartbeatIntervalMs)
 
 const closeAll = async (): Promise<CloseResult> => {
   closing = true
@@ -195,6 +271,21 @@ process.on("message", (message: ToLoad) => {
     case "go":
       if (plan === undefined) throw new Error("go before plan")
       run(plan).then((result) => send({ type: "done", result }))
+      break
+    case "more":
+      if (plan === undefined) throw new Error("more before plan")
+      run({ ...plan, firstIndex: message.firstIndex, count: message.count }).then((result) => send({ type: "done", result }))
+      break
+    case "heartbeat": {
+      if (plan === undefined) throw new Error("heartbeat before plan")
+      if (heartbeat !== undefined) clearInterval(heartbeat)
+      const count = heartbeatRound()
+      heartbeat = startHeartbeat(plan)
+      send({ type: "heartbeats-sent", count })
+      break
+    }
+    case "arrivals":
+      send({ type: "arrivals", id: message.id, result: reportArrivals(message.detail, message.reset) })
       break
     case "close":
       closeAll().then((result) => {

@@ -1,7 +1,9 @@
 /**
  * The IPC messages exchanged by the benchmark's processes: the runner
- * (`run.ts`) with its load generators (`load.ts`), and the runner with the
- * stats agent preloaded into each measured server (`stats-agent.ts`).
+ * (`run.ts`) with its connection load generators (`load.ts`), its push load
+ * generators (`push-load.ts`) and the fake app process (`app-server.ts`), and
+ * the runner with the stats agent preloaded into each measured server and the
+ * app process (`stats-agent.ts`).
  */
 
 /** What one load generator does: a contiguous share of the connections. */
@@ -22,6 +24,11 @@ export interface LoadPlan {
   /** Limit for one connection's connect + join. */
   readonly attemptTimeoutMs: number
   readonly heartbeatIntervalMs: number
+  /**
+   * Broadcast frames with this event and a payload `{seq, t, …}` received on
+   * joined connections are counted and timed per `seq` (see `arrivals`).
+   */
+  readonly broadcastEvent: string
   /** The generator closes everything and exits by itself after this long. */
   readonly lifetimeMs: number
 }
@@ -48,15 +55,147 @@ export interface CloseResult {
   readonly terminated: number
 }
 
+/** When the subscribers of a generator got one broadcast. */
+export interface BroadcastArrival {
+  readonly seq: number
+  /** Connections of this generator that received it. */
+  readonly count: number
+  /** Epoch milliseconds of the first and the last arrival. */
+  readonly firstAt: number
+  readonly lastAt: number
+}
+
+/** A generator's broadcast arrivals since the previous reset. */
+export interface ArrivalsResult {
+  /** Broadcast frames received, over all connections. */
+  readonly delivered: number
+  /** This process's CPU time (user + system) so far, microseconds. */
+  readonly cpuUs: number
+  /** Per broadcast, when asked for `detail`. */
+  readonly broadcasts?: ReadonlyArray<BroadcastArrival>
+}
+
 export type ToLoad =
   | { readonly type: "plan"; readonly plan: LoadPlan }
   | { readonly type: "go" }
+  /** Open and join `count` further connections, indexes from `firstIndex`; answered by `done`. */
+  | { readonly type: "more"; readonly firstIndex: number; readonly count: number }
+  /** Send a heartbeat on every joined connection now (restarting the heartbeat period). */
+  | { readonly type: "heartbeat" }
+  /** Report the broadcast arrivals; then forget them when `reset`. */
+  | { readonly type: "arrivals"; readonly id: number; readonly detail: boolean; readonly reset: boolean }
   | { readonly type: "close" }
 
 export type FromLoad =
   | { readonly type: "ready" }
   | { readonly type: "done"; readonly result: LoadResult }
+  | { readonly type: "heartbeats-sent"; readonly count: number }
+  | { readonly type: "arrivals"; readonly id: number; readonly result: ArrivalsResult }
   | { readonly type: "closed"; readonly result: CloseResult }
+
+// ---------------------------------------------------------------------------
+// The fake app process
+// ---------------------------------------------------------------------------
+
+export type ToApp = { readonly type: "app-calls"; readonly id: number }
+
+export interface AppCallsReply {
+  readonly type: "app-calls"
+  readonly id: number
+  /** Calls received since the previous question, by kind (`notify` by event). */
+  readonly counts: Readonly<Record<string, number>>
+}
+
+export type FromApp = { readonly type: "app-ready"; readonly url: string } | AppCallsReply
+
+// ---------------------------------------------------------------------------
+// Push load generators
+// ---------------------------------------------------------------------------
+
+/** What one push load generator does. */
+export interface PushPlan {
+  /** `ws://127.0.0.1:<port>/socket/websocket`, without the query. */
+  readonly url: string
+  readonly app: string
+  readonly clientType: string
+  /** The app's message endpoint, called directly for the reference figures. */
+  readonly messageUrl: string
+  /** Client n uses token `bench-<n>` and topic `room:<n>`; this generator's first n. */
+  readonly firstIndex: number
+  readonly localAddresses: ReadonlyArray<string>
+  readonly event: string
+  /** Size of the JSON payload of every push, in bytes. */
+  readonly payloadBytes: number
+  readonly attemptTimeoutMs: number
+  /** One round trip that takes longer counts as an error. */
+  readonly roundTripTimeoutMs: number
+  readonly heartbeatIntervalMs: number
+  readonly lifetimeMs: number
+}
+
+/** Where a round trip goes: through the gateway, or straight to the app's message endpoint. */
+export type PushTarget = "gateway" | "direct"
+
+export interface SequentialResult {
+  /** Round-trip times after the warm-up, milliseconds. */
+  readonly gatewayMs: ReadonlyArray<number>
+  readonly directMs: ReadonlyArray<number>
+  /** Failure reason → count. */
+  readonly errors: Readonly<Record<string, number>>
+  readonly durationMs: number
+}
+
+export interface ConcurrentResult {
+  readonly target: PushTarget
+  readonly clients: number
+  /** Round trips completed inside the window. */
+  readonly roundTrips: number
+  readonly errors: Readonly<Record<string, number>>
+  /** Their round-trip times, milliseconds. */
+  readonly latenciesMs: ReadonlyArray<number>
+  /** The window as this generator saw it (epoch milliseconds). */
+  readonly windowStart: number
+  readonly windowEnd: number
+  /** This process's CPU time over the window, microseconds. */
+  readonly cpuUs: number
+}
+
+export type ToPush =
+  | { readonly type: "plan"; readonly plan: PushPlan }
+  /** Open and join clients until there are `clients`; answered by `connected`. */
+  | { readonly type: "connect"; readonly clients: number }
+  /**
+   * Client 0 alone, one round trip at a time, alternating blocks of `block`
+   * round trips through the gateway and straight to the app, until
+   * `roundTrips` of each were timed (after `warmup` of each) or `maxMs` passed.
+   */
+  | {
+    readonly type: "sequential"
+    readonly roundTrips: number
+    readonly warmup: number
+    readonly block: number
+    readonly maxMs: number
+  }
+  /**
+   * `clients` clients, one round trip in flight each, from `startAt` (epoch
+   * ms); round trips completed in [startAt + warmupMs, + durationMs) count.
+   */
+  | {
+    readonly type: "concurrent"
+    readonly target: PushTarget
+    readonly clients: number
+    readonly startAt: number
+    readonly warmupMs: number
+    readonly durationMs: number
+  }
+  | { readonly type: "close" }
+
+export type FromPush =
+  | { readonly type: "ready" }
+  | { readonly type: "connected"; readonly joined: number; readonly failures: Readonly<Record<string, number>> }
+  | { readonly type: "sequential"; readonly result: SequentialResult }
+  | { readonly type: "concurrent"; readonly result: ConcurrentResult }
+  | { readonly type: "closed" }
 
 /** A server process's own view of its resources. */
 export interface ServerStats {

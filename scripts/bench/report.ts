@@ -1,7 +1,8 @@
 /**
- * The benchmark's figures: what one server's measurement yields, how the
- * gateway compares with the bare `ws` server (ratios against the targets), and
- * the printed table.
+ * The benchmark's figures: what one server's measurement of the connect suite
+ * yields, how the gateway compares with the bare `ws` server (ratios against
+ * the targets), and the printed tables (the fan-out and push suites build their
+ * own rows, in `fanout.ts` and `push.ts`, and print them with `renderTable`).
  */
 import type { CloseResult, LoadResult, ServerStats } from "./messages.ts"
 
@@ -188,7 +189,28 @@ export const ratios = (bare: ServerMeasurement, gateway: ServerMeasurement): Rat
 
 const kib = (bytes: number) => (bytes / 1024).toFixed(2)
 const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(1)
-const fixed = (value: number, digits: number) => value.toFixed(digits)
+export const fixed = (value: number, digits: number) => value.toFixed(digits)
+
+/**
+ * A text table: the first column is the label (left-aligned), the next
+ * `valueColumns` are right-aligned values, anything after is a left-aligned
+ * note. A row with only a label is a section heading.
+ */
+export const renderTable = (rows: ReadonlyArray<ReadonlyArray<string>>, valueColumns: number): string => {
+  const widths: Array<number> = []
+  for (const row of rows) {
+    if (row.length <= 1) continue
+    row.forEach((cell, i) => {
+      if (i <= valueColumns) widths[i] = Math.max(widths[i] ?? 0, cell.length)
+    })
+  }
+  return rows.map((row) =>
+    row.length <= 1
+      ? (row[0] ?? "")
+      : row.map((cell, i) => (i === 0 ? cell.padEnd(widths[0]!) : i <= valueColumns ? cell.padStart(widths[i]!) : cell))
+        .join("   ").trimEnd()
+  ).join("\n")
+}
 
 const formatCounts = (counts: Readonly<Record<string, number>>): string =>
   Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`).join(", ")

@@ -1,30 +1,57 @@
 /**
- * Connection benchmark: the gateway against a bare `ws` server speaking the
- * same protocol, in one run, on this machine.
+ * The gateway's benchmark: the gateway against a bare `ws` server speaking the
+ * same protocol (`bare-ws-server.ts`), in one run, on this machine, in three
+ * suites (all by default; `--suite` picks some, in this order):
+ *   connect  connect + auth + join rate and memory per connection;
+ *   fanout   one topic with 1,000 and 10,000 subscribers, broadcasts through
+ *            the HTTP broadcast endpoint at a fixed delivery rate: CPU per
+ *            delivery and broadcast-to-every-subscriber latency (`fanout.ts`);
+ *   push     client push → gateway → app → reply round trips against the same
+ *            calls made straight to the app, one client sequentially and 50
+ *            concurrently (gateway only; `push.ts`).
  *
  * Run
- *   npm run bench                                  # 10,000 connections per server, both servers
- *   npm run bench -- --connections 500            # quick smoke run (seconds)
- *   npm run bench -- --only gateway                # one server (bare | gateway)
+ *   npm run bench                                  # every suite at default sizes (about 4 minutes)
+ *   npm run bench -- --suite fanout,push           # some suites (connect | fanout | push)
+ *   npm run bench -- --connections 500            # quick connect run (seconds)
+ *   npm run bench -- --suite fanout --fanout-subscribers 500 --fanout-duration-s 3   # quick fan-out run
+ *   npm run bench -- --only gateway                # one server (bare | gateway) in connect and fanout
  *   scripts/node.sh scripts/bench/run.ts --help    # every option
- * Options may also come from the environment: BENCH_CONNECTIONS, BENCH_ONLY,
- * BENCH_CONCURRENCY, BENCH_WORKERS, BENCH_TOPICS, BENCH_TIMEOUT_S, BENCH_OUT
- * (the command line wins). Exit status: 0 measured; 3 measured but some
- * connections failed or were dropped (figures suspect); 1 a server did not come
- * up or the harness failed; 124 overall timeout; 130 interrupted.
+ * Options may also come from the environment: BENCH_SUITE, BENCH_CONNECTIONS,
+ * BENCH_ONLY, BENCH_CONCURRENCY, BENCH_WORKERS, BENCH_TOPICS, BENCH_TIMEOUT_S,
+ * BENCH_OUT (the command line wins). Exit status: 0 measured; 3 measured but
+ * some connections, broadcasts, deliveries or round trips failed or were
+ * dropped (figures suspect); 1 a server did not come up or the harness failed;
+ * 124 overall timeout; 130 interrupted.
  *
- * What happens, for each server in turn (bare `ws` first, then the gateway;
- * each runs alone, as its own process started with `--expose-gc` and the
- * stats agent `stats-agent.ts` preloaded, and is stopped before the next one):
+ * Processes. Each measured server runs alone, as its own process started with
+ * `--expose-gc` and the stats agent `stats-agent.ts` preloaded (which answers
+ * the runner's IPC requests for its RSS, heap and CPU time), and is stopped
+ * before the next one; the bare `ws` server goes first. The load generators are
+ * child processes (`--workers`, 2 by default), each with its own source
+ * addresses out of 127.0.0.2–127.0.0.9. The gateway is configured with one
+ * app, `bench` (`bench-app.ts`: the fake app of `src/testing/FakeApp.ts` with a
+ * schema of rooms `room:{id}` and the event `echo`, no rate limits, an auth
+ * handler accepting every `bench-<n>` token, and replies echoing the payload).
+ * In the connect suite the fake app runs inside this runner process (the
+ * runner's CPU over the connect phase is printed to show what it took); in the
+ * fanout and push suites it runs as a process of its own (`app-server.ts`),
+ * apart from the runner and the load generators. The gateway's admission
+ * limits (connection attempts per IP, concurrent auth calls) are raised through
+ * a temporary `GATEWAY_CONFIG` file so that they do not refuse the benchmark's
+ * bursts (`--gateway-default-limits` keeps the defaults); for fanout and push
+ * the file also gives the app a secret, new for every run (the bearer token of
+ * the server API, and the key signing the gateway's calls to the app);
+ * `--gateway-env KEY=VALUE` passes further settings.
+ *
+ * Connect suite, for each server in turn:
  *   1. start it on a free 127.0.0.1 port and wait for `GET /health/ready` = 200;
  *   2. after a short settle (and, with `--warmup N`, after opening, joining and
  *      closing N connections, so that one-time costs such as compiled code are
  *      not counted per connection; off by default), force a GC and read its
  *      RSS (the baseline);
- *   3. the load generators (`load.ts`, `--workers` child processes, 2 by
- *      default, each with its own source addresses out of 127.0.0.2–127.0.0.9
- *      and its share of `--concurrency`, 200 in flight in all) open
- *      `--connections` WebSockets to
+ *   3. the load generators (`load.ts`, with their share of `--concurrency`,
+ *      200 in flight in all) open `--connections` WebSockets to
  *      `/socket/websocket?app=bench&token=bench-<n>&client_type=bench&vsn=2.0.0`
  *      and send `["1","1","room:<n>","phx_join",{}]` on each, waiting for the ok
  *      reply. By default every connection joins its own topic `room:<n>` (one
@@ -33,16 +60,7 @@
  *      every 30 s) until the memory reading;
  *   4. after `--settle-ms`, force a GC and read its RSS again; then close
  *      everything and stop the server.
- * The gateway is configured with one app, `bench`, served by the fake app
- * (`src/testing/FakeApp.ts`) running inside this runner process: a schema with
- * the channel `room:{id}` and the event `echo`, and an auth handler accepting
- * every `bench-<n>` token. Its admission limits (connection attempts per IP
- * and concurrent auth calls) are raised through a temporary `GATEWAY_CONFIG`
- * file so that they do not refuse the benchmark's burst
- * (`--gateway-default-limits` keeps the defaults); `--gateway-env KEY=VALUE`
- * passes further settings.
- *
- * Figures (also written as JSON to `scripts/bench/results/latest.json`)
+ * Figures
  *   connect+join rate   joined connections / time from the first connection
  *                       attempt to the last join ok, over all load generators.
  *                       Gateway: TCP connect + HTTP upgrade + auth call to the
@@ -57,44 +75,88 @@
  *   server CPU per conn the server process's user + system CPU time over the
  *                       connect phase / joined connections.
  *   gateway / bare      ratios; targets: memory ≤ 1.5×, rate ≥ 0.5×.
- * Caveat: the server, the load generators and the runner (with the fake app
- * answering the gateway's auth and notify calls) share this machine's cores,
- * so on a small machine the rates are those of the whole setup, not of the
- * server alone; the runner's CPU over the connect phase is printed to show
- * how much the fake app took. Memory figures are not affected.
  *
- * All traffic stays on 127.0.0.0/8; every load is bounded in connections and
- * in time (`--timeout-s`, 300 s by default, after which everything is killed),
- * and every child process is killed when the runner exits for any reason.
+ * Fanout suite (details in `fanout.ts`), for each server in turn: subscribers
+ * (raw `ws` V2 clients in the load generators) all join `room:0`, first
+ * `--fanout-subscribers`' smallest count, then grown to each next one; at each
+ * size the runner POSTs broadcasts of `--payload-bytes` (100) payloads at
+ * `--fanout-rate` deliveries/s in all (40,000: 40 broadcasts/s at 1,000
+ * subscribers, 4/s at 10,000) for `--fanout-duration-s` (10 s), to the
+ * gateway's server API `POST /api/apps/bench/broadcast` or the bare server's
+ * equivalent `POST /broadcast`. Figures: deliveries/s; server CPU per delivery
+ * (server CPU over the broadcasts and their delivery / frames received); p50
+ * and p99 over the broadcasts of the time from a broadcast's send to its last
+ * subscriber's arrival; gateway / bare ratios (target: CPU per delivery ≤ 1.3×).
+ *
+ * Push suite (details in `push.ts`), gateway only: one client pushing `echo`
+ * sequentially, alternating with the same load process POSTing the same body
+ * straight to the app's message endpoint over keep-alive HTTP (added latency
+ * at p50 and p99; target ≤ 1 ms at p50); then `--push-clients` (50) clients
+ * pushing concurrently for `--push-duration-s` (10 s), against the same
+ * number of keep-alive callers of the app's message endpoint (round trips/s,
+ * gateway / direct; target ≥ 0.5×).
+ *
+ * Caveat: the server, the load generators, the runner and the fake app share
+ * this machine's cores, so on a small machine rates are those of the whole
+ * setup, not of the server alone; compare CPU per connection, per delivery and
+ * per round trip rather than raw rates. Other work on the machine skews every
+ * rate and latency: the 1-minute load average at the start of each suite is
+ * printed and recorded (after the first suite it still holds some of the
+ * previous suite's own load), and the fanout and push tables show the CPU the
+ * machine spent during each measurement window besides the benchmark's own
+ * processes ("other processes' CPU", from /proc/stat). Memory figures are not
+ * affected.
+ *
+ * Results are printed as tables and written as JSON (`--out`, by default
+ * `scripts/bench/results/latest.json`): the machine, then the connect suite's
+ * `options`, `servers`, `ratios` and `notes` at the top level, and `fanout` and
+ * `push` objects, for the suites this run measured (a run replaces the file).
+ *
+ * All traffic stays on 127.0.0.0/8; every load is bounded in connections,
+ * broadcasts and round trips and in time (each suite bounded by its sizes and
+ * durations; overall `--timeout-s`, 300 s per selected suite by default, after
+ * which everything is killed), and every child process is killed when the
+ * runner exits for any reason.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
-import type { AddressInfo } from "node:net"
 import { cpus, loadavg, release, tmpdir, totalmem } from "node:os"
 import { dirname, join, resolve } from "node:path"
-import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
-import { startFakeApp } from "../../src/testing/FakeApp.ts"
-import type { FakeApp, SchemaDocument } from "../../src/testing/FakeApp.ts"
-import { ChildError, describeExit, killAll, nextMessage, requestStats, spawnManaged, stop } from "./children.ts"
+import type { FakeApp } from "../../src/testing/FakeApp.ts"
+import { countCalls, startBenchApp } from "./bench-app.ts"
+import { killAll, requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
-import type { CloseResult, FromLoad, LoadPlan, LoadResult, ServerStats, ToLoad } from "./messages.ts"
+import { fanoutSuspect, formatFanout, runFanout } from "./fanout.ts"
+import type { FanoutResults } from "./fanout.ts"
+import type { ServerStats } from "./messages.ts"
+import { formatPush, pushSuspect, runPush } from "./push.ts"
+import type { PushResults } from "./push.ts"
 import { formatTable, isMeasurement, measure, ratios, serverLabels } from "./report.ts"
 import type { Ratios, ServerName, ServerOutcome } from "./report.ts"
+import {
+  BASELINE_SETTLE_MS,
+  benchDir,
+  closeLoad,
+  DEFAULT_SOURCE_ADDRESSES,
+  freePort,
+  isLoopback,
+  log,
+  MAX_CONNECTIONS,
+  newSecret,
+  runLoad,
+  sleep,
+  startAppProcess,
+  startLoad,
+  startServer,
+  STOP_GRACE_MS,
+  waitReady,
+  writeGatewayConfig
+} from "./setup.ts"
+import type { AppProcess } from "./setup.ts"
 
-const benchDir = dirname(fileURLToPath(import.meta.url))
-const rootDir = resolve(benchDir, "../..")
-const agentUrl = pathToFileURL(join(benchDir, "stats-agent.ts")).href
-
-const APP_ID = "bench"
-const CLIENT_TYPE = "bench"
-/** One server process holds at most ~18k sockets (open files are capped at 20,000). */
-const MAX_CONNECTIONS = 18_000
-const DEFAULT_SOURCE_ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 2}`)
-const BASELINE_SETTLE_MS = 1_000
-const STOP_GRACE_MS = 5_000
-const ATTEMPT_TIMEOUT_MS = 30_000
-const HEARTBEAT_INTERVAL_MS = 30_000
+const SUITES = ["connect", "fanout", "push"] as const
+type Suite = typeof SUITES[number]
+const TIMEOUT_PER_SUITE_S = 300
 
 // ---------------------------------------------------------------------------
 // Options
@@ -102,24 +164,39 @@ const HEARTBEAT_INTERVAL_MS = 30_000
 
 const usage = `Usage: npm run bench -- [options]   (or scripts/node.sh scripts/bench/run.ts [options])
 
-  --connections N           connections per server (default 10000, at most ${MAX_CONNECTIONS}) [BENCH_CONNECTIONS]
-  --only bare|gateway       measure one server only [BENCH_ONLY]
-  --concurrency N           connection attempts in flight, over all load generators (default 200) [BENCH_CONCURRENCY]
+  --suite LIST              comma-separated suites: connect, fanout, push (default: all) [BENCH_SUITE]
+  --only bare|gateway       measure one server only (connect and fanout; push is gateway only) [BENCH_ONLY]
   --workers N               load generator processes (default 2) [BENCH_WORKERS]
+  --source-addresses LIST   comma-separated client source addresses in 127.0.0.0/8 (default 127.0.0.2-127.0.0.9)
+  --payload-bytes N         JSON payload size of broadcasts and pushes (default 100)
+  --ready-timeout-s S       how long a server may take to become ready (default 30)
+  --timeout-s S             overall limit; everything is killed after it (default ${TIMEOUT_PER_SUITE_S} per suite) [BENCH_TIMEOUT_S]
+  --gateway-env KEY=VALUE   extra environment for the gateway (repeatable)
+  --gateway-default-limits  keep the gateway's default admission limits (otherwise raised for the bursts)
+  --out PATH                JSON results (default scripts/bench/results/latest.json) [BENCH_OUT]
+  --verbose                 echo all output of the servers, the app and the load generators
+  --help
+
+ connect suite
+  --connections N           connections per server (default 10000, at most ${MAX_CONNECTIONS}) [BENCH_CONNECTIONS]
+  --concurrency N           connection attempts in flight, over all load generators (default 200; also fanout) [BENCH_CONCURRENCY]
   --topics K                0: connection n joins room:<n> (default); K: joins room:<n mod K> [BENCH_TOPICS]
   --settle-ms MS            wait after the last join before the memory reading (default 2000)
   --warmup N                open, join and close N connections before the baseline reading (default 0),
                             so that one-time costs (compiled code, lazily built state) are not counted per connection
-  --ready-timeout-s S       how long a server may take to become ready (default 30)
-  --timeout-s S             overall limit; everything is killed after it (default 300) [BENCH_TIMEOUT_S]
-  --source-addresses LIST   comma-separated client source addresses in 127.0.0.0/8 (default 127.0.0.2-127.0.0.9)
-  --gateway-env KEY=VALUE   extra environment for the gateway (repeatable)
-  --gateway-default-limits  keep the gateway's default admission limits (otherwise raised for the burst)
-  --out PATH                JSON results (default scripts/bench/results/latest.json) [BENCH_OUT]
-  --verbose                 echo all output of the servers and load generators
-  --help`
+
+ fanout suite
+  --fanout-subscribers LIST subscriber counts of the one topic, grown in turn (default 1000,10000; each at most ${MAX_CONNECTIONS})
+  --fanout-rate N           deliveries per second in all; broadcasts/s = N / subscribers (default 40000)
+  --fanout-duration-s S     broadcasting time per size (default 10)
+
+ push suite
+  --push-round-trips N      sequential round trips timed per kind, 1 client (default 2000, after 200 of warm-up)
+  --push-clients N          concurrent clients (default 50)
+  --push-duration-s S       timed window per kind, concurrent part (default 10, after 1 s of warm-up)`
 
 interface Options {
+  readonly suites: ReadonlyArray<Suite>
   readonly connections: number
   readonly servers: ReadonlyArray<ServerName>
   readonly concurrency: number
@@ -132,15 +209,18 @@ interface Options {
   readonly sourceAddresses: ReadonlyArray<string>
   readonly gatewayEnv: Readonly<Record<string, string>>
   readonly gatewayDefaultLimits: boolean
+  readonly payloadBytes: number
+  readonly fanoutSubscribers: ReadonlyArray<number>
+  readonly fanoutRate: number
+  readonly fanoutDurationMs: number
+  readonly pushRoundTrips: number
+  readonly pushClients: number
+  readonly pushDurationMs: number
   readonly out: string
   readonly verbose: boolean
 }
 
 class UsageError extends Error {}
-
-const isLoopback = (address: string) =>
-  /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(address) &&
-  address.split(".").every((part) => Number(part) <= 255)
 
 const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Options => {
   const { values } = parseArgs({
@@ -148,6 +228,7 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     strict: true,
     allowPositionals: false,
     options: {
+      suite: { type: "string" },
       connections: { type: "string" },
       only: { type: "string" },
       concurrency: { type: "string" },
@@ -160,6 +241,13 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
       "source-addresses": { type: "string" },
       "gateway-env": { type: "string", multiple: true },
       "gateway-default-limits": { type: "boolean" },
+      "payload-bytes": { type: "string" },
+      "fanout-subscribers": { type: "string" },
+      "fanout-rate": { type: "string" },
+      "fanout-duration-s": { type: "string" },
+      "push-round-trips": { type: "string" },
+      "push-clients": { type: "string" },
+      "push-duration-s": { type: "string" },
       out: { type: "string" },
       verbose: { type: "boolean" },
       help: { type: "boolean" }
@@ -177,12 +265,22 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     }
     return value
   }
+  const list = (raw: string | undefined) => (raw ?? "").split(",").map((a) => a.trim()).filter((a) => a !== "")
+
+  const suiteList = list(values.suite ?? env["BENCH_SUITE"])
+  for (const suite of suiteList) {
+    if (!(SUITES as ReadonlyArray<string>).includes(suite)) {
+      throw new UsageError(`unknown suite ${JSON.stringify(suite)} (expected ${SUITES.join(", ")})`)
+    }
+  }
+  const suites = suiteList.length === 0 ? [...SUITES] : SUITES.filter((suite) => suiteList.includes(suite))
+
   const only = values.only ?? env["BENCH_ONLY"]
   if (only !== undefined && only !== "" && only !== "bare" && only !== "gateway") {
     throw new UsageError(`--only must be bare or gateway, got ${JSON.stringify(only)}`)
   }
   const connections = integer("connections", values.connections ?? env["BENCH_CONNECTIONS"], 10_000, 1, MAX_CONNECTIONS)
-  const sourceAddresses = (values["source-addresses"] ?? "").split(",").map((a) => a.trim()).filter((a) => a !== "")
+  const sourceAddresses = list(values["source-addresses"])
   for (const address of sourceAddresses) {
     if (!isLoopback(address)) throw new UsageError(`source address ${address} is not in 127.0.0.0/8`)
   }
@@ -192,7 +290,12 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     if (at <= 0) throw new UsageError(`--gateway-env expects KEY=VALUE, got ${JSON.stringify(entry)}`)
     gatewayEnv[entry.slice(0, at)] = entry.slice(at + 1)
   }
+  const subscriberList = list(values["fanout-subscribers"])
+  const fanoutSubscribers = subscriberList.length === 0
+    ? [1_000, 10_000]
+    : [...new Set(subscriberList.map((raw) => integer("fanout-subscribers", raw, 0, 1, MAX_CONNECTIONS)))].sort((a, b) => a - b)
   return {
+    suites,
     connections,
     servers: only === "bare" || only === "gateway" ? [only] : ["bare", "gateway"],
     concurrency: integer("concurrency", values.concurrency ?? env["BENCH_CONCURRENCY"], 200, 1, 5_000),
@@ -201,234 +304,42 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     settleMs: integer("settle-ms", values["settle-ms"], 2_000, 0, 120_000),
     warmup: integer("warmup", values.warmup, 0, 0, MAX_CONNECTIONS),
     readyTimeoutMs: integer("ready-timeout-s", values["ready-timeout-s"], 30, 1, 600) * 1000,
-    timeoutMs: integer("timeout-s", values["timeout-s"] ?? env["BENCH_TIMEOUT_S"], 300, 10, 3_600) * 1000,
+    timeoutMs: integer("timeout-s", values["timeout-s"] ?? env["BENCH_TIMEOUT_S"], TIMEOUT_PER_SUITE_S * suites.length, 10, 3_600) *
+      1000,
     sourceAddresses: sourceAddresses.length > 0 ? sourceAddresses : DEFAULT_SOURCE_ADDRESSES,
     gatewayEnv,
     gatewayDefaultLimits: values["gateway-default-limits"] === true,
+    payloadBytes: integer("payload-bytes", values["payload-bytes"], 100, 1, 64 * 1024),
+    fanoutSubscribers,
+    fanoutRate: integer("fanout-rate", values["fanout-rate"], 40_000, 1, 1_000_000),
+    fanoutDurationMs: integer("fanout-duration-s", values["fanout-duration-s"], 10, 1, 120) * 1000,
+    pushRoundTrips: integer("push-round-trips", values["push-round-trips"], 2_000, 1, 100_000),
+    pushClients: integer("push-clients", values["push-clients"], 50, 1, 1_000),
+    pushDurationMs: integer("push-duration-s", values["push-duration-s"], 10, 1, 120) * 1000,
     out: resolve(values.out ?? env["BENCH_OUT"] ?? join(benchDir, "results", "latest.json")),
     verbose: values.verbose === true
   }
 }
 
 // ---------------------------------------------------------------------------
-// Helpers
+// Connect suite: one server's measurement
 // ---------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise<void>((done) => setTimeout(done, ms))
-
-const log = (message: string) => process.stderr.write(`bench: ${message}\n`)
-
-const freePort = () =>
-  new Promise<number>((done, fail) => {
-    const probe = createServer()
-    probe.once("error", fail)
-    probe.listen(0, "127.0.0.1", () => {
-      const port = (probe.address() as AddressInfo).port
-      probe.close(() => done(port))
-    })
-  })
-
-/** `count` split into `parts` shares differing by at most one. */
-const split = (count: number, parts: number): Array<number> =>
-  Array.from({ length: parts }, (_, i) => Math.floor(count / parts) + (i < count % parts ? 1 : 0))
-
-/** The environment a child starts from: just enough to run, nothing of the caller's configuration. */
-const baseEnv = (): NodeJS.ProcessEnv => {
-  const env: NodeJS.ProcessEnv = {}
-  for (const key of ["PATH", "HOME", "TMPDIR", "LANG", "TZ"]) {
-    const value = process.env[key]
-    if (value !== undefined) env[key] = value
-  }
-  return env
+interface ConnectGatewaySetup {
+  readonly app: FakeApp
+  readonly configFile: string | undefined
 }
-
-// ---------------------------------------------------------------------------
-// The fake app behind the gateway
-// ---------------------------------------------------------------------------
-
-const benchSchema: SchemaDocument = {
-  version: "bench-1",
-  channels: [{
-    pattern: "room:{id}",
-    description: "Benchmark rooms",
-    variables: { id: { type: "string", pattern: "^[0-9]{1,9}$" } }
-  }],
-  events: [{ name: "echo", allowedChannels: ["room:*"] }]
-}
-
-const startBenchApp = () =>
-  startFakeApp({
-    schema: benchSchema,
-    auth: (body) =>
-      /^bench-\d+$/.test(body.token)
-        ? { client_id: body.token, client_type: CLIENT_TYPE, metadata: {}, permissions: [] }
-        : null
-  })
-
-const countCalls = (app: FakeApp): Record<string, number> => {
-  const counts: Record<string, number> = {}
-  for (const request of app.requests) {
-    const key = request.kind === "notify" && typeof request.body === "object" && request.body !== null
-      ? `notify ${String((request.body as { event?: unknown }).event)}`
-      : request.kind
-    counts[key] = (counts[key] ?? 0) + 1
-  }
-  return counts
-}
-
-// ---------------------------------------------------------------------------
-// Servers
-// ---------------------------------------------------------------------------
-
-interface ServerProcess {
-  readonly name: ServerName
-  readonly port: number
-  readonly process: Managed
-  /** What one connection costs this server, for the report. */
-  readonly what: string
-}
-
-const startServer = (
-  name: ServerName,
-  port: number,
-  options: Options,
-  gatewaySetup: { readonly app: FakeApp; readonly configFile: string | undefined } | undefined
-): ServerProcess => {
-  const nodeArgs = ["--expose-gc", "--import", agentUrl]
-  if (name === "bare") {
-    const child = spawnManaged("bare", [...nodeArgs, join(benchDir, "bare-ws-server.ts")], {
-      cwd: rootDir,
-      env: { ...baseEnv(), PORT: String(port), HOST: "127.0.0.1" },
-      verbose: options.verbose
-    })
-    return { name, port, process: child, what: "connect + join" }
-  }
-  if (gatewaySetup === undefined) throw new Error("the gateway needs the fake app")
-  const env: NodeJS.ProcessEnv = {
-    ...baseEnv(),
-    PORT: String(port),
-    HOST: "127.0.0.1",
-    NODE_NAME: "bench",
-    GATEWAY_APPS: APP_ID,
-    BENCH_API: gatewaySetup.app.url,
-    LOG_LEVEL: "warn",
-    MAX_CONNECTIONS: "20000",
-    ...(gatewaySetup.configFile === undefined ? {} : { GATEWAY_CONFIG: gatewaySetup.configFile }),
-    ...options.gatewayEnv
-  }
-  const child = spawnManaged("gateway", [...nodeArgs, join(rootDir, "src", "main.ts")], {
-    cwd: rootDir,
-    env,
-    verbose: options.verbose
-  })
-  return { name, port, process: child, what: "connect + auth call + join" }
-}
-
-const waitReady = async (server: ServerProcess, timeoutMs: number): Promise<void> => {
-  const url = `http://127.0.0.1:${server.port}/health/ready`
-  const deadline = Date.now() + timeoutMs
-  let last = "no answer"
-  while (Date.now() < deadline) {
-    const exit = server.process.exitInfo()
-    if (exit !== undefined) {
-      throw new ChildError(
-        `${serverLabels[server.name]} ${describeExit(exit)} before it was ready` +
-          (server.process.tail() === "" ? " (it printed nothing)" : `; its last output:\n${server.process.tail()}`)
-      )
-    }
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(1_000) })
-      const body = await response.text()
-      if (response.status === 200) return
-      last = `${response.status} ${body.slice(0, 300)}`
-    } catch (error) {
-      last = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error)
-    }
-    await sleep(100)
-  }
-  throw new ChildError(
-    `${serverLabels[server.name]} was not ready within ${timeoutMs / 1000} s (GET ${url}: ${last})` +
-      (server.process.tail() === "" ? "" : `; its last output:\n${server.process.tail()}`)
-  )
-}
-
-// ---------------------------------------------------------------------------
-// Load generators
-// ---------------------------------------------------------------------------
-
-const startLoad = async (
-  server: ServerProcess,
-  options: Options,
-  connections: number,
-  deadline: number
-): Promise<ReadonlyArray<Managed>> => {
-  const workers = Math.min(options.workers, connections)
-  const counts = split(connections, workers)
-  const concurrency = split(Math.max(options.concurrency, workers), workers)
-  const plans: Array<LoadPlan> = []
-  let firstIndex = 0
-  for (let w = 0; w < workers; w++) {
-    const mine = options.sourceAddresses.filter((_, i) => i % workers === w)
-    plans.push({
-      url: `ws://127.0.0.1:${server.port}/socket/websocket`,
-      app: APP_ID,
-      clientType: CLIENT_TYPE,
-      firstIndex,
-      count: counts[w]!,
-      concurrency: concurrency[w]!,
-      localAddresses: mine.length > 0 ? mine : [options.sourceAddresses[w % options.sourceAddresses.length]!],
-      topics: options.topics,
-      attemptTimeoutMs: ATTEMPT_TIMEOUT_MS,
-      heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
-      lifetimeMs: Math.max(1_000, deadline - Date.now() + 5_000)
-    })
-    firstIndex += counts[w]!
-  }
-  const generators = plans.map((_, w) =>
-    spawnManaged(`load-${w + 1}`, [join(benchDir, "load.ts")], { cwd: rootDir, env: baseEnv(), verbose: options.verbose })
-  )
-  await Promise.all(generators.map((generator, w) => {
-    const ready = nextMessage(generator, "ready", (m) => ((m as FromLoad).type === "ready" ? true : undefined), 30_000)
-    generator.child.send({ type: "plan", plan: plans[w]! } satisfies ToLoad)
-    return ready
-  }))
-  return generators
-}
-
-const runLoad = (generators: ReadonlyArray<Managed>): Promise<Array<LoadResult>> => {
-  const done = generators.map((generator) =>
-    nextMessage(generator, "its connect results", (m) => {
-      const message = m as FromLoad
-      return message.type === "done" ? message.result : undefined
-    }, 24 * 3_600_000)
-  )
-  for (const generator of generators) generator.child.send({ type: "go" } satisfies ToLoad)
-  return Promise.all(done)
-}
-
-const closeLoad = (generators: ReadonlyArray<Managed>): Promise<Array<CloseResult>> => {
-  const closed = generators.map((generator) =>
-    nextMessage(generator, "its close results", (m) => {
-      const message = m as FromLoad
-      return message.type === "closed" ? message.result : undefined
-    }, 30_000)
-  )
-  for (const generator of generators) generator.child.send({ type: "close" } satisfies ToLoad)
-  return Promise.all(closed)
-}
-
-// ---------------------------------------------------------------------------
-// One server's measurement
-// ---------------------------------------------------------------------------
 
 const measureServer = async (
   name: ServerName,
   options: Options,
   deadline: number,
-  gatewaySetup: { readonly app: FakeApp; readonly configFile: string | undefined } | undefined
+  gatewaySetup: ConnectGatewaySetup | undefined
 ): Promise<ServerOutcome> => {
   const port = await freePort()
-  const server = startServer(name, port, options, gatewaySetup)
+  const server = startServer(name, port, options, {
+    ...(gatewaySetup === undefined ? {} : { gateway: { appUrl: gatewaySetup.app.url, configFile: gatewaySetup.configFile } })
+  })
   let generators: ReadonlyArray<Managed> = []
   try {
     log(`${serverLabels[name]}: starting on 127.0.0.1:${port}`)
@@ -502,7 +413,13 @@ const machine = () => {
   }
 }
 
-/** Holds the temporary gateway config file; removed on every way out. */
+const loadAverageNow = () => loadavg()[0] ?? 0
+
+const warnIfBusy = (what: string, load: number) => {
+  if (load > 0.5) log(`the machine is busy at the start of ${what} (1-minute load average ${load.toFixed(2)}): rates will be low`)
+}
+
+/** Holds the temporary gateway config files; removed on every way out. */
 let configDir: string | undefined
 
 const removeConfigDir = () => {
@@ -510,46 +427,29 @@ const removeConfigDir = () => {
   configDir = undefined
 }
 
-const main = async (): Promise<number> => {
-  let options: Options
-  try {
-    options = parseOptions(process.argv.slice(2), process.env)
-  } catch (error) {
-    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n\n${usage}`)
-    return 1
-  }
-  const startedAt = new Date()
-  const info = machine()
-  if (info.loadAverageAtStart > 0.5) {
-    log(`the machine is busy (1-minute load average ${info.loadAverageAtStart.toFixed(2)}): rates will be low`)
-  }
-  const deadline = Date.now() + options.timeoutMs
-  const overall = setTimeout(() => {
-    log(`overall timeout of ${options.timeoutMs / 1000} s reached: stopping everything`)
-    killAll()
-    process.exit(124)
-  }, options.timeoutMs)
+interface ConnectResults {
+  readonly outcomes: ReadonlyArray<ServerOutcome>
+  readonly ratio: Ratios | undefined
+  readonly notes: ReadonlyArray<string>
+  readonly loadAverageAtStart: number
+}
 
+const runConnect = async (options: Options, deadline: number, dir: string): Promise<ConnectResults> => {
+  const loadAverageAtStart = loadAverageNow()
+  warnIfBusy("the connect suite", loadAverageAtStart)
   let app: FakeApp | undefined
   const outcomes: Array<ServerOutcome> = []
   try {
-    let gatewaySetup: { readonly app: FakeApp; readonly configFile: string | undefined } | undefined
+    let gatewaySetup: ConnectGatewaySetup | undefined
     if (options.servers.includes("gateway")) {
       app = await startBenchApp()
       let configFile: string | undefined
       if (!options.gatewayDefaultLimits) {
-        configDir = mkdtempSync(join(tmpdir(), "gateway-bench-"))
-        configFile = join(configDir, "gateway.json")
-        writeFileSync(configFile, JSON.stringify({
-          apps: [{
-            id: APP_ID,
-            rateLimits: { connectionsPerIpPerMinute: 1_000_000, maxConcurrentAuth: Math.max(1_000, options.concurrency * 2) }
-          }]
-        }, null, 2))
+        configFile = join(dir, "gateway-connect.json")
+        writeGatewayConfig(configFile, { secret: undefined, defaultLimits: false, concurrency: options.concurrency })
       }
       gatewaySetup = { app, configFile }
     }
-
     for (const name of options.servers) {
       try {
         outcomes.push(await measureServer(name, options, deadline, name === "gateway" ? gatewaySetup : undefined))
@@ -560,11 +460,8 @@ const main = async (): Promise<number> => {
       }
     }
   } finally {
-    clearTimeout(overall)
     await app?.close()
-    removeConfigDir()
   }
-
   const bare = outcomes.find((o) => o.server === "bare")
   const gateway = outcomes.find((o) => o.server === "gateway")
   const ratio: Ratios | undefined = isMeasurement(bare) && isMeasurement(gateway) ? ratios(bare, gateway) : undefined
@@ -577,41 +474,148 @@ const main = async (): Promise<number> => {
       ? [options.gatewayDefaultLimits ? "gateway admission limits: defaults" : "gateway admission limits raised for the burst (temporary GATEWAY_CONFIG)"]
       : [])
   ]
+  return { outcomes, ratio, notes, loadAverageAtStart }
+}
 
+const printConnect = (options: Options, info: ReturnType<typeof machine>, results: ConnectResults) => {
+  const topics = options.topics === 0 ? "one topic per connection (room:<n>)" : `${options.topics} topics (room:<n mod ${options.topics}>)`
   console.log("")
   console.log(
-    `Connections: ${options.connections} per server; ${topics}. Machine: ${info.cores} cores (${info.cpuModel}), ` +
-      `Node ${info.node}, ${info.platform}; load average at start ${info.loadAverageAtStart.toFixed(2)}.`
+    `Connect: ${options.connections} connections per server; ${topics}. Machine: ${info.cores} cores (${info.cpuModel}), ` +
+      `Node ${info.node}, ${info.platform}; load average at start ${results.loadAverageAtStart.toFixed(2)}.`
   )
-  for (const outcome of outcomes) {
+  for (const outcome of results.outcomes) {
     if (isMeasurement(outcome)) console.log(`  ${serverLabels[outcome.server]}: ${outcome.what}`)
   }
   console.log("")
-  console.log(formatTable(outcomes, ratio))
+  console.log(formatTable(results.outcomes, results.ratio))
   console.log("")
-  console.log(`Note: ${notes[2]}.`)
+  console.log(`Note: ${results.notes[2]}.`)
+}
+
+const main = async (): Promise<number> => {
+  let options: Options
+  try {
+    options = parseOptions(process.argv.slice(2), process.env)
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : String(error)}\n\n${usage}`)
+    return 1
+  }
+  const startedAt = new Date()
+  const info = machine()
+  log(`suites: ${options.suites.join(", ")}; overall limit ${options.timeoutMs / 1000} s`)
+  const deadline = Date.now() + options.timeoutMs
+  const overall = setTimeout(() => {
+    log(`overall timeout of ${options.timeoutMs / 1000} s reached: stopping everything`)
+    killAll()
+    process.exit(124)
+  }, options.timeoutMs)
+
+  configDir = mkdtempSync(join(tmpdir(), "gateway-bench-"))
+  const dir = configDir
+  const secret = newSecret()
+  let connect: ConnectResults | undefined
+  let fanout: FanoutResults | undefined
+  let push: PushResults | undefined
+  let harnessError: string | undefined
+  let app: AppProcess | undefined
+  try {
+    if (options.suites.includes("connect")) {
+      connect = await runConnect(options, deadline, dir)
+      printConnect(options, info, connect)
+    }
+    const needsApp = (options.suites.includes("fanout") && options.servers.includes("gateway")) ||
+      options.suites.includes("push")
+    if (needsApp) app = await startAppProcess(options.verbose)
+    if (options.suites.includes("fanout")) {
+      const loadAverage = loadAverageNow()
+      warnIfBusy("the fanout suite", loadAverage)
+      fanout = await runFanout({
+        servers: options.servers,
+        subscribers: options.fanoutSubscribers,
+        deliveriesPerSecond: options.fanoutRate,
+        durationMs: options.fanoutDurationMs,
+        payloadBytes: options.payloadBytes,
+        load: {
+          workers: options.workers,
+          concurrency: options.concurrency,
+          sourceAddresses: options.sourceAddresses,
+          verbose: options.verbose
+        },
+        server: options,
+        readyTimeoutMs: options.readyTimeoutMs,
+        gatewayDefaultLimits: options.gatewayDefaultLimits,
+        appUrl: app?.url ?? "http://127.0.0.1:9",
+        secret,
+        configDir: dir
+      }, deadline, loadAverage)
+      console.log("")
+      console.log(formatFanout(fanout))
+    }
+    if (options.suites.includes("push") && app !== undefined) {
+      const loadAverage = loadAverageNow()
+      warnIfBusy("the push suite", loadAverage)
+      push = await runPush({
+        roundTrips: options.pushRoundTrips,
+        warmup: 200,
+        block: 100,
+        sequentialMaxMs: 30_000,
+        clients: options.pushClients,
+        warmupMs: 1_000,
+        durationMs: options.pushDurationMs,
+        payloadBytes: options.payloadBytes,
+        workers: options.workers,
+        sourceAddresses: options.sourceAddresses,
+        server: options,
+        readyTimeoutMs: options.readyTimeoutMs,
+        gatewayDefaultLimits: options.gatewayDefaultLimits,
+        app,
+        secret,
+        configDir: dir
+      }, deadline, loadAverage)
+      console.log("")
+      console.log(formatPush(push))
+    }
+  } catch (error) {
+    harnessError = error instanceof Error ? error.message : String(error)
+    log(`failed: ${harnessError}`)
+  } finally {
+    clearTimeout(overall)
+    if (app !== undefined) await stop(app.process, STOP_GRACE_MS)
+    removeConfigDir()
+  }
 
   const results = {
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     machine: info,
-    options: {
-      connections: options.connections,
-      servers: options.servers,
-      concurrency: options.concurrency,
-      workers: options.workers,
-      topics: options.topics,
-      settleMs: options.settleMs,
-      warmup: options.warmup,
-      sourceAddresses: options.sourceAddresses,
-      gatewayDefaultLimits: options.gatewayDefaultLimits,
-      gatewayEnv: options.gatewayEnv
-    },
-    servers: Object.fromEntries(outcomes.map((o) => [o.server, o])),
-    ratios: ratio ?? null,
-    notes
+    suites: options.suites,
+    ...(connect === undefined ? {} : {
+      options: {
+        connections: options.connections,
+        servers: options.servers,
+        concurrency: options.concurrency,
+        workers: options.workers,
+        topics: options.topics,
+        settleMs: options.settleMs,
+        warmup: options.warmup,
+        sourceAddresses: options.sourceAddresses,
+        gatewayDefaultLimits: options.gatewayDefaultLimits,
+        gatewayEnv: options.gatewayEnv
+      },
+      servers: Object.fromEntries(connect.outcomes.map((o) => [o.server, o])),
+      ratios: connect.ratio ?? null,
+      notes: connect.notes,
+      connectLoadAverageAtStart: connect.loadAverageAtStart
+    }),
+    ...(fanout === undefined ? {} : { fanout }),
+    ...(push === undefined ? {} : { push })
   }
-  if (outcomes.some(isMeasurement)) {
+  const measuredSomething = (connect?.outcomes.some(isMeasurement) ?? false) ||
+    Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && "steps" in o) ||
+    (push !== undefined && "sequential" in push.outcome)
+  console.log("")
+  if (measuredSomething) {
     mkdirSync(dirname(options.out), { recursive: true })
     writeFileSync(options.out, `${JSON.stringify(results, null, 2)}\n`)
     console.log(`Results written to ${options.out}`)
@@ -619,10 +623,16 @@ const main = async (): Promise<number> => {
     console.log(`Nothing measured; ${options.out} left as it was.`)
   }
 
-  if (outcomes.some((o) => !isMeasurement(o))) return 1
-  const suspect = outcomes.some((o) =>
+  const failed = harnessError !== undefined ||
+    (connect?.outcomes.some((o) => !isMeasurement(o)) ?? false) ||
+    Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && !("steps" in o)) ||
+    (push !== undefined && !("sequential" in push.outcome))
+  if (failed) return 1
+  const suspect = (connect?.outcomes.some((o) =>
     isMeasurement(o) && (o.connections.failed > 0 || Object.keys(o.connections.droppedWhileIdle).length > 0)
-  )
+  ) ?? false) ||
+    (fanout !== undefined && fanoutSuspect(fanout)) ||
+    (push !== undefined && pushSuspect(push))
   return suspect ? 3 : 0
 }
 

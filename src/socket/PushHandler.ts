@@ -5,7 +5,6 @@
  * first failure is the reply; every push with a ref gets exactly one reply.
  */
 import { Context, Effect, Layer, Schema } from "effect"
-import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { ReplyReason as ReplyReasonType } from "../protocol/reasons.ts"
@@ -189,10 +188,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           }),
           // every push with a ref gets exactly one answer, even after a defect
           Effect.onExit(() => Effect.sync(() => reply.send("error", { reason: ReplyReason.apiError }))),
-          Effect.ensuring(Effect.sync(() => session.pushesInFlight--)),
-          Effect.withSpan("push", {
-            attributes: { app_id: session.app.config.id, topic: frame.topic, event: frame.event }
-          }, NO_STACK_TRACE)
+          Effect.ensuring(Effect.sync(() => session.pushesInFlight--))
         )
       }
 

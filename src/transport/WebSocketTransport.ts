@@ -17,7 +17,6 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { Auth } from "../auth/Auth.ts"
 import type { AuthError, Identity } from "../auth/Auth.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { NO_STACK_TRACE } from "../observability/Tracing.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
@@ -185,10 +184,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
               error._tag === "AuthServiceUnavailable"
                 ? Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id }))
                 : Effect.void
-            ),
-            Effect.withSpan("connect", {
-              attributes: { app_id: app.config.id, client_type: clientType }
-            }, NO_STACK_TRACE)
+            )
           ),
           {
             onExit: (exit) => {

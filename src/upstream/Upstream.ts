@@ -15,7 +15,7 @@ import { Context, Effect, Layer, Redacted } from "effect"
 import { Agent } from "undici"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { NO_STACK_TRACE } from "../observability/Tracing.ts"
+import { newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 
@@ -123,8 +123,6 @@ const errorDetail = (cause: unknown): string => {
   return String(cause)
 }
 
-/** The call's span, whose ids become the `traceparent` the app receives. */
-const currentSpan = Effect.currentSpan.pipe(Effect.orElseSucceed(() => undefined))
 
 export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realtime-gateway/upstream/Upstream") {
   static readonly layer = Layer.effect(
@@ -168,6 +166,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           "x-request-id": randomUUID(),
           "x-gateway-app": app.id,
           "x-gateway-node": config.nodeName,
+          traceparent: newTraceparent(),
           ...extra
         }
         if (body !== undefined) headers["content-type"] = "application/json"
@@ -193,14 +192,13 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       }
 
       const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
-        Effect.flatMap(currentSpan, (span): Effect.Effect<UpstreamAnswer, UpstreamError> => {
+        Effect.suspend((): Effect.Effect<UpstreamAnswer, UpstreamError> => {
           const breaker = pool.breakers[request.call]
           if (!breaker.admit(Date.now())) {
             return Effect.fail(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }))
           }
           const body = request.body === undefined ? undefined : JSON.stringify(request.body)
           const headers = headersFor(app, body, request.headers)
-          if (span !== undefined) headers.traceparent = `00-${span.traceId}-${span.spanId}-01`
           return Effect.tryPromise({
             try: async (signal) => {
               const response = await pool.agent.request({ ...requestOptions(request, headers, body), signal })
@@ -223,7 +221,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               })
             )
           )
-        }).pipe(Effect.withSpan(`upstream.${request.call}`, { attributes: { app_id: app.id } }, NO_STACK_TRACE))
+        })
 
       const call = (app: AppConfig, request: UpstreamRequest) => send(app, poolFor(app.id), request)
 
@@ -259,8 +257,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         pool.pendingNotifications++
         const json = JSON.stringify(body)
         const request: UpstreamRequest = { call: "notify", method: "POST", url, timeoutMs: NOTIFY_TIMEOUT_MS }
-        // not part of any traced operation: each notification starts its own trace
-        const traceparent = `00-${randomUUID().replaceAll("-", "")}-${randomUUID().replaceAll("-", "").slice(0, 16)}-01`
+        const traceparent = newTraceparent()
         const attempt = (remaining: number, delayMs: number): void => {
           const options = requestOptions(request, headersFor(app, json, { traceparent }), json)
           pool.agent.request({ ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }).then(

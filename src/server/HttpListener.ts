@@ -1,6 +1,6 @@
 /**
  * The node's one listening socket: HTTP requests go to the Effect router
- * (health, server API, admin, metrics), WebSocket upgrades go straight to the
+ * (health and the server API), WebSocket upgrades go straight to the
  * transport, which drives `ws` itself so that the per-connection path stays
  * free of per-request fibers.
  */

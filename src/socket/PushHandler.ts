@@ -7,7 +7,6 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
-import type { ReplyReason as ReplyReasonType } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
 import type { BroadcastFailed } from "../fanout/Broadcaster.ts"
@@ -47,7 +46,7 @@ class AppAnswerRefused extends Schema.TaggedError<AppAnswerRefused>()("AppAnswer
 }
 
 /** The contract's reply reason for each way a forwarded push can fail. */
-const replyReasonOf = (error: UpstreamError | AppAnswerRefused | BroadcastFailed): ReplyReasonType => {
+const replyReasonOf = (error: UpstreamError | AppAnswerRefused | BroadcastFailed): ReplyReason => {
   switch (error._tag) {
     case "UpstreamTimeout":
       return ReplyReason.apiTimeout

@@ -1,7 +1,8 @@
 /**
  * All live sessions of this node, and the node-wide hub they share: topic
  * subscription, lifecycle notifications to the app, push handling, the idle
- * sweep, and the counts that health and metrics read.
+ * sweep, and the connection counts and listings that capacity checks and the
+ * server API read.
  *
  * Idle connections are found by one sweep per node rather than a timer per
  * socket, which would cost memory and timer churn on every frame.

@@ -36,6 +36,9 @@
  * Also shown: the load generators' CPU per delivery, and the CPU the machine
  * spent over steps 2–3 besides the server, the load generators and the runner
  * (other work on the machine, which skews the latencies).
+ *
+ * The cross-node suite (`cross.ts`) broadcasts and collects arrivals with the
+ * same helpers (`sendBroadcasts`, `arrivals`, `heartbeats`, `mergeArrivals`).
  */
 import { Agent, request } from "node:http"
 import type { IncomingMessage } from "node:http"
@@ -67,11 +70,11 @@ import {
 } from "./setup.ts"
 import type { LoadSettings, ServerProcess, ServerStartOptions } from "./setup.ts"
 
-const TOPIC = "room:0"
+export const TOPIC = "room:0"
 const MAX_IN_FLIGHT = 64
-const DRAIN_TIMEOUT_MS = 10_000
-const POLL_MS = 100
-const HEARTBEAT_SETTLE_MS = 1_000
+export const DRAIN_TIMEOUT_MS = 10_000
+export const POLL_MS = 100
+export const HEARTBEAT_SETTLE_MS = 1_000
 const POST_TIMEOUT_MS = 10_000
 
 export const fanoutTargets = {
@@ -188,7 +191,8 @@ export interface FanoutResults {
 
 let arrivalsId = 0
 
-const arrivals = (generators: ReadonlyArray<Managed>, detail: boolean, reset: boolean): Promise<Array<ArrivalsResult>> => {
+/** Every generator's broadcast arrivals (per broadcast when `detail`); forgotten afterwards when `reset`. */
+export const arrivals = (generators: ReadonlyArray<Managed>, detail: boolean, reset: boolean): Promise<Array<ArrivalsResult>> => {
   const id = ++arrivalsId
   return Promise.all(generators.map((generator) => {
     const reply = nextMessage(generator, "its broadcast arrivals", (m) => {
@@ -200,7 +204,8 @@ const arrivals = (generators: ReadonlyArray<Managed>, detail: boolean, reset: bo
   }))
 }
 
-const heartbeats = (generators: ReadonlyArray<Managed>): Promise<Array<number>> =>
+/** A heartbeat on every connection of every generator now (none then falls into a measurement). */
+export const heartbeats = (generators: ReadonlyArray<Managed>): Promise<Array<number>> =>
   Promise.all(generators.map((generator) => {
     const reply = nextMessage(generator, "its heartbeats", (m) => {
       const message = m as FromLoad
@@ -214,7 +219,7 @@ const heartbeats = (generators: ReadonlyArray<Managed>): Promise<Array<number>> 
 // Broadcasting
 // ---------------------------------------------------------------------------
 
-interface SendOutcome {
+export interface SendOutcome {
   /** seq → send time (epoch ms), for the accepted broadcasts. */
   readonly accepted: Map<number, number>
   readonly sent: number
@@ -231,14 +236,30 @@ const payloadOf = (seq: number, t: number, bytes: number) => {
 
 const sleepUntil = (at: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, at - now())))
 
-const sendBroadcasts = async (
-  server: ServerProcess,
+/** Where broadcasts are POSTed: a server's port on 127.0.0.1 and its broadcast endpoint. */
+export interface BroadcastTarget {
+  readonly port: number
+  readonly path: string
+}
+
+/** The broadcast endpoint of a server: the gateway's server API or the bare server's equivalent. */
+export const broadcastPath = (name: ServerName): string => (name === "gateway" ? `/api/apps/${APP_ID}/broadcast` : "/broadcast")
+
+/**
+ * POSTs `count` broadcasts to `room:0`, one every `intervalMs` on a fixed
+ * schedule, seqs from `firstSeq`, over keep-alive HTTP (at most
+ * `MAX_IN_FLIGHT` unanswered; beyond that a broadcast is skipped and
+ * reported); resolves once every one is answered.
+ */
+export const sendBroadcasts = async (
+  target: BroadcastTarget,
   secret: string,
   count: number,
   intervalMs: number,
-  payloadBytes: number
+  payloadBytes: number,
+  firstSeq = 0
 ): Promise<SendOutcome> => {
-  const path = server.name === "gateway" ? `/api/apps/${APP_ID}/broadcast` : "/broadcast"
+  const { port, path } = target
   const agent = new Agent({ keepAlive: true, maxSockets: MAX_IN_FLIGHT })
   const accepted = new Map<number, number>()
   const failed: Record<string, number> = {}
@@ -250,8 +271,9 @@ const sendBroadcasts = async (
   let sent = 0
   const pending: Array<Promise<void>> = []
   const start = now() + 50
-  for (let seq = 0; seq < count; seq++) {
-    await sleepUntil(start + seq * intervalMs)
+  for (let n = 0; n < count; n++) {
+    const seq = firstSeq + n
+    await sleepUntil(start + n * intervalMs)
     if (inFlight >= MAX_IN_FLIGHT) {
       fail(`skipped: ${MAX_IN_FLIGHT} broadcasts in flight`)
       continue
@@ -263,7 +285,7 @@ const sendBroadcasts = async (
     pending.push(new Promise<void>((resolve) => {
       const req = request({
         host: "127.0.0.1",
-        port: server.port,
+        port,
         path,
         method: "POST",
         agent,
@@ -297,6 +319,45 @@ const sendBroadcasts = async (
   return { accepted, sent, failed, answerMs }
 }
 
+/** One broadcast's arrivals over all load generators (`byTarget` with several target servers). */
+export interface MergedArrival {
+  count: number
+  firstAt: number
+  lastAt: number
+  byTarget: Array<{ count: number; lastAt: number }> | undefined
+}
+
+/** Per broadcast seq, the arrivals reported by every load generator (asked with `detail`), merged. */
+export const mergeArrivals = (results: ReadonlyArray<ArrivalsResult>): Map<number, MergedArrival> => {
+  const merged = new Map<number, MergedArrival>()
+  for (const result of results) {
+    for (const b of result.broadcasts ?? ([] as ReadonlyArray<BroadcastArrival>)) {
+      const record = merged.get(b.seq)
+      const byTarget = b.byTarget?.map((t) => ({ count: t.count, lastAt: t.lastAt }))
+      if (record === undefined) {
+        merged.set(b.seq, { count: b.count, firstAt: b.firstAt, lastAt: b.lastAt, byTarget })
+        continue
+      }
+      record.count += b.count
+      record.firstAt = Math.min(record.firstAt, b.firstAt)
+      record.lastAt = Math.max(record.lastAt, b.lastAt)
+      if (byTarget === undefined) continue
+      if (record.byTarget === undefined) record.byTarget = byTarget
+      else {
+        byTarget.forEach((t, i) => {
+          const into = record.byTarget![i]
+          if (into === undefined) record.byTarget![i] = t
+          else {
+            into.count += t.count
+            into.lastAt = Math.max(into.lastAt, t.lastAt)
+          }
+        })
+      }
+    }
+  }
+  return merged
+}
+
 // ---------------------------------------------------------------------------
 // One size on one server
 // ---------------------------------------------------------------------------
@@ -327,7 +388,13 @@ const measureStep = async (
       `for ${options.durationMs / 1000} s`
   )
   const firstSend = now()
-  const outcome = await sendBroadcasts(server, options.secret, planned, intervalMs, options.payloadBytes)
+  const outcome = await sendBroadcasts(
+    { port: server.port, path: broadcastPath(server.name) },
+    options.secret,
+    planned,
+    intervalMs,
+    options.payloadBytes
+  )
   const expected = outcome.accepted.size * joined
   const drainUntil = now() + DRAIN_TIMEOUT_MS
   for (;;) {
@@ -342,18 +409,7 @@ const measureStep = async (
   const runnerUsed = process.cpuUsage(runnerBefore)
 
   // per broadcast, over all load generators
-  const merged = new Map<number, { count: number; firstAt: number; lastAt: number }>()
-  for (const result of final) {
-    for (const b of result.broadcasts ?? ([] as ReadonlyArray<BroadcastArrival>)) {
-      const record = merged.get(b.seq)
-      if (record === undefined) merged.set(b.seq, { count: b.count, firstAt: b.firstAt, lastAt: b.lastAt })
-      else {
-        record.count += b.count
-        record.firstAt = Math.min(record.firstAt, b.firstAt)
-        record.lastAt = Math.max(record.lastAt, b.lastAt)
-      }
-    }
-  }
+  const merged = mergeArrivals(final)
   const latencies: Array<number> = []
   const firstArrivals: Array<number> = []
   let received = 0

@@ -9,11 +9,13 @@
  * `close` closes them all, reports and exits. `more` opens further
  * connections the same way; `heartbeat` sends one heartbeat round at once.
  *
- * For the fan-out suite, every broadcast frame with the plan's
+ * For the fan-out and cross-node suites, every broadcast frame with the plan's
  * `broadcastEvent` that a joined connection receives is counted and timed
  * (arrival time taken when the frame is handed to the connection's message
  * handler) per `seq` of its payload; `arrivals` reports the counts, the first
- * and last arrival of each broadcast and this process's CPU time.
+ * and last arrival of each broadcast and this process's CPU time. With several
+ * target servers (`urls`, the nodes of a cluster) connection n goes to target
+ * n mod targets, and the arrivals are also counted and timed per target.
  *
  * It stops by itself when the runner goes away or after `lifetimeMs`, and it
  * only connects to 127.0.0.0/8.
@@ -37,8 +39,16 @@ const dropped = new Map<string, number>()
 let closing = false
 let heartbeat: NodeJS.Timeout | undefined
 
+interface Arrival {
+  count: number
+  firstAt: number
+  lastAt: number
+  /** With several targets: per target, count and last arrival. */
+  byTarget: Array<{ count: number; lastAt: number }> | undefined
+}
+
 /** Broadcast seq → how many connections got it, first and last arrival. */
-const arrivals = new Map<number, { count: number; firstAt: number; lastAt: number }>()
+const arrivals = new Map<number, Arrival>()
 let delivered = 0
 
 let seqMarker: Buffer | undefined
@@ -73,25 +83,45 @@ const broadcastSeq = (p: LoadPlan, data: WebSocket.RawData): number | undefined 
   return typeof seq === "number" ? seq : undefined
 }
 
-const onBroadcast = (p: LoadPlan, data: WebSocket.RawData): void => {
+const targetCount = (p: LoadPlan) => (p.urls === undefined || p.urls.length === 0 ? 1 : p.urls.length)
+
+const onBroadcast = (p: LoadPlan, target: number, data: WebSocket.RawData): void => {
   const at = now()
   // heartbeat replies and anything else but the timed broadcasts are ignored
   const seq = broadcastSeq(p, data)
   if (seq === undefined) return
   delivered++
-  const record = arrivals.get(seq)
+  let record = arrivals.get(seq)
   if (record === undefined) {
-    arrivals.set(seq, { count: 1, firstAt: at, lastAt: at })
+    const targets = targetCount(p)
+    record = {
+      count: 1,
+      firstAt: at,
+      lastAt: at,
+      byTarget: targets > 1 ? Array.from({ length: targets }, () => ({ count: 0, lastAt: 0 })) : undefined
+    }
+    arrivals.set(seq, record)
   } else {
     record.count++
     if (at > record.lastAt) record.lastAt = at
+  }
+  const mine = record.byTarget?.[target]
+  if (mine !== undefined) {
+    mine.count++
+    if (at > mine.lastAt) mine.lastAt = at
   }
 }
 
 const reportArrivals = (detail: boolean, reset: boolean): ArrivalsResult => {
   const cpu = process.cpuUsage()
   const broadcasts: Array<BroadcastArrival> = detail
-    ? [...arrivals].map(([seq, record]) => ({ seq, count: record.count, firstAt: record.firstAt, lastAt: record.lastAt }))
+    ? [...arrivals].map(([seq, record]) => ({
+      seq,
+      count: record.count,
+      firstAt: record.firstAt,
+      lastAt: record.lastAt,
+      ...(record.byTarget === undefined ? {} : { byTarget: record.byTarget })
+    }))
     : []
   const result: ArrivalsResult = { delivered, cpuUs: cpu.user + cpu.system, ...(detail ? { broadcasts } : {}) }
   if (reset) {
@@ -102,8 +132,10 @@ const reportArrivals = (detail: boolean, reset: boolean): ArrivalsResult => {
 }
 
 const validate = (candidate: LoadPlan): LoadPlan => {
-  const url = new URL(candidate.url)
-  if (url.protocol !== "ws:" || !isLoopback(url.hostname)) throw new Error(`refusing a non-loopback target: ${candidate.url}`)
+  for (const target of [candidate.url, ...(candidate.urls ?? [])]) {
+    const url = new URL(target)
+    if (url.protocol !== "ws:" || !isLoopback(url.hostname)) throw new Error(`refusing a non-loopback target: ${target}`)
+  }
   for (const address of candidate.localAddresses) {
     if (!isLoopback(address)) throw new Error(`refusing a non-loopback source address: ${address}`)
   }
@@ -111,8 +143,11 @@ const validate = (candidate: LoadPlan): LoadPlan => {
   return candidate
 }
 
+/** Which of the plan's targets connection `index` goes to (0 with a single one). */
+const targetFor = (p: LoadPlan, index: number): number => index % targetCount(p)
+
 const urlFor = (p: LoadPlan, index: number): string =>
-  `${p.url}?app=${encodeURIComponent(p.app)}&token=bench-${index}` +
+  `${p.urls?.[targetFor(p, index)] ?? p.url}?app=${encodeURIComponent(p.app)}&token=bench-${index}` +
   `&client_type=${encodeURIComponent(p.clientType)}&vsn=2.0.0`
 
 const topicFor = (p: LoadPlan, index: number): string => `room:${p.topics > 0 ? index % p.topics : index}`
@@ -130,6 +165,7 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
       firstAttemptAt ??= started
       const localAddress = p.localAddresses[index % p.localAddresses.length]!
       const topic = topicFor(p, index)
+      const target = targetFor(p, index)
       let settled = false
       let isJoined = false
 
@@ -170,7 +206,7 @@ const run = async (p: LoadPlan): Promise<LoadResult> => {
       ws.on("error", (error: Error & { code?: string }) => fail(`error ${error.code ?? error.message}`))
       ws.on("open", () => ws.send(JSON.stringify(["1", "1", topic, "phx_join", {}])))
       ws.on("message", (data) => {
-        if (isJoined) return onBroadcast(p, data)
+        if (isJoined) return onBroadcast(p, target, data)
         if (settled) return
         let frame: unknown
         try {

@@ -10,6 +10,12 @@
 export interface LoadPlan {
   /** `ws://127.0.0.1:<port>/socket/websocket`, without the query. */
   readonly url: string
+  /**
+   * Several servers (the nodes of a cluster), each such a URL: connection n
+   * goes to `urls[n mod urls.length]` (its target), instead of `url`; the
+   * broadcast arrivals are then also timed per target.
+   */
+  readonly urls?: ReadonlyArray<string>
   readonly app: string
   readonly clientType: string
   /** Global index of this generator's first connection (token `bench-<index>`). */
@@ -63,6 +69,12 @@ export interface BroadcastArrival {
   /** Epoch milliseconds of the first and the last arrival. */
   readonly firstAt: number
   readonly lastAt: number
+  /**
+   * With several targets (`LoadPlan.urls`): per target, how many of this
+   * generator's connections to it received the broadcast and the last arrival
+   * among them (0 when none did).
+   */
+  readonly byTarget?: ReadonlyArray<{ readonly count: number; readonly lastAt: number }>
 }
 
 /** A generator's broadcast arrivals since the previous reset. */

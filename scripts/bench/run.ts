@@ -1,18 +1,26 @@
 /**
  * The gateway's benchmark: the gateway against a bare `ws` server speaking the
- * same protocol (`bare-ws-server.ts`), in one run, on this machine, in three
- * suites (all by default; `--suite` picks some, in this order):
+ * same protocol (`bare-ws-server.ts`), and a gateway cluster against a single
+ * gateway, in one run, on this machine, in four suites (all by default;
+ * `--suite` picks some, in this order):
  *   connect  connect + auth + join rate and memory per connection;
  *   fanout   one topic with 1,000 and 10,000 subscribers, broadcasts through
  *            the HTTP broadcast endpoint at a fixed delivery rate: CPU per
  *            delivery and broadcast-to-every-subscriber latency (`fanout.ts`);
  *   push     client push → gateway → app → reply round trips against the same
  *            calls made straight to the app, one client sequentially and 50
- *            concurrently (gateway only; `push.ts`).
+ *            concurrently (gateway only; `push.ts`);
+ *   cross    one topic with 1,000 subscribers spread over a 4-node cluster
+ *            (PostgreSQL-backed), broadcasts through node-1's server API at
+ *            100/s: deliveries/s and broadcast-to-every-subscriber latency,
+ *            per-node subscribers and CPU, beside the same load on one node
+ *            (gateway only; `cross.ts`).
  *
  * Run
- *   npm run bench                                  # every suite at default sizes (about 4 minutes)
- *   npm run bench -- --suite fanout,push           # some suites (connect | fanout | push)
+ *   npm run bench                                  # every suite at default sizes (about 3 minutes)
+ *   npm run bench -- --suite fanout,push           # some suites (connect | fanout | push | cross)
+ *   npm run bench -- --suite cross                 # the cluster suite alone (about 1 minute)
+ *   npm run bench -- --suite cross --cross-rate 40 # at a lower broadcast rate
  *   npm run bench -- --connections 500            # quick connect run (seconds)
  *   npm run bench -- --suite fanout --fanout-subscribers 500 --fanout-duration-s 3   # quick fan-out run
  *   npm run bench -- --only gateway                # one server (bare | gateway) in connect and fanout
@@ -27,22 +35,25 @@
  * Processes. Each measured server runs alone, as its own process started with
  * `--expose-gc` and the stats agent `stats-agent.ts` preloaded (which answers
  * the runner's IPC requests for its RSS, heap and CPU time), and is stopped
- * before the next one; the bare `ws` server goes first. The load generators are
- * child processes (`--workers`, 2 by default), each with its own source
- * addresses out of 127.0.0.2–127.0.0.9. The gateway is configured with one
- * app, `bench` (`bench-app.ts`: the fake app of `src/testing/FakeApp.ts` with a
- * schema of rooms `room:{id}` and the event `echo`, no rate limits, an auth
- * handler accepting every `bench-<n>` token, and replies echoing the payload).
- * In the connect suite the fake app runs inside this runner process (the
- * runner's CPU over the connect phase is printed to show what it took); in the
- * fanout and push suites it runs as a process of its own (`app-server.ts`),
- * apart from the runner and the load generators. The gateway's admission
- * limits (connection attempts per IP, concurrent auth calls) are raised through
- * a temporary `GATEWAY_CONFIG` file so that they do not refuse the benchmark's
- * bursts (`--gateway-default-limits` keeps the defaults); for fanout and push
- * the file also gives the app a secret, new for every run (the bearer token of
- * the server API, and the key signing the gateway's calls to the app);
- * `--gateway-env KEY=VALUE` passes further settings.
+ * before the next one; the bare `ws` server goes first (the cross suite's
+ * gateway processes are started as `npm start` starts one, with
+ * `--max-semi-space-size=8`, and the stats agent preloaded). The load
+ * generators are child processes (`--workers`, 2 by default), each with its
+ * own source addresses out of 127.0.0.2–127.0.0.9. The gateway is configured
+ * with one app, `bench` (`bench-app.ts`: the fake app of
+ * `src/testing/FakeApp.ts` with a schema of rooms `room:{id}` and the event
+ * `echo`, no rate limits, an auth handler accepting every `bench-<n>` token,
+ * and replies echoing the payload). In the connect suite the fake app runs
+ * inside this runner process (the runner's CPU over the connect phase is
+ * printed to show what it took); in the fanout, push and cross suites it runs
+ * as a process of its own (`app-server.ts`), apart from the runner and the
+ * load generators. The gateway's admission limits (connection attempts per IP,
+ * concurrent auth calls) are raised through a temporary `GATEWAY_CONFIG` file
+ * so that they do not refuse the benchmark's bursts (`--gateway-default-limits`
+ * keeps the defaults); for fanout, push and cross the file also gives the app
+ * a secret, new for every run (the bearer token of the server API, and the key
+ * signing the gateway's calls to the app); `--gateway-env KEY=VALUE` passes
+ * further settings (to every node in the cross suite).
  *
  * Connect suite, for each server in turn:
  *   1. start it on a free 127.0.0.1 port and wait for `GET /health/ready` = 200;
@@ -96,6 +107,26 @@
  * number of keep-alive callers of the app's message endpoint (round trips/s,
  * gateway / direct; target ≥ 0.5×).
  *
+ * Cross suite (details in `cross.ts`), gateway only, two setups in turn, each
+ * started afresh and stopped (SIGTERM) at its end: one gateway process without
+ * `DATABASE_URL`, then embedded PostgreSQL (`cluster/postgres.ts`, in a
+ * temporary directory, removed at the end) and `--cross-nodes` (4) gateway
+ * processes `node-1`… forming one cluster over it, checked (a broadcast through
+ * each node reaches a client on every node) before anything is measured. The
+ * load generators open `--cross-subscribers` (1,000) raw `ws` V2 clients
+ * joined to `room:0`, connection n to node n mod N; after `--cross-warmup-s`
+ * (1 s) of uncounted broadcasts the runner POSTs `--cross-rate` (100)
+ * broadcasts/s of `--payload-bytes` payloads through node-1's server API for
+ * `--cross-duration-s` (10 s). Figures per setup: deliveries/s, p50/p99 over
+ * the broadcasts of the time to reach every subscriber on every node (target
+ * in the cluster: p99 ≤ 20 ms), per node its subscribers (as the gateway lists
+ * them), CPU and its own subscribers' latency, which node runs the topic's
+ * entity, the gateway processes' CPU per delivery, PostgreSQL's CPU. The
+ * offered load is rate × subscribers deliveries/s (100,000 by default): on a
+ * machine that cannot carry it together with the load generators the
+ * latencies are those of queues (broadcasts skipped at 64 in flight are
+ * reported); compare setups at a rate both carry (`--cross-rate`).
+ *
  * Caveat: the server, the load generators, the runner and the fake app share
  * this machine's cores, so on a small machine rates are those of the whole
  * setup, not of the server alone; compare CPU per connection, per delivery and
@@ -109,14 +140,16 @@
  *
  * Results are printed as tables and written as JSON (`--out`, by default
  * `scripts/bench/results/latest.json`): the machine, then the connect suite's
- * `options`, `servers`, `ratios` and `notes` at the top level, and `fanout` and
- * `push` objects, for the suites this run measured (a run replaces the file).
+ * `options`, `servers`, `ratios` and `notes` at the top level, and `fanout`,
+ * `push` and `cross` objects, for the suites this run measured (a run replaces
+ * the file).
  *
  * All traffic stays on 127.0.0.0/8; every load is bounded in connections,
  * broadcasts and round trips and in time (each suite bounded by its sizes and
  * durations; overall `--timeout-s`, 300 s per selected suite by default, after
  * which everything is killed), and every child process is killed when the
- * runner exits for any reason.
+ * runner exits for any reason (the cross suite's PostgreSQL is asked to shut
+ * down and its directory removed).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, release, tmpdir, totalmem } from "node:os"
@@ -126,6 +159,8 @@ import type { FakeApp } from "../../src/testing/FakeApp.ts"
 import { countCalls, startBenchApp } from "./bench-app.ts"
 import { killAll, requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
+import { abandonPostgres, crossSuspect, formatCross, isCrossMeasurement, runCross } from "./cross.ts"
+import type { CrossResults } from "./cross.ts"
 import { fanoutSuspect, formatFanout, runFanout } from "./fanout.ts"
 import type { FanoutResults } from "./fanout.ts"
 import type { ServerStats } from "./messages.ts"
@@ -154,7 +189,7 @@ import {
 } from "./setup.ts"
 import type { AppProcess } from "./setup.ts"
 
-const SUITES = ["connect", "fanout", "push"] as const
+const SUITES = ["connect", "fanout", "push", "cross"] as const
 type Suite = typeof SUITES[number]
 const TIMEOUT_PER_SUITE_S = 300
 
@@ -164,7 +199,7 @@ const TIMEOUT_PER_SUITE_S = 300
 
 const usage = `Usage: npm run bench -- [options]   (or scripts/node.sh scripts/bench/run.ts [options])
 
-  --suite LIST              comma-separated suites: connect, fanout, push (default: all) [BENCH_SUITE]
+  --suite LIST              comma-separated suites: connect, fanout, push, cross (default: all) [BENCH_SUITE]
   --only bare|gateway       measure one server only (connect and fanout; push is gateway only) [BENCH_ONLY]
   --workers N               load generator processes (default 2) [BENCH_WORKERS]
   --source-addresses LIST   comma-separated client source addresses in 127.0.0.0/8 (default 127.0.0.2-127.0.0.9)
@@ -193,7 +228,14 @@ const usage = `Usage: npm run bench -- [options]   (or scripts/node.sh scripts/b
  push suite
   --push-round-trips N      sequential round trips timed per kind, 1 client (default 2000, after 200 of warm-up)
   --push-clients N          concurrent clients (default 50)
-  --push-duration-s S       timed window per kind, concurrent part (default 10, after 1 s of warm-up)`
+  --push-duration-s S       timed window per kind, concurrent part (default 10, after 1 s of warm-up)
+
+ cross suite (gateway only: one node, then a cluster over PostgreSQL)
+  --cross-nodes N           nodes of the cluster (default 4)
+  --cross-subscribers N     subscribers of the one topic, spread evenly over the nodes (default 1000, at most ${MAX_CONNECTIONS})
+  --cross-rate N            broadcasts per second through node-1 (default 100)
+  --cross-duration-s S      broadcasting time (default 10)
+  --cross-warmup-s S        broadcasts at the same rate before it, not counted (default 1; 0: none)`
 
 interface Options {
   readonly suites: ReadonlyArray<Suite>
@@ -216,6 +258,11 @@ interface Options {
   readonly pushRoundTrips: number
   readonly pushClients: number
   readonly pushDurationMs: number
+  readonly crossNodes: number
+  readonly crossSubscribers: number
+  readonly crossRate: number
+  readonly crossDurationMs: number
+  readonly crossWarmupMs: number
   readonly out: string
   readonly verbose: boolean
 }
@@ -248,6 +295,11 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
       "push-round-trips": { type: "string" },
       "push-clients": { type: "string" },
       "push-duration-s": { type: "string" },
+      "cross-nodes": { type: "string" },
+      "cross-subscribers": { type: "string" },
+      "cross-rate": { type: "string" },
+      "cross-duration-s": { type: "string" },
+      "cross-warmup-s": { type: "string" },
       out: { type: "string" },
       verbose: { type: "boolean" },
       help: { type: "boolean" }
@@ -316,6 +368,11 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     pushRoundTrips: integer("push-round-trips", values["push-round-trips"], 2_000, 1, 100_000),
     pushClients: integer("push-clients", values["push-clients"], 50, 1, 1_000),
     pushDurationMs: integer("push-duration-s", values["push-duration-s"], 10, 1, 120) * 1000,
+    crossNodes: integer("cross-nodes", values["cross-nodes"], 4, 2, 8),
+    crossSubscribers: integer("cross-subscribers", values["cross-subscribers"], 1_000, 1, MAX_CONNECTIONS),
+    crossRate: integer("cross-rate", values["cross-rate"], 100, 1, 1_000),
+    crossDurationMs: integer("cross-duration-s", values["cross-duration-s"], 10, 1, 120) * 1000,
+    crossWarmupMs: integer("cross-warmup-s", values["cross-warmup-s"], 1, 0, 30) * 1000,
     out: resolve(values.out ?? env["BENCH_OUT"] ?? join(benchDir, "results", "latest.json")),
     verbose: values.verbose === true
   }
@@ -517,6 +574,7 @@ const main = async (): Promise<number> => {
   let connect: ConnectResults | undefined
   let fanout: FanoutResults | undefined
   let push: PushResults | undefined
+  let cross: CrossResults | undefined
   let harnessError: string | undefined
   let app: AppProcess | undefined
   try {
@@ -525,7 +583,7 @@ const main = async (): Promise<number> => {
       printConnect(options, info, connect)
     }
     const needsApp = (options.suites.includes("fanout") && options.servers.includes("gateway")) ||
-      options.suites.includes("push")
+      options.suites.includes("push") || options.suites.includes("cross")
     if (needsApp) app = await startAppProcess(options.verbose)
     if (options.suites.includes("fanout")) {
       const loadAverage = loadAverageNow()
@@ -576,6 +634,33 @@ const main = async (): Promise<number> => {
       console.log("")
       console.log(formatPush(push))
     }
+    if (options.suites.includes("cross") && app !== undefined) {
+      const loadAverage = loadAverageNow()
+      warnIfBusy("the cross suite", loadAverage)
+      cross = await runCross({
+        nodes: options.crossNodes,
+        subscribers: options.crossSubscribers,
+        broadcastsPerSecond: options.crossRate,
+        durationMs: options.crossDurationMs,
+        warmupMs: options.crossWarmupMs,
+        payloadBytes: options.payloadBytes,
+        load: {
+          workers: options.workers,
+          concurrency: options.concurrency,
+          sourceAddresses: options.sourceAddresses,
+          verbose: options.verbose
+        },
+        verbose: options.verbose,
+        gatewayEnv: options.gatewayEnv,
+        readyTimeoutMs: options.readyTimeoutMs,
+        gatewayDefaultLimits: options.gatewayDefaultLimits,
+        appUrl: app.url,
+        secret,
+        configDir: dir
+      }, deadline, loadAverage)
+      console.log("")
+      console.log(formatCross(cross))
+    }
   } catch (error) {
     harnessError = error instanceof Error ? error.message : String(error)
     log(`failed: ${harnessError}`)
@@ -609,11 +694,13 @@ const main = async (): Promise<number> => {
       connectLoadAverageAtStart: connect.loadAverageAtStart
     }),
     ...(fanout === undefined ? {} : { fanout }),
-    ...(push === undefined ? {} : { push })
+    ...(push === undefined ? {} : { push }),
+    ...(cross === undefined ? {} : { cross })
   }
   const measuredSomething = (connect?.outcomes.some(isMeasurement) ?? false) ||
     Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && "steps" in o) ||
-    (push !== undefined && "sequential" in push.outcome)
+    (push !== undefined && "sequential" in push.outcome) ||
+    (cross !== undefined && (isCrossMeasurement(cross.single) || isCrossMeasurement(cross.cluster)))
   console.log("")
   if (measuredSomething) {
     mkdirSync(dirname(options.out), { recursive: true })
@@ -626,18 +713,21 @@ const main = async (): Promise<number> => {
   const failed = harnessError !== undefined ||
     (connect?.outcomes.some((o) => !isMeasurement(o)) ?? false) ||
     Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && !("steps" in o)) ||
-    (push !== undefined && !("sequential" in push.outcome))
+    (push !== undefined && !("sequential" in push.outcome)) ||
+    (cross !== undefined && !(isCrossMeasurement(cross.single) && isCrossMeasurement(cross.cluster)))
   if (failed) return 1
   const suspect = (connect?.outcomes.some((o) =>
     isMeasurement(o) && (o.connections.failed > 0 || Object.keys(o.connections.droppedWhileIdle).length > 0)
   ) ?? false) ||
     (fanout !== undefined && fanoutSuspect(fanout)) ||
-    (push !== undefined && pushSuspect(push))
+    (push !== undefined && pushSuspect(push)) ||
+    (cross !== undefined && crossSuspect(cross))
   return suspect ? 3 : 0
 }
 
 process.on("exit", () => {
   killAll()
+  abandonPostgres()
   removeConfigDir()
 })
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {

@@ -20,7 +20,8 @@ import type { ServerName } from "./report.ts"
 
 export const benchDir = dirname(fileURLToPath(import.meta.url))
 export const rootDir = resolve(benchDir, "../..")
-const agentUrl = pathToFileURL(join(benchDir, "stats-agent.ts")).href
+/** The stats agent, preloaded (`--import`) into every process whose CPU and memory the runner reads. */
+export const agentUrl = pathToFileURL(join(benchDir, "stats-agent.ts")).href
 
 /** One server process holds at most ~18k sockets (open files are capped at 20,000). */
 export const MAX_CONNECTIONS = 18_000
@@ -191,7 +192,8 @@ export const startServer = (
     ...(gateway.configFile === undefined ? {} : { GATEWAY_CONFIG: gateway.configFile }),
     ...options.gatewayEnv
   }
-  const child = spawnManaged("gateway", [...nodeArgs, join(rootDir, "src", "main.ts")], {
+  // the same V8 flag as `npm start` (see the README's operations section)
+  const child = spawnManaged("gateway", [...nodeArgs, "--max-semi-space-size=8", join(rootDir, "src", "main.ts")], {
     cwd: rootDir,
     env,
     verbose: options.verbose
@@ -281,13 +283,16 @@ export interface LoadSettings {
 
 /**
  * Starts the load generators for `connections` connections (they connect on
- * `runLoad`); generator w gets source addresses w, w + workers, ….
+ * `runLoad`); generator w gets source addresses w, w + workers, …. With
+ * `ports` (several servers on 127.0.0.1, e.g. the nodes of a cluster),
+ * connection n goes to `ports[n mod ports.length]` instead of the server's.
  */
 export const startLoad = async (
   server: ServerProcess,
   settings: LoadSettings,
   connections: number,
-  deadline: number
+  deadline: number,
+  ports?: ReadonlyArray<number>
 ): Promise<ReadonlyArray<Managed>> => {
   const workers = Math.min(settings.workers, connections)
   const counts = split(connections, workers)
@@ -298,6 +303,7 @@ export const startLoad = async (
     const mine = settings.sourceAddresses.filter((_, i) => i % workers === w)
     plans.push({
       url: `ws://127.0.0.1:${server.port}/socket/websocket`,
+      ...(ports === undefined ? {} : { urls: ports.map((port) => `ws://127.0.0.1:${port}/socket/websocket`) }),
       app: APP_ID,
       clientType: CLIENT_TYPE,
       firstIndex,

@@ -3,10 +3,12 @@
  * so each call starts its own trace: the app can still tie its logs of one
  * call together, and our `x-request-id` ties them to ours.
  */
-import { randomBytes } from "node:crypto"
+import { randomUUID } from "node:crypto"
 
-/** A fresh `traceparent` header value: version 00, random trace and parent ids, sampled. */
-export const newTraceparent = (): string => {
-  const ids = randomBytes(24).toString("hex")
-  return `00-${ids.slice(0, 32)}-${ids.slice(32)}-01`
-}
+/**
+ * A fresh `traceparent` header value: version 00, random trace and parent
+ * ids, sampled. `randomUUID` draws from a buffer, where `randomBytes` would
+ * make a system call per header.
+ */
+export const newTraceparent = (): string =>
+  `00-${randomUUID().replaceAll("-", "")}-${randomUUID().replaceAll("-", "").slice(0, 16)}-01`

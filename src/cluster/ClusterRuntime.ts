@@ -14,11 +14,12 @@
  * environment (`ShardingConfig.layerFromEnv` would take our HTTP `PORT` for
  * the runner port). The timings are chosen for failover within the contract's
  * 10 s (see docs/cluster.md):
- * - `shardLockExpiration` 10 s: a dead runner's shards are free after at most
+ * - `shardLockExpiration` 8 s: a dead runner's shards are free after at most
  *   this (PostgreSQL also drops its advisory locks as soon as its session
- *   dies); it must exceed the worst event-loop stall, or two live copies of an
- *   entity could exist for a moment;
- * - `shardLockRefreshInterval` 3 s: three refreshes per expiration period;
+ *   dies), leaving room within the 10 s for the new owner to start; it must
+ *   exceed the worst event-loop stall, or two live copies of an entity could
+ *   exist for a moment;
+ * - `shardLockRefreshInterval` 2 s: four refreshes per expiration period;
  * - `refreshAssignmentsInterval` and `runnerHealthCheckInterval` 1 s: the
  *   survivors notice a dead runner and take its shards within seconds.
  */
@@ -43,8 +44,8 @@ import { Redacted } from "effect"
 export const nodeShardGroup = (node: string) => `node-${node}`
 
 export const CLUSTER_TIMINGS = {
-  shardLockExpiration: "10 seconds",
-  shardLockRefreshInterval: "3 seconds",
+  shardLockExpiration: "8 seconds",
+  shardLockRefreshInterval: "2 seconds",
   refreshAssignmentsInterval: "1 second",
   runnerHealthCheckInterval: "1 second"
 } as const

@@ -75,36 +75,49 @@ export const TopicEntityLayer = Topic.toLayer(
     // node → presence ref → entry
     const presences = new Map<string, Map<string, PresenceEntry>>()
 
-    // Broadcasts leave in the order they were published. While one batch is
-    // on its way to the nodes, the next ones wait here and then go together:
-    // a busy topic sends one call per node per batch, not per broadcast.
+    // Broadcasts leave in the order they were published, through one lane per
+    // node: while a batch is on its way to a node, that node's next broadcasts
+    // wait and then go together (a busy topic makes one call per node per
+    // batch), and a node that stopped answering holds up only its own lane
+    // until it drops out of the live nodes.
     const scope = yield* Effect.scope
-    let outbox: Array<{ readonly broadcast: BroadcastMessage; readonly sent: Deferred.Deferred<void> }> = []
-    let sending = false
+    interface Outgoing {
+      readonly broadcast: BroadcastMessage
+      readonly sent: Deferred.Deferred<void>
+    }
+    const lanes = new Map<string, { queue: Array<Outgoing>; sending: boolean }>()
 
-    const sendOutbox: Effect.Effect<void> = Effect.gen(function*() {
-      while (outbox.length > 0) {
-        const batch = outbox
-        outbox = []
-        const nodes = yield* router.nodes
-        const broadcasts = batch.map((item) => item.broadcast)
-        yield* Effect.forEach(nodes, (node) => router.deliver(node, broadcasts), { concurrency: "unbounded", discard: true })
-        for (const item of batch) Deferred.doneUnsafe(item.sent, Effect.void)
-      }
-    }).pipe(Effect.ensuring(Effect.sync(() => {
-      sending = false
-    })))
-
-    /** Completes once the broadcast has been handed to every live node. */
-    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
-      Effect.suspend(() => {
-        const sent = Deferred.makeUnsafe<void>()
-        outbox.push({ broadcast: { id, app, topic, event, payload, excludeConnectionId }, sent })
-        if (!sending) {
-          sending = true
-          return Effect.forkIn(sendOutbox, scope).pipe(Effect.andThen(Deferred.await(sent)))
+    const sendLane = (node: string, lane: { queue: Array<Outgoing>; sending: boolean }): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        while (lane.queue.length > 0) {
+          const batch = lane.queue
+          lane.queue = []
+          const live = yield* router.nodes
+          if (live.includes(node)) yield* router.deliver(node, batch.map((item) => item.broadcast))
+          for (const item of batch) Deferred.doneUnsafe(item.sent, Effect.void)
         }
-        return Deferred.await(sent)
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        lane.sending = false
+      })))
+
+    /** Completes once every live node has been handed the broadcast (or has dropped out). */
+    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
+      Effect.flatMap(router.nodes, (nodes) => {
+        const broadcast: BroadcastMessage = { id, app, topic, event, payload, excludeConnectionId }
+        const starts: Array<Effect.Effect<void>> = []
+        const waits: Array<Effect.Effect<void>> = []
+        for (const node of nodes) {
+          let lane = lanes.get(node)
+          if (lane === undefined) lanes.set(node, lane = { queue: [], sending: false })
+          const sent = Deferred.makeUnsafe<void>()
+          lane.queue.push({ broadcast, sent })
+          waits.push(Deferred.await(sent))
+          if (!lane.sending) {
+            lane.sending = true
+            starts.push(Effect.asVoid(Effect.forkIn(sendLane(node, lane), scope)))
+          }
+        }
+        return Effect.all([...starts, ...waits], { discard: true })
       })
 
     const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {

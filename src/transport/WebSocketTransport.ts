@@ -104,6 +104,8 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         maxPayload: config.limits.maxFrameBytes,
         perMessageDeflate: false,
         clientTracking: false,
+        // the protocol decoder checks text frames' UTF-8 itself (1007 when invalid)
+        skipUTF8Validation: true,
         handleProtocols: (protocols) => (protocols.has(PHOENIX_SUBPROTOCOL) ? PHOENIX_SUBPROTOCOL : false)
       })
       yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))

@@ -178,6 +178,10 @@ describe("bad frames close only their own connection", () => {
       socket.send(garbage)
       expect((await socket.closed).code).toBe(1007)
     }
+    // a text frame that is not UTF-8
+    const invalidUtf8 = await rawSocket(v2Url())
+    invalidUtf8.ws.send(Buffer.from([0x5b, 0xff, 0xfe, 0x5d]), { binary: false })
+    expect((await invalidUtf8.closed).code).toBe(1007)
     await assertHealthy(bystander)
     await bystander.close()
   })

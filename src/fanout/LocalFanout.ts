@@ -6,7 +6,13 @@
 import { Context, Effect, Layer } from "effect"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
+import { V2 } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
+
+interface EncodedFrame {
+  readonly bytes: Buffer
+  readonly binary: boolean
+}
 
 export type Broadcast = BroadcastMessage
 
@@ -21,21 +27,24 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
     Effect.gen(function*() {
       const topics = yield* TopicRegistry
 
+      const encode = (serializer: Serializer, broadcast: Broadcast): EncodedFrame => {
+        const bytes = serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload)
+        // a string would be UTF-8 encoded again for every socket
+        return typeof bytes === "string" ? { bytes: Buffer.from(bytes), binary: false } : { bytes, binary: true }
+      }
+
       const deliver = (broadcast: Broadcast) => {
         const subscribers = topics.subscribersFor(broadcast)
         if (subscribers === undefined) return 0
-        // one encoding per serializer in use; almost always one or two entries
-        const encoded = new Map<Serializer, { readonly bytes: Buffer; readonly binary: boolean }>()
+        // one encoding per protocol version in use (there are two), made on first need
+        let v1: EncodedFrame | undefined
+        let v2: EncodedFrame | undefined
         let written = 0
         for (const subscriber of subscribers) {
           if (subscriber.connectionId === broadcast.excludeConnectionId) continue
-          let frame = encoded.get(subscriber.serializer)
-          if (frame === undefined) {
-            const bytes = subscriber.serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload)
-            // a string would be UTF-8 encoded again for every socket
-            frame = typeof bytes === "string" ? { bytes: Buffer.from(bytes), binary: false } : { bytes, binary: true }
-            encoded.set(subscriber.serializer, frame)
-          }
+          const frame = subscriber.serializer === V2
+            ? (v2 ??= encode(V2, broadcast))
+            : (v1 ??= encode(subscriber.serializer, broadcast))
           subscriber.send(frame.bytes, frame.binary)
           written++
         }

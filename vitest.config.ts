@@ -21,9 +21,21 @@ const summaryLine = {
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
     testTimeout: 30_000,
     hookTimeout: 60_000,
-    reporters: ["default", summaryLine]
+    reporters: ["default", summaryLine],
+    projects: [
+      {
+        extends: true,
+        test: { name: "gateway", include: ["test/**/*.test.ts"], exclude: ["test/cluster/**"] }
+      },
+      {
+        // Each cluster file runs four or more gateway processes and PostgreSQL:
+        // one file at a time, or on 2 cores their event loops starve each other
+        // and failover timings stop meaning anything.
+        extends: true,
+        test: { name: "cluster", include: ["test/cluster/**/*.test.ts"], fileParallelism: false }
+      }
+    ]
   }
 })

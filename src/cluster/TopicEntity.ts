@@ -158,6 +158,10 @@ export const TopicEntityLayer = Topic.toLayer(
             if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
           })
         ), { concurrency: "unbounded", discard: true })
+      // Presences already there mean this entity replaces one that was lost,
+      // whose diffs the subscribers may have missed (a dead node's leaves, for
+      // one): a full state makes every `Presence` client reconcile.
+      if (presences.size > 0) yield* Effect.forkIn(publish(`${diffIdPrefix}state`, Event.presenceState, presenceState()), scope)
     }
 
     // The presences of a node that died leave with it.

@@ -16,7 +16,7 @@
  * interval (`TopicRegistry`).
  */
 import { randomBytes } from "node:crypto"
-import { Deferred, Effect, Schedule, Schema } from "effect"
+import { Deferred, Effect, Fiber, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { appScopedId, parseAppScopedId } from "./entityIds.ts"
@@ -48,6 +48,9 @@ export const Untrack = Rpc.make("Untrack", { payload: { node: Schema.String, key
 export const Presences = Rpc.make("Presences", { success: PresenceState })
 
 export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrack, Presences])
+
+/** The longest a publisher waits for its broadcast to reach every node's inbox. */
+const PUBLISH_WAIT_LIMIT = "1 second"
 
 /** How often an entity with presences checks that their nodes are alive. */
 const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
@@ -81,6 +84,7 @@ export const TopicEntityLayer = Topic.toLayer(
     // batch), and a node that stopped answering holds up only its own lane
     // until it drops out of the live nodes.
     const scope = yield* Effect.scope
+    const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
     interface Outgoing {
       readonly broadcast: BroadcastMessage
       readonly sent: Deferred.Deferred<void>
@@ -100,11 +104,13 @@ export const TopicEntityLayer = Topic.toLayer(
         lane.sending = false
       })))
 
-    /** Completes once every live node has been handed the broadcast (or has dropped out). */
-    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
-      Effect.flatMap(router.nodes, (nodes) => {
-        const broadcast: BroadcastMessage = { id, app, topic, event, payload, excludeConnectionId }
-        const starts: Array<Effect.Effect<void>> = []
+    /**
+     * Queues the broadcast on every live node's lane, in call order; answers
+     * an effect that completes once every node has been handed it (or has
+     * dropped out), or after `PUBLISH_WAIT_LIMIT`, whichever comes first.
+     */
+    const enqueue = (broadcast: BroadcastMessage) =>
+      Effect.map(router.nodes, (nodes) => {
         const waits: Array<Effect.Effect<void>> = []
         for (const node of nodes) {
           let lane = lanes.get(node)
@@ -114,11 +120,18 @@ export const TopicEntityLayer = Topic.toLayer(
           waits.push(Deferred.await(sent))
           if (!lane.sending) {
             lane.sending = true
-            starts.push(Effect.asVoid(Effect.forkIn(sendLane(node, lane), scope)))
+            Fiber.runIn(runInBackground(sendLane(node, lane)), scope)
           }
         }
-        return Effect.all([...starts, ...waits], { discard: true })
+        return Effect.all(waits, { concurrency: "unbounded", discard: true }).pipe(
+          // a node that died but is still listed as live holds up its own lane
+          // until it drops out; callers wait for it only so long
+          Effect.timeoutOrElse({ duration: PUBLISH_WAIT_LIMIT, orElse: () => Effect.void })
+        )
       })
+
+    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
+      Effect.flatten(enqueue({ id, app, topic, event, payload, excludeConnectionId }))
 
     const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {
       if (joins.length === 0 && leaves.length === 0) return Effect.void
@@ -158,10 +171,6 @@ export const TopicEntityLayer = Topic.toLayer(
             if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
           })
         ), { concurrency: "unbounded", discard: true })
-      // Presences already there mean this entity replaces one that was lost,
-      // whose diffs the subscribers may have missed (a dead node's leaves, for
-      // one): a full state makes every `Presence` client reconcile.
-      if (presences.size > 0) yield* Effect.forkIn(publish(`${diffIdPrefix}state`, Event.presenceState, presenceState()), scope)
     }
 
     // The presences of a node that died leave with it.

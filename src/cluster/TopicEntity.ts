@@ -89,9 +89,13 @@ export const TopicEntityLayer = Topic.toLayer(
       readonly broadcast: BroadcastMessage
       readonly sent: Deferred.Deferred<void>
     }
-    const lanes = new Map<string, { queue: Array<Outgoing>; sending: boolean }>()
+    interface Lane {
+      queue: Array<Outgoing>
+      sending: boolean
+    }
+    const lanes = new Map<string, Lane>()
 
-    const sendLane = (node: string, lane: { queue: Array<Outgoing>; sending: boolean }): Effect.Effect<void> =>
+    const sendLane = (node: string, lane: Lane): Effect.Effect<void> =>
       Effect.gen(function*() {
         while (lane.queue.length > 0) {
           const batch = lane.queue
@@ -105,12 +109,13 @@ export const TopicEntityLayer = Topic.toLayer(
       })))
 
     /**
-     * Queues the broadcast on every live node's lane, in call order; answers
-     * an effect that completes once every node has been handed it (or has
-     * dropped out), or after `PUBLISH_WAIT_LIMIT`, whichever comes first.
+     * Queues the broadcast on every live node's lane, in call order, and
+     * completes once every node has been handed it (or has dropped out), or
+     * after `PUBLISH_WAIT_LIMIT`, whichever comes first.
      */
-    const enqueue = (broadcast: BroadcastMessage) =>
-      Effect.map(router.nodes, (nodes) => {
+    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
+      Effect.flatMap(router.nodes, (nodes) => {
+        const broadcast: BroadcastMessage = { id, app, topic, event, payload, excludeConnectionId }
         const waits: Array<Effect.Effect<void>> = []
         for (const node of nodes) {
           let lane = lanes.get(node)
@@ -129,9 +134,6 @@ export const TopicEntityLayer = Topic.toLayer(
           Effect.timeoutOrElse({ duration: PUBLISH_WAIT_LIMIT, orElse: () => Effect.void })
         )
       })
-
-    const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
-      Effect.flatten(enqueue({ id, app, topic, event, payload, excludeConnectionId }))
 
     const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {
       if (joins.length === 0 && leaves.length === 0) return Effect.void

@@ -21,8 +21,8 @@ export const PRESENCE_RESYNC_INTERVAL = "30 seconds"
 export interface TopicSubscriber {
   readonly connectionId: string
   readonly serializer: Serializer
-  /** Writes an already encoded frame; `binary` says which WebSocket frame type carries it. */
-  send(data: string | Buffer, binary?: boolean): void
+  /** Writes a WebSocket frame made by `wireFrame`, the same buffer for every subscriber. */
+  sendFrame(frame: Buffer): void
 }
 
 export interface TopicRegistryShape {

@@ -1,18 +1,14 @@
 /**
- * Delivery of a broadcast to this node's subscribers of a topic: the frame is
- * encoded once per protocol version and the same bytes are written to every
- * socket (Phoenix's "fastlane").
+ * Delivery of a broadcast to this node's subscribers of a topic: the message
+ * is encoded and framed once per protocol version and the same bytes are
+ * written to every socket (Phoenix's "fastlane").
  */
 import { Context, Effect, Layer } from "effect"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
 import { V2 } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
-
-interface EncodedFrame {
-  readonly bytes: Buffer
-  readonly binary: boolean
-}
+import { wireFrame } from "../transport/WireFrame.ts"
 
 export type Broadcast = BroadcastMessage
 
@@ -27,25 +23,24 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
     Effect.gen(function*() {
       const topics = yield* TopicRegistry
 
-      const encode = (serializer: Serializer, broadcast: Broadcast): EncodedFrame => {
-        const bytes = serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload)
-        // a string would be UTF-8 encoded again for every socket
-        return typeof bytes === "string" ? { bytes: Buffer.from(bytes), binary: false } : { bytes, binary: true }
+      const encode = (serializer: Serializer, broadcast: Broadcast): Buffer => {
+        const message = serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload)
+        return wireFrame(message, typeof message !== "string")
       }
 
       const deliver = (broadcast: Broadcast) => {
         const subscribers = topics.subscribersFor(broadcast)
         if (subscribers === undefined) return 0
         // one encoding per protocol version in use (there are two), made on first need
-        let v1: EncodedFrame | undefined
-        let v2: EncodedFrame | undefined
+        let v1: Buffer | undefined
+        let v2: Buffer | undefined
         let written = 0
         for (const subscriber of subscribers) {
           if (subscriber.connectionId === broadcast.excludeConnectionId) continue
           const frame = subscriber.serializer === V2
             ? (v2 ??= encode(V2, broadcast))
             : (v1 ??= encode(subscriber.serializer, broadcast))
-          subscriber.send(frame.bytes, frame.binary)
+          subscriber.sendFrame(frame)
           written++
         }
         return written

@@ -4,7 +4,7 @@
  * answer decides the reply. The checks run in the contract's order and the
  * first failure is the reply; every push with a ref gets exactly one reply.
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Cause, Context, Effect, Layer, Schema } from "effect"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
@@ -13,22 +13,9 @@ import type { BroadcastFailed } from "../fanout/Broadcaster.ts"
 import type { UpstreamError } from "../upstream/errors.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
+import { parseMessageAnswer } from "./Actions.ts"
+import type { Action } from "./Actions.ts"
 import type { Join, Session } from "./Session.ts"
-
-/** One action of the app's answer to a forwarded message (CONTRACT §3). */
-export const Action = Schema.Union([
-  Schema.Struct({ action: Schema.Literal("reply"), data: Schema.optional(Schema.Unknown) }),
-  Schema.Struct({
-    action: Schema.Literal("broadcast"),
-    event: Schema.NonEmptyString,
-    data: Schema.optional(Schema.Unknown),
-    topic: Schema.optional(Schema.NonEmptyString),
-    exclude_sender: Schema.optional(Schema.Boolean)
-  }),
-  Schema.Struct({ action: Schema.Literal("noreply") }),
-  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.Unknown })
-])
-export type Action = typeof Action.Type
 
 /**
  * Pushes of one connection waiting for the app's answer; past this the
@@ -45,8 +32,10 @@ class AppAnswerRefused extends Schema.TaggedError<AppAnswerRefused>()("AppAnswer
   }
 }
 
+type PushFailure = UpstreamError | AppAnswerRefused | BroadcastFailed
+
 /** The contract's reply reason for each way a forwarded push can fail. */
-const replyReasonOf = (error: UpstreamError | AppAnswerRefused | BroadcastFailed): ReplyReason => {
+const replyReasonOf = (error: PushFailure): ReplyReason => {
   switch (error._tag) {
     case "UpstreamTimeout":
       return ReplyReason.apiTimeout
@@ -60,14 +49,47 @@ const replyReasonOf = (error: UpstreamError | AppAnswerRefused | BroadcastFailed
 /** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
 const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
 
-const decodeActions = Schema.decodeUnknownEffect(
-  Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
-)
+/**
+ * One push on its way through the app: it is answered exactly once (a second
+ * answer is ignored) and, when it ends, it is answered if it was not yet and
+ * leaves the connection's in-flight count.
+ */
+class PushInFlight {
+  readonly session: Session
+  readonly frame: Frame
+  private replied = false
+  private ended = false
+
+  constructor(session: Session, frame: Frame) {
+    this.session = session
+    this.frame = frame
+    session.pushesInFlight++
+  }
+
+  reply(status: "ok" | "error", response: unknown): void {
+    if (this.replied) return
+    this.replied = true
+    this.session.reply(this.frame, status, response)
+  }
+
+  end(status: "ok" | "error", response: unknown): void {
+    if (this.ended) return
+    this.ended = true
+    this.reply(status, response)
+    this.session.pushesInFlight--
+  }
+}
 
 export interface PushHandlerShape {
   readonly handle: (session: Session, frame: Frame, join: Join) => void
 }
 
+/**
+ * The push path runs in plain callbacks, outside any fiber: it is the
+ * gateway's hottest path after fan-out, and a fiber per push cost more than
+ * the rest of the gateway's work on it. Effects run only where a service
+ * needs them (a broadcast action, a shared rate limit, a log line).
+ */
 export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>()("realtime-gateway/socket/PushHandler") {
   static readonly layer = Layer.effect(
     PushHandler,
@@ -75,59 +97,73 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       const upstream = yield* Upstream
       const broadcaster = yield* Broadcaster
       const clientLimits = yield* ClientLimits
-      const context = yield* Effect.context<never>()
-      const runInBackground = Effect.runForkWith(context)
+      const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
 
-      /** Answers the push once, whatever happens after (a second answer is ignored). */
-      const replyOnce = (session: Session, frame: Frame) => {
-        let replied = false
-        return {
-          get done() {
-            return replied
-          },
-          send: (status: "ok" | "error", response: unknown) => {
-            if (replied) return
-            replied = true
-            session.reply(frame, status, response)
-          }
-        }
+      const annotations = (push: PushInFlight) => ({
+        app_id: push.session.app.config.id,
+        client_id: push.session.identity.clientId,
+        client_type: push.session.identity.clientType,
+        connection_id: push.session.connectionId,
+        topic: push.frame.topic,
+        event: push.frame.event
+      })
+
+      const failed = (push: PushInFlight, error: PushFailure) => {
+        push.end("error", { reason: replyReasonOf(error) })
+        runCallback(Effect.logWarning("forwarded message failed", error.message).pipe(Effect.annotateLogs(annotations(push))))
       }
 
-      const applyActions = (
-        session: Session,
-        frame: Frame,
-        actions: ReadonlyArray<Action>,
-        reply: ReturnType<typeof replyOnce>
-      ) =>
-        Effect.gen(function*() {
-          for (const action of actions) {
-            switch (action.action) {
-              case "reply":
-                reply.send("ok", action.data === undefined ? {} : action.data)
-                break
-              case "error":
-                reply.send("error", { reason: action.reason })
-                break
-              case "noreply":
-                break
-              case "broadcast":
-                yield* broadcaster.publish({
-                  app: session.app.config.id,
-                  topic: action.topic ?? frame.topic,
+      /** A bug must cost this push only: it is answered `api_error` and logged. */
+      const defect = (push: PushInFlight, cause: unknown) => {
+        push.end("error", { reason: ReplyReason.apiError })
+        runCallback(Effect.logError("push failed unexpectedly", cause).pipe(Effect.annotateLogs(annotations(push))))
+      }
+
+      /** Applies the actions from `index` on, in order; a broadcast is awaited before the next action. */
+      const applyActions = (push: PushInFlight, actions: ReadonlyArray<Action>, index: number): void => {
+        for (let i = index; i < actions.length; i++) {
+          const action = actions[i]!
+          switch (action.action) {
+            case "reply":
+              push.reply("ok", action.data === undefined ? {} : action.data)
+              break
+            case "error":
+              push.reply("error", { reason: action.reason })
+              break
+            case "noreply":
+              break
+            case "broadcast":
+              runCallback(
+                broadcaster.publish({
+                  app: push.session.app.config.id,
+                  topic: action.topic ?? push.frame.topic,
                   event: action.event,
                   payload: action.data === undefined ? {} : action.data,
-                  ...(action.exclude_sender === true ? { excludeConnectionId: session.connectionId } : {})
-                })
-                break
-            }
+                  ...(action.exclude_sender === true ? { excludeConnectionId: push.session.connectionId } : {})
+                }),
+                {
+                  onExit: (exit) => {
+                    try {
+                      if (exit._tag === "Success") return applyActions(push, actions, i + 1)
+                      const error = exit.cause.reasons.find(Cause.isFailReason)
+                      return error === undefined ? defect(push, Cause.pretty(exit.cause)) : failed(push, error.error)
+                    } catch (cause) {
+                      defect(push, cause)
+                    }
+                  }
+                }
+              )
+              return
           }
-          reply.send("ok", {})
-        })
+        }
+        push.end("ok", {})
+      }
 
-      const callApp = (session: Session, frame: Frame) => {
+      const forward = (push: PushInFlight) => {
+        const { session, frame } = push
         const app = session.app.config
         const identity = session.identity
-        return upstream.call(app, {
+        upstream.send(app, {
           call: "message",
           method: "POST",
           url: app.messageEndpoint,
@@ -145,50 +181,28 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
             metadata: identity.metadata,
             connection_id: session.connectionId
           }
-        }).pipe(
-          Effect.flatMap((answer) =>
-            answer.status === 200
-              ? decodeActions(answer.body).pipe(
-                Effect.map((decoded) => (Array.isArray(decoded) ? decoded : [decoded]) as ReadonlyArray<Action>),
-                Effect.mapError(() => new AppAnswerRefused({ detail: "message endpoint answered 200 with an invalid body" }))
-              )
-              : Effect.fail(new AppAnswerRefused({ detail: `message endpoint answered ${answer.status}` }))
-          )
-        )
+        }, (error, answer) => {
+          try {
+            if (error !== undefined) return failed(push, error)
+            if (answer!.status !== 200) {
+              return failed(push, new AppAnswerRefused({ detail: `message endpoint answered ${answer!.status}` }))
+            }
+            const actions = parseMessageAnswer(answer!.body)
+            if (actions === undefined) {
+              return failed(push, new AppAnswerRefused({ detail: "message endpoint answered 200 with an invalid body" }))
+            }
+            applyActions(push, actions, 0)
+          } catch (cause) {
+            defect(push, cause)
+          }
+        })
       }
 
-      const forward = (session: Session, frame: Frame, reply: ReturnType<typeof replyOnce>) =>
-        callApp(session, frame).pipe(
-          Effect.flatMap((actions) => applyActions(session, frame, actions, reply)),
-          Effect.catch((error) => {
-            reply.send("error", { reason: replyReasonOf(error) })
-            return Effect.logWarning("forwarded message failed", error.message).pipe(
-              Effect.annotateLogs({
-                app_id: session.app.config.id,
-                client_id: session.identity.clientId,
-                client_type: session.identity.clientType,
-                connection_id: session.connectionId,
-                topic: frame.topic,
-                event: frame.event
-              })
-            )
-          })
-        )
-
-      /** Rate limit decided (now or by the cluster), then forward; one answer whatever happens. */
-      const process = (session: Session, frame: Frame, decision: Decision | Effect.Effect<Decision>) => {
-        const reply = replyOnce(session, frame)
-        const decided = Effect.isEffect(decision) ? decision : Effect.succeed(decision)
-        return decided.pipe(
-          Effect.flatMap((outcome) => {
-            if (outcome.allowed) return forward(session, frame, reply)
-            reply.send("error", { reason: ReplyReason.rateLimited, retry_after_ms: outcome.retryAfterMs })
-            return Effect.void
-          }),
-          // every push with a ref gets exactly one answer, even after a defect
-          Effect.onExit(() => Effect.sync(() => reply.send("error", { reason: ReplyReason.apiError }))),
-          Effect.ensuring(Effect.sync(() => session.pushesInFlight--))
-        )
+      const decided = (push: PushInFlight, decision: Decision) => {
+        if (!decision.allowed) {
+          return push.end("error", { reason: ReplyReason.rateLimited, retry_after_ms: decision.retryAfterMs })
+        }
+        forward(push)
       }
 
       const handle = (session: Session, frame: Frame, join: Join) => {
@@ -207,14 +221,17 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT) {
           return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
         }
-        session.pushesInFlight++
+        const push = new PushInFlight(session, frame)
         const decision = clientLimits.check(
           session.app.config.id,
           session.identity.clientId,
           frame.event,
           session.app.schema!.rateLimits
         )
-        runInBackground(process(session, frame, decision))
+        if (!Effect.isEffect(decision)) return decided(push, decision)
+        runCallback(decision, {
+          onExit: (exit) => (exit._tag === "Success" ? decided(push, exit.value) : defect(push, Cause.pretty(exit.cause)))
+        })
       }
 
       return PushHandler.of({ handle })

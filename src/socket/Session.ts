@@ -7,7 +7,8 @@
  * many thousands of them, so each keeps only its own state and one reference
  * to the node-wide `SessionHub` that holds the shared services.
  */
-import type { WebSocket } from "ws"
+import type { Duplex } from "node:stream"
+import { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { ChannelMatch } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
@@ -16,6 +17,7 @@ import { CloseCode, Event, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
+import { wireFrame } from "../transport/WireFrame.ts"
 
 /** Longest topic a client may join (also the V2 binary frame's limit for a topic field). */
 export const MAX_TOPIC_LENGTH = 255
@@ -59,6 +61,8 @@ export class Session {
   pushesInFlight = 0
   readonly joins = new Map<string, Join>()
   private readonly socket: WebSocket
+  /** The TCP socket under `socket`, which frames from `wireFrame` are written to directly. */
+  private readonly stream: Duplex
   private readonly hub: SessionHub
   private open = true
 
@@ -68,6 +72,7 @@ export class Session {
     readonly identity: Identity
     readonly serializer: Serializer
     readonly socket: WebSocket
+    readonly stream: Duplex
     readonly hub: SessionHub
   }) {
     this.connectionId = options.connectionId
@@ -75,6 +80,7 @@ export class Session {
     this.identity = options.identity
     this.serializer = options.serializer
     this.socket = options.socket
+    this.stream = options.stream
     this.hub = options.hub
     this.connectedAt = Date.now()
     this.lastSeen = this.connectedAt
@@ -93,17 +99,26 @@ export class Session {
   }
 
   /**
-   * Writes an encoded frame (a string is a text frame, a Buffer a binary one
-   * unless `binary` says otherwise). A client that lets its outbox grow past
-   * the limit is dropped: nobody else waits for it.
+   * Writes an encoded message (a string is a text frame, a Buffer a binary one
+   * unless `binary` says otherwise).
    */
   send(data: string | Buffer, binary: boolean = typeof data !== "string"): void {
-    if (!this.open) return
+    this.sendFrame(wireFrame(data, binary))
+  }
+
+  /**
+   * Writes a frame made by `wireFrame` (one frame may go to many sessions). A
+   * client that lets its outbox grow past the limit is dropped: nobody else
+   * waits for it. Nothing is written once the closing handshake has begun.
+   */
+  sendFrame(frame: Buffer): void {
+    if (this.socket.readyState !== WebSocket.OPEN) return
+    // `ws` counts what is queued on the TCP socket, so this covers these writes too
     if (this.socket.bufferedAmount > this.hub.maxOutboxBytes) {
       this.terminate()
       return
     }
-    this.socket.send(data, { binary })
+    this.stream.write(frame)
   }
 
   reply(frame: Pick<Frame, "joinRef" | "ref" | "topic">, status: "ok" | "error", response: unknown): void {

@@ -8,6 +8,7 @@
  * socket, which would cost memory and timer churn on every frame.
  */
 import { randomBytes } from "node:crypto"
+import type { Duplex } from "node:stream"
 import { Context, Effect, Layer, Schedule } from "effect"
 import type { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
@@ -27,6 +28,8 @@ import type { LifecycleEvent, SessionHub } from "./Session.ts"
 export interface SessionsShape {
   readonly open: (options: {
     readonly socket: WebSocket
+    /** The TCP socket `ws` took over at the upgrade. */
+    readonly stream: Duplex
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer

@@ -122,7 +122,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
         socket.off("error", destroySocket)
         server.handleUpgrade(request, socket, head, (ws) => {
-          sessions.open({ socket: ws, app, identity, serializer })
+          sessions.open({ socket: ws, stream: socket, app, identity, serializer })
         })
       }
 

@@ -13,6 +13,7 @@
 import { createHmac, randomUUID } from "node:crypto"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { Agent } from "undici"
+import type { Dispatcher } from "undici"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { newTraceparent } from "../observability/Tracing.ts"
@@ -35,6 +36,9 @@ export interface UpstreamAnswer {
   readonly body: string
 }
 
+/** The outcome of one call: a failure, or else the answer. */
+export type UpstreamCallback = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined) => void
+
 export interface UpstreamShape {
   /** Performs one call; non-2xx answers are returned, not failed: the caller knows what they mean. */
   readonly call: (app: AppConfig, request: UpstreamRequest) => Effect.Effect<UpstreamAnswer, UpstreamError>
@@ -48,6 +52,12 @@ export interface UpstreamShape {
     request: UpstreamRequest,
     limit: number
   ) => Effect.Effect<UpstreamAnswer, UpstreamError>
+  /**
+   * `call` for hot paths that run outside any fiber (client pushes): no fiber
+   * or promise per call. `done` is called exactly once, with the failure or
+   * with the answer.
+   */
+  readonly send: (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => void
   /**
    * Fire-and-forget POST with bounded retries; never blocks the caller. When
    * an app already has too many notifications pending, new ones are dropped
@@ -114,6 +124,8 @@ interface AppPool {
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
   `sha256=${createHmac("sha256", Redacted.value(secret)).update(body).digest("hex")}`
+
+const noop = () => {}
 
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
@@ -191,57 +203,103 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         return { origin, path, method: request.method, headers, body: body ?? null }
       }
 
-      const send = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
-        Effect.suspend((): Effect.Effect<UpstreamAnswer, UpstreamError> => {
-          const breaker = pool.breakers[request.call]
-          if (!breaker.admit(Date.now())) {
-            return Effect.fail(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }))
+      /**
+       * One call, in plain callbacks: undici's dispatch with a handler that
+       * collects the body. No promise, stream or fiber per call: this runs for
+       * every push and every connection. `done` is called exactly once; the
+       * returned function abandons the call (its caller went away).
+       *
+       * Without a breaker (notifications), the timeout counts from the moment
+       * the request is written: a notification waiting for a pooled connection
+       * never reached the app, and retrying it would only grow the backlog.
+       * With one, a plain timer bounds the whole call, the wait for a
+       * connection included, since a client is waiting for it.
+       */
+      const exchange = (
+        app: AppConfig,
+        pool: AppPool,
+        request: UpstreamRequest,
+        breaker: CircuitBreaker | undefined,
+        done: UpstreamCallback
+      ): (() => void) => {
+        if (breaker !== undefined && !breaker.admit(Date.now())) {
+          done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
+          return noop
+        }
+        const body = request.body === undefined ? undefined : JSON.stringify(request.body)
+        let controller: Dispatcher.DispatchController | undefined
+        let stopped: Error | undefined
+        let finished = false
+        const finish = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined, outcome: "ok" | "failed" | "abandoned") => {
+          if (finished) return
+          finished = true
+          clearTimeout(timer)
+          if (breaker !== undefined) {
+            if (outcome === "ok") breaker.succeeded()
+            else if (outcome === "failed") breaker.failed(Date.now())
+            else breaker.abandoned()
           }
-          const body = request.body === undefined ? undefined : JSON.stringify(request.body)
-          const headers = headersFor(app, body, request.headers)
-          // The timeout is a plain timer aborting the request: an Effect-level
-          // timeout races a second fiber per call, measurably slower on the
-          // connect path. It covers the wait for a pooled connection too.
-          let timedOut = false
-          return Effect.tryPromise({
-            try: async (interrupted) => {
-              const controller = new AbortController()
-              const abort = () => controller.abort()
-              interrupted.addEventListener("abort", abort, { once: true })
-              const timer = setTimeout(() => {
-                timedOut = true
-                abort()
-              }, request.timeoutMs)
-              try {
-                const response = await pool.agent.request({
-                  ...requestOptions(request, headers, body),
-                  signal: controller.signal
-                })
-                const text = await response.body.text()
-                return { status: response.statusCode, headers: response.headers, body: text } satisfies UpstreamAnswer
-              } finally {
-                clearTimeout(timer)
-                interrupted.removeEventListener("abort", abort)
-              }
-            },
-            catch: (cause): UpstreamError =>
-              timedOut
-                ? new UpstreamTimeout({ app: app.id, call: request.call, timeoutMs: request.timeoutMs })
-                : new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(cause) })
-          }).pipe(
-            Effect.onExit((exit) =>
-              Effect.sync(() => {
-                if (exit._tag === "Success") {
-                  if (exit.value.status < 500) breaker.succeeded()
-                  else breaker.failed(Date.now())
-                } else if (exit.cause.reasons.some((reason) => reason._tag === "Fail")) breaker.failed(Date.now())
-                else breaker.abandoned()
-              })
-            )
+          if (outcome !== "abandoned") done(error, answer)
+        }
+        const stop = (reason: Error) => {
+          stopped = reason
+          controller?.abort(reason)
+        }
+        const timer = breaker === undefined ? undefined : setTimeout(() => {
+          // finished first: aborting reports an error synchronously, which must not count instead
+          finish(new UpstreamTimeout({ app: app.id, call: request.call, timeoutMs: request.timeoutMs }), undefined, "failed")
+          stop(new Error("timed out"))
+        }, request.timeoutMs)
+        const options = requestOptions(request, headersFor(app, body, request.headers), body)
+        let status = 0
+        let headers: UpstreamAnswer["headers"] = {}
+        let chunks: Array<Buffer> = []
+        pool.agent.dispatch(breaker === undefined ? { ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs } : options, {
+          onRequestStart: (dispatchController) => {
+            controller = dispatchController
+            if (stopped !== undefined) dispatchController.abort(stopped)
+          },
+          onResponseStart: (_controller, statusCode, responseHeaders) => {
+            status = statusCode
+            headers = responseHeaders as UpstreamAnswer["headers"]
+            chunks = []
+          },
+          onResponseData: (_controller, chunk) => {
+            chunks.push(chunk)
+          },
+          onResponseEnd: () => {
+            const text = chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString()
+            finish(undefined, { status, headers, body: text }, status < 500 ? "ok" : "failed")
+          },
+          onResponseError: (_controller, error) => {
+            finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")
+          }
+        })
+        return () => {
+          if (finished) return
+          finish(undefined, undefined, "abandoned")
+          stop(new Error("abandoned"))
+        }
+      }
+
+      const send = (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => {
+        const pool = poolFor(app.id)
+        exchange(app, pool, request, pool.breakers[request.call], done)
+      }
+
+      const callIn = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
+        Effect.callback<UpstreamAnswer, UpstreamError>((resume) => {
+          const abandon = exchange(
+            app,
+            pool,
+            request,
+            pool.breakers[request.call],
+            (error, answer) => resume(error === undefined ? Effect.succeed(answer!) : Effect.fail(error))
           )
+          return Effect.sync(abandon)
         })
 
-      const call = (app: AppConfig, request: UpstreamRequest) => send(app, poolFor(app.id), request)
+      const call = (app: AppConfig, request: UpstreamRequest) => callIn(app, poolFor(app.id), request)
 
       const callBounded = (app: AppConfig, request: UpstreamRequest, limit: number) =>
         Effect.suspend((): Effect.Effect<UpstreamAnswer, UpstreamError> => {
@@ -251,7 +309,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             return Effect.fail(new UpstreamOverloaded({ app: app.id, call: request.call, limit }))
           }
           pool.inFlight.set(request.call, current + 1)
-          return send(app, pool, request).pipe(
+          return callIn(app, pool, request).pipe(
             Effect.ensuring(Effect.sync(() => pool.inFlight.set(request.call, (pool.inFlight.get(request.call) ?? 1) - 1)))
           )
         })
@@ -273,25 +331,30 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           return
         }
         pool.pendingNotifications++
-        const json = JSON.stringify(body)
-        const request: UpstreamRequest = { call: "notify", method: "POST", url, timeoutMs: NOTIFY_TIMEOUT_MS }
-        const traceparent = newTraceparent()
+        // one trace for all attempts of one notification
+        const request: UpstreamRequest = {
+          call: "notify",
+          method: "POST",
+          url,
+          body,
+          headers: { traceparent: newTraceparent() },
+          timeoutMs: NOTIFY_TIMEOUT_MS
+        }
         const attempt = (remaining: number, delayMs: number): void => {
-          const options = requestOptions(request, headersFor(app, json, { traceparent }), json)
-          pool.agent.request({ ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }).then(
-            async (response) => {
-              await response.body.dump()
-              if (response.statusCode >= 500) throw new Error(`answered ${response.statusCode}`)
+          // no breaker: retries are few and bounded, and a notification is never worth failing fast for
+          exchange(app, pool, request, undefined, (error, answer) => {
+            const failure = error?.message ?? (answer!.status >= 500 ? `answered ${answer!.status}` : undefined)
+            if (failure === undefined) {
               pool.pendingNotifications--
+              return
             }
-          ).catch((error: unknown) => {
             if (remaining > 1) {
               setTimeout(() => attempt(remaining - 1, delayMs * 2), delayMs).unref()
               return
             }
             pool.pendingNotifications--
             runInBackground(
-              Effect.logWarning("app notification dropped after retries", errorDetail(error)).pipe(
+              Effect.logWarning("app notification dropped after retries", failure).pipe(
                 Effect.annotateLogs({ app_id: app.id })
               )
             )
@@ -300,7 +363,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         attempt(NOTIFY_ATTEMPTS, NOTIFY_FIRST_RETRY_MS)
       }
 
-      return Upstream.of({ call, callBounded, notify })
+      return Upstream.of({ call, callBounded, send, notify })
     })
   )
 }

@@ -1,0 +1,63 @@
+/**
+ * The actions an app answers a forwarded message with (CONTRACT §3): one
+ * action or an array of them.
+ *
+ * `MessageAnswer` is the definition; `parseMessageAnswer` is the decoder the
+ * push path runs, written by hand because it runs for every push and the
+ * generic decoder cost a measurable share of a round trip. A test holds the
+ * two to the same verdicts.
+ */
+import { Schema } from "effect"
+
+export const Action = Schema.Union([
+  Schema.Struct({ action: Schema.Literal("reply"), data: Schema.optional(Schema.Unknown) }),
+  Schema.Struct({
+    action: Schema.Literal("broadcast"),
+    event: Schema.NonEmptyString,
+    data: Schema.optional(Schema.Unknown),
+    topic: Schema.optional(Schema.NonEmptyString),
+    exclude_sender: Schema.optional(Schema.Boolean)
+  }),
+  Schema.Struct({ action: Schema.Literal("noreply") }),
+  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.Unknown })
+])
+export type Action = typeof Action.Type
+
+/** The body of a 200 answer of the message endpoint. */
+export const MessageAnswer = Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+const isOptional = (value: unknown, is: (value: unknown) => boolean) => value === undefined || is(value)
+const isNonEmptyString = (value: unknown) => typeof value === "string" && value.length > 0
+const isBoolean = (value: unknown) => typeof value === "boolean"
+
+const isAction = (value: unknown): value is Action => {
+  if (!isObject(value)) return false
+  switch (value["action"]) {
+    case "reply":
+    case "noreply":
+      return true
+    case "error":
+      return "reason" in value
+    case "broadcast":
+      return isNonEmptyString(value["event"]) &&
+        isOptional(value["topic"], isNonEmptyString) &&
+        isOptional(value["exclude_sender"], isBoolean)
+    default:
+      return false
+  }
+}
+
+/** The actions of a message answer's body, in order; undefined when the body is not a valid answer. */
+export const parseMessageAnswer = (body: string): ReadonlyArray<Action> | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(body)
+  } catch {
+    return undefined
+  }
+  if (Array.isArray(value)) return value.every(isAction) ? value : undefined
+  return isAction(value) ? [value] : undefined
+}

@@ -10,17 +10,45 @@
 import { Context, Effect, Layer, Schema } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { Upstream } from "../upstream/Upstream.ts"
+import type { UpstreamAnswer } from "../upstream/Upstream.ts"
+import type { UpstreamError } from "../upstream/errors.ts"
 import { compileGrants } from "../apps/Grants.ts"
 import type { Grants } from "../apps/Grants.ts"
 
-/** What the app's auth endpoint must answer with status 200. */
+/** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
 export const AuthAnswer = Schema.Struct({
   client_id: Schema.NonEmptyString,
   client_type: Schema.optional(Schema.String),
   metadata: Schema.optional(Schema.Record(Schema.String, Schema.Unknown)),
   permissions: Schema.optional(Schema.Array(Schema.String))
 })
-const decodeAuthAnswer = Schema.decodeUnknownEffect(Schema.fromJsonString(AuthAnswer))
+export type AuthAnswer = typeof AuthAnswer.Type
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+/**
+ * The body of a 200 answer, decoded by hand: it runs for every connection,
+ * where the generic decoder cost a measurable share of the connect path. A
+ * test holds it to `AuthAnswer`'s verdicts. Undefined when the body is invalid.
+ */
+export const parseAuthAnswer = (body: string): AuthAnswer | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(body)
+  } catch {
+    return undefined
+  }
+  if (!isRecord(value)) return undefined
+  const { client_id, client_type, metadata, permissions } = value
+  if (typeof client_id !== "string" || client_id.length === 0) return undefined
+  if (client_type !== undefined && typeof client_type !== "string") return undefined
+  if (metadata !== undefined && !isRecord(metadata)) return undefined
+  if (permissions !== undefined && !(Array.isArray(permissions) && permissions.every((p) => typeof p === "string"))) {
+    return undefined
+  }
+  return value as AuthAnswer
+}
 
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", {
   app: Schema.String,
@@ -54,8 +82,47 @@ export interface Identity {
 }
 
 export interface AuthShape {
-  readonly authenticate: (app: AppConfig, request: AuthRequest) => Effect.Effect<Identity, AuthError>
+  /**
+   * Asks the app who the token belongs to. Runs in plain callbacks, outside
+   * any fiber, as it does for every connection: `done` is called once with the
+   * failure or the identity, unless the returned function abandons the call
+   * first (the client went away).
+   */
+  readonly authenticate: (
+    app: AppConfig,
+    request: AuthRequest,
+    done: (error: AuthError | undefined, identity: Identity | undefined) => void
+  ) => () => void
 }
+
+/** The one place where an auth call's outcome becomes the contract's meaning. */
+const outcomeOf = (
+  app: AppConfig,
+  request: AuthRequest,
+  error: UpstreamError | undefined,
+  answer: UpstreamAnswer | undefined
+): AuthError | Identity => {
+  if (error !== undefined) {
+    return error._tag === "UpstreamOverloaded"
+      ? new AuthOverloaded({ app: app.id })
+      : new AuthServiceUnavailable({ app: app.id, detail: error.message })
+  }
+  const { status, body } = answer!
+  if (status === 401 || status === 403) return new Unauthorized({ app: app.id, status })
+  if (status !== 200) return new AuthServiceUnavailable({ app: app.id, detail: `auth endpoint answered ${status}` })
+  const decoded = parseAuthAnswer(body)
+  if (decoded === undefined) {
+    return new AuthServiceUnavailable({ app: app.id, detail: "auth endpoint answered 200 with an invalid body" })
+  }
+  return {
+    clientId: decoded.client_id,
+    clientType: decoded.client_type ?? request.clientType,
+    metadata: decoded.metadata ?? {},
+    grants: compileGrants(decoded.permissions ?? [])
+  }
+}
+
+const isAuthError = (outcome: AuthError | Identity): outcome is AuthError => "_tag" in outcome
 
 export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/auth/Auth") {
   static readonly layer = Layer.effect(
@@ -63,12 +130,13 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
     Effect.gen(function*() {
       const upstream = yield* Upstream
 
-      const authenticate = (app: AppConfig, request: AuthRequest) =>
-        upstream.callBounded(app, {
+      const authenticate: AuthShape["authenticate"] = (app, request, done) =>
+        upstream.send(app, {
           call: "auth",
           method: "POST",
           url: app.authEndpoint,
           timeoutMs: app.timeouts.authMs,
+          maxInFlight: app.rateLimits.maxConcurrentAuth,
           body: {
             token: request.token,
             app: app.id,
@@ -77,32 +145,11 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
             remote_ip: request.remoteIp,
             user_agent: request.userAgent
           }
-        }, app.rateLimits.maxConcurrentAuth).pipe(
-          Effect.catchTags({
-            UpstreamOverloaded: () => Effect.fail(new AuthOverloaded({ app: app.id })),
-            UpstreamTimeout: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message })),
-            UpstreamUnreachable: (error) => Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: error.message }))
-          }),
-          Effect.flatMap((answer): Effect.Effect<Identity, AuthError> => {
-            if (answer.status === 401 || answer.status === 403) {
-              return Effect.fail(new Unauthorized({ app: app.id, status: answer.status }))
-            }
-            if (answer.status !== 200) {
-              return Effect.fail(new AuthServiceUnavailable({ app: app.id, detail: `auth endpoint answered ${answer.status}` }))
-            }
-            return decodeAuthAnswer(answer.body).pipe(
-              Effect.mapError(() =>
-                new AuthServiceUnavailable({ app: app.id, detail: "auth endpoint answered 200 with an invalid body" })
-              ),
-              Effect.map((body): Identity => ({
-                clientId: body.client_id,
-                clientType: body.client_type ?? request.clientType,
-                metadata: body.metadata ?? {},
-                grants: compileGrants(body.permissions ?? [])
-              }))
-            )
-          })
-        )
+        }, (error, answer) => {
+          const outcome = outcomeOf(app, request, error, answer)
+          if (isAuthError(outcome)) done(outcome, undefined)
+          else done(undefined, outcome)
+        })
 
       return Auth.of({ authenticate })
     })

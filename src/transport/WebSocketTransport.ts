@@ -10,7 +10,7 @@
 import { STATUS_CODES } from "node:http"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
-import { Context, Effect, Exit, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { WebSocketServer } from "ws"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
@@ -170,35 +170,41 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
 
         upgradesInFlight++
         const clientType = params.get("client_type") || "unknown"
-        // a client that gives up while its token is being checked costs no more
-        // work; registered first, since the check may also end synchronously
-        let cancel: (() => void) | undefined
-        const onEarlyClose = () => cancel?.()
+        // A client that gives up while its token is being checked costs no more
+        // work. Whichever comes first, the answer or the close, settles the upgrade.
+        let settled = false
+        const settle = () => {
+          if (settled) return false
+          settled = true
+          upgradesInFlight--
+          socket.off("close", onEarlyClose)
+          return true
+        }
+        let abandon: (() => void) | undefined
+        const onEarlyClose = () => {
+          if (settle()) abandon?.()
+        }
+        // registered first, since the check may also end synchronously
         socket.once("close", onEarlyClose)
-        cancel = runCallback(
-          auth.authenticate(app.config, {
-            token,
-            clientType,
-            remoteIp,
-            userAgent: request.headers["user-agent"] ?? ""
-          }).pipe(
-            Effect.tapError((error) =>
-              error._tag === "AuthServiceUnavailable"
-                ? Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id }))
-                : Effect.void
-            )
-          ),
-          {
-            onExit: (exit) => {
-              upgradesInFlight--
-              socket.off("close", onEarlyClose)
-              if (socket.destroyed) return
-              if (Exit.isSuccess(exit)) return complete(request, socket, head, app, exit.value, serializer)
-              const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")
-              reject(socket, error === undefined ? UpgradeRejection.authServiceError : rejectionFor(error.error))
+        abandon = auth.authenticate(app.config, {
+          token,
+          clientType,
+          remoteIp,
+          userAgent: request.headers["user-agent"] ?? ""
+        }, (error, identity) => {
+          if (!settle()) return
+          try {
+            if (error?._tag === "AuthServiceUnavailable") {
+              runCallback(Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id })))
             }
+            if (socket.destroyed) return
+            if (error !== undefined) return reject(socket, rejectionFor(error))
+            complete(request, socket, head, app, identity!, serializer)
+          } catch (defect) {
+            socket.destroy()
+            runCallback(Effect.logError("unexpected error completing an upgrade", String(defect)))
           }
-        )
+        })
       }
 
       return WebSocketTransport.of({

@@ -28,6 +28,12 @@ export interface UpstreamRequest {
   readonly body?: unknown
   readonly headers?: Readonly<Record<string, string>>
   readonly timeoutMs: number
+  /**
+   * When this many calls of this kind are already in flight for the app, fail
+   * at once with `UpstreamOverloaded` instead of queueing: for calls where a
+   * queue would only make a storm worse (auth during a reconnect storm).
+   */
+  readonly maxInFlight?: number
 }
 
 export interface UpstreamAnswer {
@@ -43,21 +49,12 @@ export interface UpstreamShape {
   /** Performs one call; non-2xx answers are returned, not failed: the caller knows what they mean. */
   readonly call: (app: AppConfig, request: UpstreamRequest) => Effect.Effect<UpstreamAnswer, UpstreamError>
   /**
-   * Like `call`, but fails fast with `UpstreamOverloaded` when `limit` calls of
-   * this kind are already in flight for the app, instead of queueing. Used where
-   * queueing would only make a storm worse (auth during a reconnect storm).
+   * `call` for the hot paths, which run outside any fiber (auth of every
+   * connection, every push): no fiber or promise per call. `done` is called
+   * exactly once, with the failure or with the answer, unless the returned
+   * function abandons the call first.
    */
-  readonly callBounded: (
-    app: AppConfig,
-    request: UpstreamRequest,
-    limit: number
-  ) => Effect.Effect<UpstreamAnswer, UpstreamError>
-  /**
-   * `call` for hot paths that run outside any fiber (client pushes): no fiber
-   * or promise per call. `done` is called exactly once, with the failure or
-   * with the answer.
-   */
-  readonly send: (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => void
+  readonly send: (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => () => void
   /**
    * Fire-and-forget POST with bounded retries; never blocks the caller. When
    * an app already has too many notifications pending, new ones are dropped
@@ -239,7 +236,13 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             else if (outcome === "failed") breaker.failed(Date.now())
             else breaker.abandoned()
           }
-          if (outcome !== "abandoned") done(error, answer)
+          if (outcome === "abandoned") return
+          try {
+            done(error, answer)
+          } catch (defect) {
+            // a caller's bug must not unwind into the HTTP client (and its pooled connection)
+            runInBackground(Effect.logError(`unexpected error handling an answer of app ${app.id}`, String(defect)))
+          }
         }
         const stop = (reason: Error) => {
           stopped = reason
@@ -282,36 +285,40 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         }
       }
 
-      const send = (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => {
+      const send = (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback): (() => void) => {
         const pool = poolFor(app.id)
-        exchange(app, pool, request, pool.breakers[request.call], done)
+        const limit = request.maxInFlight
+        if (limit === undefined) return exchange(app, pool, request, pool.breakers[request.call], done)
+        const inFlight = pool.inFlight.get(request.call) ?? 0
+        if (inFlight >= limit) {
+          done(new UpstreamOverloaded({ app: app.id, call: request.call, limit }), undefined)
+          return noop
+        }
+        pool.inFlight.set(request.call, inFlight + 1)
+        let counted = true
+        const leave = () => {
+          if (!counted) return
+          counted = false
+          pool.inFlight.set(request.call, pool.inFlight.get(request.call)! - 1)
+        }
+        const abandon = exchange(app, pool, request, pool.breakers[request.call], (error, answer) => {
+          leave()
+          done(error, answer)
+        })
+        return () => {
+          leave()
+          abandon()
+        }
       }
 
-      const callIn = (app: AppConfig, pool: AppPool, request: UpstreamRequest) =>
+      const call = (app: AppConfig, request: UpstreamRequest) =>
         Effect.callback<UpstreamAnswer, UpstreamError>((resume) => {
-          const abandon = exchange(
+          const abandon = send(
             app,
-            pool,
             request,
-            pool.breakers[request.call],
             (error, answer) => resume(error === undefined ? Effect.succeed(answer!) : Effect.fail(error))
           )
           return Effect.sync(abandon)
-        })
-
-      const call = (app: AppConfig, request: UpstreamRequest) => callIn(app, poolFor(app.id), request)
-
-      const callBounded = (app: AppConfig, request: UpstreamRequest, limit: number) =>
-        Effect.suspend((): Effect.Effect<UpstreamAnswer, UpstreamError> => {
-          const pool = poolFor(app.id)
-          const current = pool.inFlight.get(request.call) ?? 0
-          if (current >= limit) {
-            return Effect.fail(new UpstreamOverloaded({ app: app.id, call: request.call, limit }))
-          }
-          pool.inFlight.set(request.call, current + 1)
-          return callIn(app, pool, request).pipe(
-            Effect.ensuring(Effect.sync(() => pool.inFlight.set(request.call, (pool.inFlight.get(request.call) ?? 1) - 1)))
-          )
         })
 
       // Notifications run outside any fiber: they are many (several per
@@ -363,7 +370,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         attempt(NOTIFY_ATTEMPTS, NOTIFY_FIRST_RETRY_MS)
       }
 
-      return Upstream.of({ call, callBounded, send, notify })
+      return Upstream.of({ call, send, notify })
     })
   )
 }

@@ -4,7 +4,7 @@
  */
 import { createHmac } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { GatewayConfig, makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
 import * as Logging from "../../src/observability/Logging.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
@@ -108,16 +108,25 @@ describe("Upstream", () => {
     expect(await stuckCalls).toMatchObject({ _tag: "Failure" })
   })
 
-  it("callBounded refuses at once past its in-flight limit", async () => {
+  it("a call with maxInFlight refuses at once past it, and frees its place when answered or abandoned", async () => {
     slow.fail("auth", "hang")
     const app = makeAppConfig({ id: "bounded", api: slow.url })
-    const request = { call: "auth", method: "POST", url: slow.endpoints.auth, body: {}, timeoutMs: 500 } as const
-    const first = Effect.runPromise(Effect.result(upstream.callBounded(app, request, 1)))
+    const request = { call: "auth", method: "POST", url: slow.endpoints.auth, body: {}, timeoutMs: 500, maxInFlight: 1 } as const
+    const callApp = () => Effect.runPromise(Effect.result(upstream.call(app, request)))
+    const first = callApp()
     await slow.waitFor("auth", (r) => r.headers["x-gateway-app"] === "bounded")
-    const second = await Effect.runPromise(Effect.result(upstream.callBounded(app, request, 1)))
-    expect(second).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamOverloaded", limit: 1 } })
+    expect(await callApp()).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamOverloaded", limit: 1 } })
     slow.fail("auth", "ok")
-    await first
+    expect(await first).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamTimeout" } })
+    expect(await callApp()).toMatchObject({ _tag: "Success" })
+
+    // abandoned by its caller (an interrupted fiber): the place is free again at once
+    slow.fail("auth", "hang", { times: 1 })
+    const seen = slow.requestsOf("auth").length
+    const abandoned = Effect.runFork(upstream.call(app, request))
+    await slow.waitFor("auth", () => slow.requestsOf("auth").length > seen)
+    await Effect.runPromise(Fiber.interrupt(abandoned))
+    expect(await callApp()).toMatchObject({ _tag: "Success" })
   })
 })
 

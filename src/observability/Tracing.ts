@@ -3,12 +3,28 @@
  * so each call starts its own trace: the app can still tie its logs of one
  * call together, and our `x-request-id` ties them to ours.
  */
-import { randomUUID } from "node:crypto"
+import { randomFillSync } from "node:crypto"
 
 /**
- * A fresh `traceparent` header value: version 00, random trace and parent
- * ids, sampled. `randomUUID` draws from a buffer, where `randomBytes` would
- * make a system call per header.
+ * Random bytes drawn a few kilobytes at a time: ids are needed for every app
+ * call, and one draw per id would be a system call each.
  */
-export const newTraceparent = (): string =>
-  `00-${randomUUID().replaceAll("-", "")}-${randomUUID().replaceAll("-", "").slice(0, 16)}-01`
+const pool = Buffer.allocUnsafe(4096)
+let poolOffset = pool.length
+
+/** `bytes` random bytes as lowercase hex. */
+const randomHex = (bytes: number): string => {
+  if (poolOffset + bytes > pool.length) {
+    randomFillSync(pool)
+    poolOffset = 0
+  }
+  const hex = pool.toString("hex", poolOffset, poolOffset + bytes)
+  poolOffset += bytes
+  return hex
+}
+
+/** A fresh `traceparent` header value: version 00, random trace and parent ids, sampled. */
+export const newTraceparent = (): string => `00-${randomHex(16)}-${randomHex(8)}-01`
+
+/** A fresh `x-request-id`: 128 random bits in hex. */
+export const newRequestId = (): string => randomHex(16)

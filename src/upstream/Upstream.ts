@@ -10,13 +10,13 @@
  * The service returns raw answers and typed failures; what they mean for a
  * client (`unauthorized`, `api_timeout`, ...) is decided by the caller.
  */
-import { createHmac, randomUUID } from "node:crypto"
+import { createHmac } from "node:crypto"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { Agent } from "undici"
 import type { Dispatcher } from "undici"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { newTraceparent } from "../observability/Tracing.ts"
+import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 
@@ -172,10 +172,10 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const headersFor = (app: AppConfig, body: string | undefined, extra: Readonly<Record<string, string>> | undefined) => {
         const headers: Record<string, string> = {
           "user-agent": USER_AGENT,
-          "x-request-id": randomUUID(),
+          "x-request-id": newRequestId(),
           "x-gateway-app": app.id,
           "x-gateway-node": config.nodeName,
-          traceparent: newTraceparent(),
+          traceparent: extra?.["traceparent"] ?? newTraceparent(),
           ...extra
         }
         if (body !== undefined) headers["content-type"] = "application/json"

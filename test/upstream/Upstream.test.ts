@@ -54,7 +54,7 @@ describe("Upstream", () => {
       "user-agent": expect.stringContaining("realtime-gateway"),
       "x-gateway-app": "signed",
       "x-gateway-node": "node-a",
-      "x-request-id": expect.stringMatching(/^[0-9a-f-]{36}$/),
+      "x-request-id": expect.stringMatching(/^[0-9a-f]{32}$/),
       traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
     })
   })

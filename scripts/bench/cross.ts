@@ -12,7 +12,7 @@
  *            over it (`CLUSTER_NODES`, `CLUSTER_HOST=127.0.0.1`, a distinct free
  *            `CLUSTER_PORT` each).
  * Every gateway process is started as `npm start` starts it
- * (`--max-semi-space-size=8 src/main.ts`) with the stats agent preloaded (its
+ * (`--max-semi-space-size=32 src/main.ts`) with the stats agent preloaded (its
  * CPU time is read over IPC), on a free 127.0.0.1 port, for the app `bench`
  * (the fake app process of the other suites; `BENCH_API`, `BENCH_SECRET` and
  * the temporary `GATEWAY_CONFIG` raising the admission limits), with
@@ -277,7 +277,7 @@ const startNode = (
   verbose: boolean
 ): GatewayNode => {
   const child = spawnManaged(name, [
-    "--max-semi-space-size=8",
+    "--max-semi-space-size=32",
     "--import",
     agentUrl,
     join(rootDir, "src", "main.ts")

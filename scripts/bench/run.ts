@@ -36,7 +36,7 @@
  * `--expose-gc` and the stats agent `stats-agent.ts` preloaded (which answers
  * the runner's IPC requests for its RSS, heap and CPU time), and is stopped
  * before the next one; the bare `ws` server goes first. Gateway processes are
- * started with `--max-semi-space-size=8`, as `npm start` starts one. The load
+ * started with `--max-semi-space-size=32`, as `npm start` starts one. The load
  * generators are child processes (`--workers`, 2 by default), each with its
  * own source addresses out of 127.0.0.2–127.0.0.9. The gateway is configured
  * with one app, `bench` (`bench-app.ts`: the fake app of

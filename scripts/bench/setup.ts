@@ -193,7 +193,7 @@ export const startServer = (
     ...options.gatewayEnv
   }
   // the same V8 flag as `npm start` (see the README's operations section)
-  const child = spawnManaged("gateway", [...nodeArgs, "--max-semi-space-size=8", join(rootDir, "src", "main.ts")], {
+  const child = spawnManaged("gateway", [...nodeArgs, "--max-semi-space-size=32", join(rootDir, "src", "main.ts")], {
     cwd: rootDir,
     env,
     verbose: options.verbose

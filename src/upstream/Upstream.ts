@@ -19,6 +19,7 @@ import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
+import { NotificationQueue } from "./NotificationQueue.ts"
 
 export interface UpstreamRequest {
   readonly call: UpstreamCall
@@ -67,7 +68,10 @@ export interface UpstreamShape {
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024
 /** Connections per app; further calls queue for one. */
 const MAX_IN_FLIGHT_PER_APP = 256
-const MAX_PENDING_NOTIFICATIONS = 10_000
+/** Notifications of one app on the wire at once: a quarter of its connections, so that auth and messages always find one. */
+const NOTIFY_CONCURRENCY = 64
+/** About 1 KiB each while pending. */
+const MAX_PENDING_NOTIFICATIONS = 50_000
 const NOTIFY_FIRST_RETRY_MS = 200
 const NOTIFY_TIMEOUT_MS = 5_000
 const BREAKER_FAILURE_THRESHOLD = 5
@@ -115,8 +119,7 @@ interface AppPool {
   /** One per call kind: a client that makes the message endpoint fail must not block auth or schema fetches. */
   readonly breakers: Record<UpstreamCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
-  pendingNotifications: number
-  droppedNotifications: number
+  readonly notifications: NotificationQueue<UpstreamRequest>
 }
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
@@ -145,8 +148,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         Effect.promise(() => Promise.allSettled([...pools.values()].map((pool) => pool.agent.close())))
       )
 
-      const poolFor = (appId: string): AppPool => {
-        let pool = pools.get(appId)
+      const poolFor = (app: AppConfig): AppPool => {
+        let pool = pools.get(app.id)
         if (pool === undefined) {
           pool = {
             agent: new Agent({
@@ -161,10 +164,24 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               notify: new CircuitBreaker()
             },
             inFlight: new Map(),
-            pendingNotifications: 0,
-            droppedNotifications: 0
+            notifications: new NotificationQueue<UpstreamRequest>({
+              concurrency: NOTIFY_CONCURRENCY,
+              capacity: MAX_PENDING_NOTIFICATIONS,
+              attempts: NOTIFY_ATTEMPTS,
+              firstRetryMs: NOTIFY_FIRST_RETRY_MS,
+              // no breaker: retries are few and bounded, and a notification is never worth failing fast for
+              post: (request, done) =>
+                exchange(app, pool!, request, undefined, (error, answer) =>
+                  done(error?.message ?? (answer!.status >= 500 ? `answered ${answer!.status}` : undefined))),
+              onDropped: (dropped, reason) =>
+                runInBackground(
+                  Effect.logWarning(`app notification dropped (${dropped} so far): ${reason}`).pipe(
+                    Effect.annotateLogs({ app_id: app.id })
+                  )
+                )
+            })
           }
-          pools.set(appId, pool)
+          pools.set(app.id, pool)
         }
         return pool
       }
@@ -286,7 +303,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       }
 
       const send = (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback): (() => void) => {
-        const pool = poolFor(app.id)
+        const pool = poolFor(app)
         const limit = request.maxInFlight
         if (limit === undefined) return exchange(app, pool, request, pool.breakers[request.call], done)
         const inFlight = pool.inFlight.get(request.call) ?? 0
@@ -321,53 +338,17 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           return Effect.sync(abandon)
         })
 
-      // Notifications run outside any fiber: they are many (several per
-      // connection), nobody waits for them, and a promise chain with timers for
-      // the retries is all they need.
       const notify = (app: AppConfig, url: string, body: unknown) => {
-        const pool = poolFor(app.id)
-        if (pool.pendingNotifications >= MAX_PENDING_NOTIFICATIONS) {
-          // one line per thousand, so that a dead app does not flood the logs
-          if (pool.droppedNotifications++ % 1000 === 0) {
-            runInBackground(
-              Effect.logWarning(
-                `app notifications dropped: ${MAX_PENDING_NOTIFICATIONS} already pending (${pool.droppedNotifications} dropped so far)`
-              ).pipe(Effect.annotateLogs({ app_id: app.id }))
-            )
-          }
-          return
-        }
-        pool.pendingNotifications++
+        const pool = poolFor(app)
         // one trace for all attempts of one notification
-        const request: UpstreamRequest = {
+        pool.notifications.add({
           call: "notify",
           method: "POST",
           url,
           body,
           headers: { traceparent: newTraceparent() },
           timeoutMs: NOTIFY_TIMEOUT_MS
-        }
-        const attempt = (remaining: number, delayMs: number): void => {
-          // no breaker: retries are few and bounded, and a notification is never worth failing fast for
-          exchange(app, pool, request, undefined, (error, answer) => {
-            const failure = error?.message ?? (answer!.status >= 500 ? `answered ${answer!.status}` : undefined)
-            if (failure === undefined) {
-              pool.pendingNotifications--
-              return
-            }
-            if (remaining > 1) {
-              setTimeout(() => attempt(remaining - 1, delayMs * 2), delayMs).unref()
-              return
-            }
-            pool.pendingNotifications--
-            runInBackground(
-              Effect.logWarning("app notification dropped after retries", failure).pipe(
-                Effect.annotateLogs({ app_id: app.id })
-              )
-            )
-          })
-        }
-        attempt(NOTIFY_ATTEMPTS, NOTIFY_FIRST_RETRY_MS)
+        })
       }
 
       return Upstream.of({ call, send, notify })

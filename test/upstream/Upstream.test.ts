@@ -131,6 +131,28 @@ describe("Upstream", () => {
 })
 
 describe("notifications", () => {
+  it("a burst of them waiting on a slow app leaves room for the calls clients wait for", async () => {
+    const burst = await startFakeApp()
+    try {
+      burst.fail("notify", "hang")
+      const app = makeAppConfig({ id: "burst", api: burst.url })
+      for (let n = 0; n < 300; n++) upstream.notify(app, burst.endpoints.notify, { event: "connection:closed", n })
+      // 64 of them reach the app and hang there; the rest wait in the gateway
+      await burst.waitFor("notify", () => burst.requestsOf("notify").length >= 64)
+      const answer = await Effect.runPromise(upstream.call(app, {
+        call: "auth",
+        method: "POST",
+        url: burst.endpoints.auth,
+        body: {},
+        timeoutMs: 2_000
+      }))
+      expect(answer.status).toBe(401)
+      expect(burst.requestsOf("notify")).toHaveLength(64)
+    } finally {
+      await burst.close()
+    }
+  })
+
   it("are retried after a failure (bounded) and carry the contract's headers", async () => {
     signed.fail("notify", { status: 503 }, { times: 2 })
     const before = signed.requestsOf("notify").length

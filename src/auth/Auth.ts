@@ -146,7 +146,13 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
             user_agent: request.userAgent
           }
         }, (error, answer) => {
-          const outcome = outcomeOf(app, request, error, answer)
+          let outcome: AuthError | Identity
+          try {
+            outcome = outcomeOf(app, request, error, answer)
+          } catch (defect) {
+            // a bug here must still answer the client, as an app failure would be
+            outcome = new AuthServiceUnavailable({ app: app.id, detail: `unexpected error reading the answer: ${String(defect)}` })
+          }
           if (isAuthError(outcome)) done(outcome, undefined)
           else done(undefined, outcome)
         })

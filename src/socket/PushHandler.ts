@@ -75,8 +75,8 @@ class PushInFlight {
   end(status: "ok" | "error", response: unknown): void {
     if (this.ended) return
     this.ended = true
-    this.reply(status, response)
     this.session.pushesInFlight--
+    this.reply(status, response)
   }
 }
 
@@ -230,7 +230,14 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         )
         if (!Effect.isEffect(decision)) return decided(push, decision)
         runCallback(decision, {
-          onExit: (exit) => (exit._tag === "Success" ? decided(push, exit.value) : defect(push, Cause.pretty(exit.cause)))
+          onExit: (exit) => {
+            try {
+              if (exit._tag === "Success") decided(push, exit.value)
+              else defect(push, Cause.pretty(exit.cause))
+            } catch (cause) {
+              defect(push, cause)
+            }
+          }
         })
       }
 

@@ -177,14 +177,19 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
           if (settled) return false
           settled = true
           upgradesInFlight--
+          socket.off("end", onEarlyClose)
           socket.off("close", onEarlyClose)
           return true
         }
         let abandon: (() => void) | undefined
         const onEarlyClose = () => {
-          if (settle()) abandon?.()
+          if (!settle()) return
+          abandon?.()
+          socket.destroy()
         }
-        // registered first, since the check may also end synchronously
+        // registered first, since the check may also end synchronously; a
+        // client that half-closes (FIN) gets "end", one that resets "close"
+        socket.once("end", onEarlyClose)
         socket.once("close", onEarlyClose)
         abandon = auth.authenticate(app.config, {
           token,

@@ -11,6 +11,7 @@
  * held without bound. Drops are logged on the first and every thousandth, so
  * that a dead app does not flood the logs.
  */
+import { TaskQueue } from "./TaskQueue.ts"
 
 export interface NotificationQueueOptions<N> {
   /** Notifications on the wire at once. */
@@ -22,29 +23,20 @@ export interface NotificationQueueOptions<N> {
   /** Sends one; `done` gets undefined on success, else why it failed. */
   readonly post: (notification: N, done: (failure: string | undefined) => void) => void
   readonly onDropped: (dropped: number, reason: string) => void
+  /** A bug while sending one (it counts as a failed attempt). */
+  readonly onDefect: (error: unknown) => void
 }
-
-interface Pending<N> {
-  readonly notification: N
-  attemptsLeft: number
-  retryMs: number
-}
-
-/** Leading entries of the waiting list that are cleared at once, rather than shifted one by one. */
-const COMPACT_AFTER = 1024
 
 export class NotificationQueue<N> {
   private readonly options: NotificationQueueOptions<N>
-  private waiting: Array<Pending<N>> = []
-  /** Index of the next notification to send in `waiting`. */
-  private head = 0
-  private onTheWire = 0
+  private readonly sending: TaskQueue
   private pending = 0
   private dropped = 0
-  private pumping = false
+  private idle: Array<() => void> = []
 
   constructor(options: NotificationQueueOptions<N>) {
     this.options = options
+    this.sending = new TaskQueue(options.concurrency, options.onDefect)
   }
 
   /** Notifications not finished yet. */
@@ -58,45 +50,45 @@ export class NotificationQueue<N> {
       return
     }
     this.pending++
-    this.waiting.push({ notification, attemptsLeft: this.options.attempts, retryMs: this.options.firstRetryMs })
-    this.pump()
+    this.attempt(notification, this.options.attempts, this.options.firstRetryMs)
   }
 
-  private pump(): void {
-    // a post that finishes synchronously re-enters here; the loop already running takes over
-    if (this.pumping) return
-    this.pumping = true
-    while (this.onTheWire < this.options.concurrency && this.head < this.waiting.length) {
-      const next = this.waiting[this.head++]!
-      if (this.head >= COMPACT_AFTER && this.head * 2 >= this.waiting.length) {
-        this.waiting = this.waiting.slice(this.head)
-        this.head = 0
-      }
-      this.send(next)
-    }
-    this.pumping = false
+  /** Resolves once nothing is pending (at once when nothing is). */
+  drained(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idle.push(resolve))
   }
 
-  private send(pending: Pending<N>): void {
-    this.onTheWire++
-    pending.attemptsLeft--
-    this.options.post(pending.notification, (failure) => {
-      this.onTheWire--
-      if (failure === undefined) {
-        this.pending--
-      } else if (pending.attemptsLeft > 0) {
-        const retryMs = pending.retryMs
-        pending.retryMs *= 2
-        setTimeout(() => {
-          this.waiting.push(pending)
-          this.pump()
-        }, retryMs).unref()
-      } else {
-        this.pending--
+  private attempt(notification: N, attemptsLeft: number, retryMs: number): void {
+    this.sending.add((release) => {
+      let answered = false
+      const done = (failure: string | undefined) => {
+        if (answered) return
+        answered = true
+        release()
+        if (failure === undefined) return this.finished()
+        if (attemptsLeft > 1) {
+          setTimeout(() => this.attempt(notification, attemptsLeft - 1, retryMs * 2), retryMs).unref()
+          return
+        }
         this.drop(`failed ${this.options.attempts} times, last: ${failure}`)
+        this.finished()
       }
-      this.pump()
+      try {
+        this.options.post(notification, done)
+      } catch (error) {
+        done(String(error))
+        throw error
+      }
     })
+  }
+
+  private finished(): void {
+    this.pending--
+    if (this.pending > 0 || this.idle.length === 0) return
+    const waiting = this.idle
+    this.idle = []
+    for (const resolve of waiting) resolve()
   }
 
   private drop(reason: string): void {

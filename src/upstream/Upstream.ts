@@ -20,6 +20,7 @@ import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 import { NotificationQueue } from "./NotificationQueue.ts"
+import { TaskQueue } from "./TaskQueue.ts"
 
 export interface UpstreamRequest {
   readonly call: UpstreamCall
@@ -53,7 +54,8 @@ export interface UpstreamShape {
    * `call` for the hot paths, which run outside any fiber (auth of every
    * connection, every push): no fiber or promise per call. `done` is called
    * exactly once, with the failure or with the answer, unless the returned
-   * function abandons the call first.
+   * function abandons the call first. It may be called before `send` returns
+   * (circuit breaker open, `maxInFlight` reached).
    */
   readonly send: (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => () => void
   /**
@@ -66,10 +68,12 @@ export interface UpstreamShape {
 
 /** Bytes accepted in an answer; larger answers fail the call. */
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024
-/** Connections per app; further calls queue for one. */
+/** Calls (and connections) per app on the wire at once; further calls wait for one in the gateway. */
 const MAX_IN_FLIGHT_PER_APP = 256
-/** Notifications of one app on the wire at once: a quarter of its connections, so that auth and messages always find one. */
+/** Notifications of one app on the wire at once: a quarter of its connections, so that a burst of them leaves the rest to auth and message calls. */
 const NOTIFY_CONCURRENCY = 64
+/** How long a stopping node waits for the notifications still pending. */
+const NOTIFY_DRAIN_MS = 5_000
 /** About 1 KiB each while pending. */
 const MAX_PENDING_NOTIFICATIONS = 50_000
 const NOTIFY_FIRST_RETRY_MS = 200
@@ -113,11 +117,21 @@ class CircuitBreaker {
   }
 }
 
+/** Calls that fail fast while their app fails; notifications are only retried. */
+type GuardedCall = Exclude<UpstreamCall, "notify">
+
 interface AppPool {
-  /** Keep-alive connections to the app; requests beyond its connection bound queue here. */
+  /** Keep-alive connections to the app, one per call on the wire. */
   readonly agent: Agent
+  /**
+   * Calls wait here, not in the agent, for one of the app's places on the
+   * wire: undici cannot take a waiting request back out of its queue, so a
+   * call that timed out or was abandoned there would still cost a connection
+   * when its turn came.
+   */
+  readonly calls: TaskQueue
   /** One per call kind: a client that makes the message endpoint fail must not block auth or schema fetches. */
-  readonly breakers: Record<UpstreamCall, CircuitBreaker>
+  readonly breakers: Record<GuardedCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   readonly notifications: NotificationQueue<UpstreamRequest>
 }
@@ -144,8 +158,21 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
+      const logDefect = (app: AppConfig) => (error: unknown) =>
+        runInBackground(Effect.logError("unexpected error in a call to the app", String(error)).pipe(
+          Effect.annotateLogs({ app_id: app.id })
+        ))
+
+      // A stopping node still owes the apps the notifications of the
+      // connections it just closed: they get a few seconds before the pools close.
       yield* Effect.addFinalizer(() =>
-        Effect.promise(() => Promise.allSettled([...pools.values()].map((pool) => pool.agent.close())))
+        Effect.promise(async () => {
+          const drained = Promise.all([...pools.values()].map((pool) => pool.notifications.drained()))
+          let timer: ReturnType<typeof setTimeout> | undefined
+          await Promise.race([drained, new Promise((resolve) => timer = setTimeout(resolve, NOTIFY_DRAIN_MS))])
+          clearTimeout(timer)
+          await Promise.allSettled([...pools.values()].map((pool) => pool.agent.close()))
+        })
       )
 
       const poolFor = (app: AppConfig): AppPool => {
@@ -157,11 +184,11 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               connections: MAX_IN_FLIGHT_PER_APP,
               maxResponseSize: MAX_ANSWER_BYTES
             }),
+            calls: new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app)),
             breakers: {
               schema: new CircuitBreaker(),
               auth: new CircuitBreaker(),
-              message: new CircuitBreaker(),
-              notify: new CircuitBreaker()
+              message: new CircuitBreaker()
             },
             inFlight: new Map(),
             notifications: new NotificationQueue<UpstreamRequest>({
@@ -178,7 +205,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                   Effect.logWarning(`app notification dropped (${dropped} so far): ${reason}`).pipe(
                     Effect.annotateLogs({ app_id: app.id })
                   )
-                )
+                ),
+              onDefect: logDefect(app)
             })
           }
           pools.set(app.id, pool)
@@ -224,10 +252,10 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
        * returned function abandons the call (its caller went away).
        *
        * Without a breaker (notifications), the timeout counts from the moment
-       * the request is written: a notification waiting for a pooled connection
-       * never reached the app, and retrying it would only grow the backlog.
-       * With one, a plain timer bounds the whole call, the wait for a
-       * connection included, since a client is waiting for it.
+       * the request is written: a notification waiting for its turn never
+       * reached the app, and retrying it would only grow the backlog. With
+       * one, a plain timer bounds the whole call, the wait for its turn
+       * included, since a client is waiting for it.
        */
       const exchange = (
         app: AppConfig,
@@ -236,11 +264,13 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         breaker: CircuitBreaker | undefined,
         done: UpstreamCallback
       ): (() => void) => {
+        // everything that could throw comes before the breaker is asked, so that its trial is never stuck
+        const body = request.body === undefined ? undefined : JSON.stringify(request.body)
+        const options = requestOptions(request, headersFor(app, body, request.headers), body)
         if (breaker !== undefined && !breaker.admit(Date.now())) {
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
-        const body = request.body === undefined ? undefined : JSON.stringify(request.body)
         let controller: Dispatcher.DispatchController | undefined
         let stopped: Error | undefined
         let finished = false
@@ -258,7 +288,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             done(error, answer)
           } catch (defect) {
             // a caller's bug must not unwind into the HTTP client (and its pooled connection)
-            runInBackground(Effect.logError(`unexpected error handling an answer of app ${app.id}`, String(defect)))
+            logDefect(app)(defect)
           }
         }
         const stop = (reason: Error) => {
@@ -270,30 +300,38 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           finish(new UpstreamTimeout({ app: app.id, call: request.call, timeoutMs: request.timeoutMs }), undefined, "failed")
           stop(new Error("timed out"))
         }, request.timeoutMs)
-        const options = requestOptions(request, headersFor(app, body, request.headers), body)
-        let status = 0
-        let headers: UpstreamAnswer["headers"] = {}
-        let chunks: Array<Buffer> = []
-        pool.agent.dispatch(breaker === undefined ? { ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs } : options, {
-          onRequestStart: (dispatchController) => {
-            controller = dispatchController
-            if (stopped !== undefined) dispatchController.abort(stopped)
-          },
-          onResponseStart: (_controller, statusCode, responseHeaders) => {
-            status = statusCode
-            headers = responseHeaders as UpstreamAnswer["headers"]
-            chunks = []
-          },
-          onResponseData: (_controller, chunk) => {
-            chunks.push(chunk)
-          },
-          onResponseEnd: () => {
-            const text = chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString()
-            finish(undefined, { status, headers, body: text }, status < 500 ? "ok" : "failed")
-          },
-          onResponseError: (_controller, error) => {
-            finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")
-          }
+        pool.calls.add((release) => {
+          // timed out or abandoned while waiting for its turn: it never goes out
+          if (finished) return release()
+          let status = 0
+          let headers: UpstreamAnswer["headers"] = {}
+          let chunks: Array<Buffer> = []
+          const dispatched = breaker === undefined
+            ? { ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }
+            : options
+          pool.agent.dispatch(dispatched, {
+            onRequestStart: (dispatchController) => {
+              controller = dispatchController
+              if (stopped !== undefined) dispatchController.abort(stopped)
+            },
+            onResponseStart: (_controller, statusCode, responseHeaders) => {
+              status = statusCode
+              headers = responseHeaders as UpstreamAnswer["headers"]
+              chunks = []
+            },
+            onResponseData: (_controller, chunk) => {
+              chunks.push(chunk)
+            },
+            onResponseEnd: () => {
+              release()
+              const text = chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString()
+              finish(undefined, { status, headers, body: text }, status < 500 ? "ok" : "failed")
+            },
+            onResponseError: (_controller, error) => {
+              release()
+              finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")
+            }
+          })
         })
         return () => {
           if (finished) return
@@ -304,8 +342,9 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
 
       const send = (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback): (() => void) => {
         const pool = poolFor(app)
+        const breaker = request.call === "notify" ? undefined : pool.breakers[request.call]
         const limit = request.maxInFlight
-        if (limit === undefined) return exchange(app, pool, request, pool.breakers[request.call], done)
+        if (limit === undefined) return exchange(app, pool, request, breaker, done)
         const inFlight = pool.inFlight.get(request.call) ?? 0
         if (inFlight >= limit) {
           done(new UpstreamOverloaded({ app: app.id, call: request.call, limit }), undefined)
@@ -318,7 +357,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           counted = false
           pool.inFlight.set(request.call, pool.inFlight.get(request.call)! - 1)
         }
-        const abandon = exchange(app, pool, request, pool.breakers[request.call], (error, answer) => {
+        const abandon = exchange(app, pool, request, breaker, (error, answer) => {
           leave()
           done(error, answer)
         })

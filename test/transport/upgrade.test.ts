@@ -3,6 +3,8 @@
  * status and JSON reason before any socket opens, and accepted connections
  * speak the protocol version they asked for.
  */
+import { connect } from "node:net"
+import type { Socket } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { connectSocket, rawSocket, startFakeApp, startTestGateway, upgradeRejection } from "../../src/testing/index.ts"
 import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
@@ -245,6 +247,39 @@ describe("capacity and schema availability", () => {
       await fake.close()
     }
   })
+
+  for (const [how, leave] of [
+    ["half-closes (FIN)", (socket: Socket) => socket.end()],
+    ["resets (RST)", (socket: Socket) => socket.resetAndDestroy()]
+  ] as const) {
+    it(`a client that ${how} while its token is being checked frees its place at once`, async () => {
+      const fake = await startFakeApp()
+      fake.fail("auth", "hang", { times: 1 })
+      const small = await startTestGateway({
+        apps: [{ id: "chat", fakeApp: fake, timeouts: { authMs: 10_000 } }],
+        limits: { maxConnections: 1 }
+      })
+      try {
+        const { port } = new URL(small.socketUrl)
+        const leaving = connect(Number(port), "127.0.0.1")
+        await new Promise((resolve) => leaving.once("connect", resolve))
+        leaving.write(
+          "GET /socket/websocket?app=chat&token=token-alice&vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        leaving.on("error", () => {})
+        await fake.waitFor("auth")
+        leave(leaving)
+        // the one place on the node is free again, long before the hanging call's timeout
+        const next = await connectSocket(small.socketUrl, { app: "chat", token: "token-bob" })
+        await next.close()
+      } finally {
+        await small.close()
+        await fake.close()
+      }
+    })
+  }
 
   it("503 schema_unavailable while the app's schema has never loaded", async () => {
     const fake = await startFakeApp()

@@ -11,6 +11,7 @@ import type { NotificationQueueOptions } from "../../src/upstream/NotificationQu
 const makeQueue = (options: Partial<NotificationQueueOptions<number>> = {}) => {
   const onTheWire: Array<{ readonly notification: number; readonly done: (failure: string | undefined) => void }> = []
   const drops: Array<{ readonly dropped: number; readonly reason: string }> = []
+  const defects: Array<unknown> = []
   const queue = new NotificationQueue<number>({
     concurrency: 2,
     capacity: 5,
@@ -18,9 +19,10 @@ const makeQueue = (options: Partial<NotificationQueueOptions<number>> = {}) => {
     firstRetryMs: 1,
     post: (notification, done) => onTheWire.push({ notification, done }),
     onDropped: (dropped, reason) => drops.push({ dropped, reason }),
+    onDefect: (error) => defects.push(error),
     ...options
   })
-  return { queue, onTheWire, drops }
+  return { queue, onTheWire, drops, defects }
 }
 
 describe("NotificationQueue", () => {
@@ -77,6 +79,39 @@ describe("NotificationQueue", () => {
     })
     for (let n = 1; n <= 5; n++) queue.add(n)
     expect(sent).toEqual([1, 2, 3, 4, 5])
+    expect(queue.size).toBe(0)
+  })
+
+  it("a notification whose sending throws counts as a failed attempt and stalls nothing", async () => {
+    let calls = 0
+    const sent: Array<number> = []
+    const { queue, defects } = makeQueue({
+      attempts: 1,
+      post: (notification, done) => {
+        if (calls++ === 0) throw new Error("bug")
+        sent.push(notification)
+        done(undefined)
+      }
+    })
+    for (let n = 1; n <= 3; n++) queue.add(n)
+    expect(defects).toHaveLength(1)
+    expect(sent).toEqual([2, 3])
+    expect(queue.size).toBe(0)
+    await queue.drained()
+  })
+
+  it("drained() resolves once the last pending notification is answered", async () => {
+    const { queue, onTheWire } = makeQueue()
+    await queue.drained()
+    queue.add(1)
+    queue.add(2)
+    let drained = false
+    const waiting = queue.drained().then(() => (drained = true))
+    onTheWire[0]!.done(undefined)
+    await Promise.resolve()
+    expect(drained).toBe(false)
+    onTheWire[1]!.done(undefined)
+    await waiting
     expect(queue.size).toBe(0)
   })
 })

@@ -108,6 +108,32 @@ describe("Upstream", () => {
     expect(await stuckCalls).toMatchObject({ _tag: "Failure" })
   })
 
+  it("calls past the app's 256 on the wire wait in the gateway, and one that times out there never goes out", async () => {
+    const crowded = await startFakeApp()
+    try {
+      crowded.fail("message", "hang")
+      const app = makeAppConfig({ id: "crowded", api: crowded.url })
+      const callWith = (timeoutMs: number) =>
+        Effect.runPromise(Effect.result(upstream.call(app, {
+          call: "message",
+          method: "POST",
+          url: crowded.endpoints.message,
+          body: {},
+          timeoutMs
+        })))
+      const onTheWire = Array.from({ length: 256 }, () => callWith(2_000))
+      await crowded.waitFor("message", () => crowded.requestsOf("message").length >= 256)
+      const waiting = await Promise.all(Array.from({ length: 10 }, () => callWith(100)))
+      expect(waiting.every((result) => result._tag === "Failure" && result.failure._tag === "UpstreamTimeout")).toBe(true)
+      // the hanging calls end with their own timeouts; the ten that timed out waiting were never sent
+      crowded.fail("message", "ok")
+      await Promise.all(onTheWire)
+      expect(crowded.requestsOf("message")).toHaveLength(256)
+    } finally {
+      await crowded.close()
+    }
+  })
+
   it("a call with maxInFlight refuses at once past it, and frees its place when answered or abandoned", async () => {
     slow.fail("auth", "hang")
     const app = makeAppConfig({ id: "bounded", api: slow.url })

@@ -111,12 +111,16 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
             )
           )
         )
+        const topics = yield* TopicRegistry
         let liveNodes: ReadonlyArray<string> = [nodeName]
         let registeredAt: number | undefined
         const refresh = readLiveNodes.pipe(
-          Effect.map((nodes) => {
+          Effect.flatMap((nodes) => {
             if (nodes.includes(nodeName)) registeredAt ??= Date.now()
+            const previous = liveNodes
             liveNodes = nodes.includes(nodeName) ? nodes : [nodeName, ...nodes]
+            // a node that died may have run presence entities: restart them now
+            return previous.some((node) => !liveNodes.includes(node)) ? topics.resyncPresences : Effect.void
           }),
           Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
         )

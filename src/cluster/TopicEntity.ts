@@ -52,6 +52,9 @@ export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrac
 /** The longest a publisher waits for its broadcast to reach every node's inbox. */
 const PUBLISH_WAIT_LIMIT = "1 second"
 
+/** How long a starting presence entity waits before it sends the full presence state. */
+const PRESENCE_STATE_SETTLE = "1 second"
+
 /** How often an entity with presences checks that their nodes are alive. */
 const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
 
@@ -165,7 +168,8 @@ export const TopicEntityLayer = Topic.toLayer(
     // A presence channel's entity that starts (first use, or after a move or a
     // crash) asks every node for its presences at once, rather than waiting
     // for their next re-sync.
-    if (apps.get(app)?.schema?.matchChannel(topic)?.channel.presence === true) {
+    const isPresenceChannel = apps.get(app)?.schema?.matchChannel(topic)?.channel.presence === true
+    if (isPresenceChannel) {
       const nodes = yield* router.nodes
       yield* Effect.forEach(nodes, (node) =>
         router.presences(node, app, topic).pipe(
@@ -173,6 +177,19 @@ export const TopicEntityLayer = Topic.toLayer(
             if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
           })
         ), { concurrency: "unbounded", discard: true })
+    }
+
+    // An entity that replaces one whose node died cannot know the presences
+    // only that node had, while its subscribers' presence lists may still show
+    // them. Once any deliveries of an old entity still on their way are over,
+    // the full state goes out in order with the diffs, and each client's
+    // `Presence` drops what it no longer contains. After a first start it
+    // changes nothing.
+    if (isPresenceChannel) {
+      yield* Effect.sleep(PRESENCE_STATE_SETTLE).pipe(
+        Effect.andThen(Effect.suspend(() => publish(`${diffIdPrefix}state`, Event.presenceState, presenceState()))),
+        Effect.forkScoped
+      )
     }
 
     // The presences of a node that died leave with it.

@@ -43,6 +43,12 @@ export interface TopicRegistryShape {
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
   /** Who is present on a topic, cluster-wide. */
   readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState, unknown>
+  /**
+   * Sends every local presence list to its topic's entity now, rather than at
+   * the next interval: after a node died, this restarts the entities that died
+   * with it, which then bring their subscribers' presence lists up to date.
+   */
+  readonly resyncPresences: Effect.Effect<void>
 }
 
 interface LocalTopic {
@@ -79,13 +85,14 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
           Effect.catch(logFailure("presence re-sync", entityId))
         )
 
-      yield* Effect.suspend(() =>
+      const resyncPresences = Effect.suspend(() =>
         Effect.forEach(
           [...local].flatMap(([entityId, { presences }]) => presences === undefined ? [] : [[entityId, presences] as const]),
           ([entityId, presences]) => syncPresences(entityId, presences),
           { concurrency: 16, discard: true }
         )
-      ).pipe(
+      )
+      yield* resyncPresences.pipe(
         Effect.repeat(Schedule.spaced(PRESENCE_RESYNC_INTERVAL)),
         Effect.delay(PRESENCE_RESYNC_INTERVAL),
         Effect.forkScoped
@@ -145,6 +152,7 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         track,
         untrack,
         presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences(),
+        resyncPresences
       })
     })
   )

@@ -13,6 +13,7 @@ import {
   clientTokens,
   connectAndJoin,
   inbox,
+  poll,
   startCluster,
   startPostgres,
   topicOwner,
@@ -144,6 +145,38 @@ describe("kill -9 of a node", () => {
     )
     console.log(`ghost left the presence list ${leftAt - killedAt} ms after the kill`)
     expect([...observer.keys()].sort()).toEqual(["bystander", "watcher"])
+  }, 60_000)
+})
+
+describe("kill -9 of the node running a presence topic's entity", () => {
+  it("a Presence on a surviving node sees that node's client leave, though the new entity never knew it", async () => {
+    showLogs()
+    const topic = "room:presence-owner-failover"
+    const observerNode = cluster.live()[0]!
+    const observer = await watchPresence(observerNode, "chat", "watcher", topic)
+    closers.push(() => observer.close())
+    // known once every shard is held again (the previous tests killed nodes)
+    const owner = await poll("the node running the topic's entity", () => topicOwner(cluster.databaseUrl, "chat", topic), {
+      intervalMs: 250
+    })
+    const victim = cluster.node(owner)
+    // the observer must survive: when it runs the entity, watch from another node
+    const watching = victim === observerNode
+      ? await watchPresence(cluster.live().find((node) => node !== victim)!, "chat", "watcher-2", topic)
+      : observer
+    closers.push(() => watching.close())
+    const ghost = await connectAndJoin(victim, "chat", "ghost", topic)
+    closers.push(() => ghost.close())
+    await watching.until((keys) => keys.includes("ghost"), 10_000, "the observer seeing the ghost")
+
+    const killedAt = Date.now()
+    await killHard(victim)
+    const leftAt = await watching.until(
+      (keys) => !keys.includes("ghost"),
+      20_000,
+      "ghost leaving the observer's presence list"
+    )
+    console.log(`killed ${victim.name} (entity owner); ghost left the presence list ${leftAt - killedAt} ms after the kill`)
   }, 60_000)
 })
 

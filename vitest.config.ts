@@ -31,10 +31,16 @@ export default defineConfig({
       },
       {
         // Each cluster file runs four or more gateway processes and PostgreSQL:
-        // one file at a time, or on 2 cores their event loops starve each other
-        // and failover timings stop meaning anything.
+        // one file at a time, and only after the other tests, or on 2 cores
+        // their event loops starve each other and failover timings stop
+        // meaning anything.
         extends: true,
-        test: { name: "cluster", include: ["test/cluster/**/*.test.ts"], fileParallelism: false }
+        test: {
+          name: "cluster",
+          include: ["test/cluster/**/*.test.ts"],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 }
+        }
       }
     ]
   }

@@ -14,14 +14,20 @@
  * environment (`ShardingConfig.layerFromEnv` would take our HTTP `PORT` for
  * the runner port). The timings are chosen for failover within the contract's
  * 10 s (see docs/cluster.md):
- * - `shardLockExpiration` 8 s: a dead runner's shards are free after at most
- *   this (PostgreSQL also drops its advisory locks as soon as its session
- *   dies), leaving room within the 10 s for the new owner to start; it must
- *   exceed the worst event-loop stall, or two live copies of an entity could
- *   exist for a moment;
- * - `shardLockRefreshInterval` 2 s: four refreshes per expiration period;
- * - `refreshAssignmentsInterval` and `runnerHealthCheckInterval` 1 s: the
- *   survivors notice a dead runner and take its shards within seconds.
+ * - the survivors notice a dead runner through the health check, which runs
+ *   on one runner (a cluster singleton) every `runnerHealthCheckInterval`
+ *   (1 s) and pings each runner: up to 3 tries, 250 ms apart, 2 s each, so a
+ *   dead runner (connection refused) counts as dead within about a second,
+ *   one that stopped answering within about 7 s (effect's default is 6 tries
+ *   of up to 10 s);
+ * - when the dead runner ran the health check itself, nobody notices until
+ *   its shard locks expire and the singleton starts elsewhere:
+ *   `shardLockExpiration` 5 s bounds that case (measured 9–11 s to failover
+ *   with 8 s, 3–4 s in the common case). It must exceed the worst event-loop
+ *   stall, or two live copies of an entity could exist for a moment;
+ * - `shardLockRefreshInterval` 1.5 s: more than three refreshes per expiration;
+ * - `refreshAssignmentsInterval` 1 s: the survivors take a dead runner's
+ *   shards within a second of it being marked unhealthy.
  *
  * Runners speak newline-delimited JSON: every entity message here is JSON
  * already (broadcast payloads come from JSON bodies), and V8's JSON codec cost
@@ -29,7 +35,7 @@
  * binary codec.
  */
 import * as NodeClusterSocket from "@effect/platform-node-shared/NodeClusterSocket"
-import { Layer, Option } from "effect"
+import { Effect, Layer, Option, Schedule } from "effect"
 import {
   MessageStorage,
   RunnerAddress,
@@ -49,11 +55,27 @@ import { Redacted } from "effect"
 export const nodeShardGroup = (node: string) => `node-${node}`
 
 export const CLUSTER_TIMINGS = {
-  shardLockExpiration: "8 seconds",
-  shardLockRefreshInterval: "2 seconds",
+  shardLockExpiration: "5 seconds",
+  shardLockRefreshInterval: "1500 millis",
   refreshAssignmentsInterval: "1 second",
   runnerHealthCheckInterval: "1 second"
 } as const
+
+/** Pings a runner as the health check does (see above), with tries short enough for failover within 10 s. */
+const runnerHealthByPing = Layer.effect(
+  RunnerHealth.RunnerHealth,
+  Effect.gen(function*() {
+    const runners = yield* Runners.Runners
+    return RunnerHealth.RunnerHealth.of({
+      isAlive: (address) =>
+        runners.ping(address).pipe(
+          Effect.timeout("2 seconds"),
+          Effect.retry({ times: 2, schedule: Schedule.spaced("250 millis") }),
+          Effect.isSuccess
+        )
+    })
+  })
+)
 
 /** Shards per group; each node's own group needs very few, the default group a few per node. */
 const SHARDS_PER_GROUP = 64
@@ -84,7 +106,7 @@ export const layerPostgres = (options: ClusterOptions) => {
     shardsPerGroup: SHARDS_PER_GROUP,
     ...CLUSTER_TIMINGS
   })
-  const runnerHealth = RunnerHealth.layerPing.pipe(
+  const runnerHealth = runnerHealthByPing.pipe(
     Layer.provide(Runners.layerRpc),
     Layer.provide(NodeClusterSocket.layerClientProtocol)
   )

@@ -357,10 +357,16 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           counted = false
           pool.inFlight.set(request.call, pool.inFlight.get(request.call)! - 1)
         }
-        const abandon = exchange(app, pool, request, breaker, (error, answer) => {
+        let abandon: () => void
+        try {
+          abandon = exchange(app, pool, request, breaker, (error, answer) => {
+            leave()
+            done(error, answer)
+          })
+        } catch (error) {
           leave()
-          done(error, answer)
-        })
+          throw error
+        }
         return () => {
           leave()
           abandon()

@@ -16,16 +16,19 @@
  * 10 s (see docs/cluster.md):
  * - the survivors notice a dead runner through the health check, which runs
  *   on one runner (a cluster singleton) every `runnerHealthCheckInterval`
- *   (1 s) and pings each runner: up to 3 tries, 250 ms apart, 2 s each, so a
- *   dead runner (connection refused) counts as dead within about a second,
- *   one that stopped answering within about 7 s (effect's default is 6 tries
- *   of up to 10 s);
- * - when the dead runner ran the health check itself, nobody notices until
- *   its shard locks expire and the singleton starts elsewhere:
- *   `shardLockExpiration` 5 s bounds that case (measured 9–11 s to failover
- *   with 8 s, 3–4 s in the common case). It must exceed the worst event-loop
- *   stall, or two live copies of an entity could exist for a moment;
- * - `shardLockRefreshInterval` 1.5 s: more than three refreshes per expiration;
+ *   (1 s) and pings each runner: up to 3 tries, 250 ms apart, 5 s each, so a
+ *   dead runner (connection refused) counts as dead within about a second
+ *   (effect's default is 6 tries of up to 10 s). A live runner busy enough to
+ *   miss 5 s pings three times running is not declared dead;
+ * - a runner that stops heart-beating (frozen, machine lost, or the dead one
+ *   ran the health check itself) drops out when its heartbeat is
+ *   `shardLockExpiration` old: 5 s bounds that case (measured 9–11 s to
+ *   failover with 8 s, 1–5 s in the common case). The lease is refreshed
+ *   every `shardLockRefreshInterval`, so an event-loop stall of more than
+ *   about 3.5 s (5 − 1.5) loses it, and for a moment two live copies of an
+ *   entity could exist;
+ * - `shardLockRefreshInterval` 1.5 s: also the time a refresh may take before
+ *   the runner gives its shards up as unsafe;
  * - `refreshAssignmentsInterval` 1 s: the survivors take a dead runner's
  *   shards within a second of it being marked unhealthy.
  *
@@ -69,7 +72,7 @@ const runnerHealthByPing = Layer.effect(
     return RunnerHealth.RunnerHealth.of({
       isAlive: (address) =>
         runners.ping(address).pipe(
-          Effect.timeout("2 seconds"),
+          Effect.timeout("5 seconds"),
           Effect.retry({ times: 2, schedule: Schedule.spaced("250 millis") }),
           Effect.isSuccess
         )

@@ -37,7 +37,8 @@ export interface NodeRouterShape {
   /** Closes every connection of the client on the node; answers how many. */
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
   readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
-  readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry>>
+  /** The node's presences on a topic; undefined when it did not answer. */
+  readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry> | undefined>
   /** Tells the node that the client pushes through other nodes too; answers the node's tokens left for it. */
   readonly clientShared: (node: string, app: string, clientId: string) => Effect.Effect<ClientTokens>
 }
@@ -87,7 +88,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         deliver: (node, broadcasts) => onlySelf(node, local.deliver(broadcasts), undefined),
         disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
         connections: (node, app) => onlySelf(node, local.connections(app), []),
-        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), []),
+        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), undefined),
         clientShared: (node, app, clientId) => onlySelf(node, local.clientShared(app, clientId), NO_TOKENS)
       })
     })
@@ -114,13 +115,18 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         const topics = yield* TopicRegistry
         let liveNodes: ReadonlyArray<string> = [nodeName]
         let registeredAt: number | undefined
+        // the healthy runners as listed, this node included only when it is
+        let listed: string | undefined
         const refresh = readLiveNodes.pipe(
-          Effect.flatMap((nodes) => {
+          Effect.map((nodes) => {
             if (nodes.includes(nodeName)) registeredAt ??= Date.now()
-            const previous = liveNodes
             liveNodes = nodes.includes(nodeName) ? nodes : [nodeName, ...nodes]
-            // a node that died may have run presence entities: restart them now
-            return previous.some((node) => !liveNodes.includes(node)) ? topics.resyncPresences : Effect.void
+            // A node that left may have run presence entities (restart them
+            // now), and entities drop the presences of a node while it is not
+            // listed (restore them when it is again).
+            const membership = [...nodes].sort().join(",")
+            if (listed !== undefined && membership !== listed) topics.resyncPresences()
+            listed = membership
           }),
           Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
         )
@@ -159,7 +165,12 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           presences: (node, app, topic) =>
             node === nodeName
               ? local.presences(app, topic)
-              : remote(node, "presence listing", clientFor(node).TopicPresences({ app, topic }), []),
+              : remote<ReadonlyArray<PresenceEntry> | undefined>(
+                node,
+                "presence listing",
+                clientFor(node).TopicPresences({ app, topic }),
+                undefined
+              ),
           clientShared: (node, app, clientId) =>
             node === nodeName
               ? local.clientShared(app, clientId)

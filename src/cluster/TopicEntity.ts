@@ -169,12 +169,14 @@ export const TopicEntityLayer = Topic.toLayer(
     // crash) asks every node for its presences at once, rather than waiting
     // for their next re-sync.
     const isPresenceChannel = apps.get(app)?.schema?.matchChannel(topic)?.channel.presence === true
+    let everyNodeAnswered = true
     if (isPresenceChannel) {
       const nodes = yield* router.nodes
       yield* Effect.forEach(nodes, (node) =>
         router.presences(node, app, topic).pipe(
           Effect.map((entries) => {
-            if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
+            if (entries === undefined) everyNodeAnswered = false
+            else if (entries.length > 0) presences.set(node, new Map(entries.map((entry) => [entry.ref, entry])))
           })
         ), { concurrency: "unbounded", discard: true })
     }
@@ -183,9 +185,11 @@ export const TopicEntityLayer = Topic.toLayer(
     // only that node had, while its subscribers' presence lists may still show
     // them. Once any deliveries of an old entity still on their way are over,
     // the full state goes out in order with the diffs, and each client's
-    // `Presence` drops what it no longer contains. After a first start it
-    // changes nothing.
-    if (isPresenceChannel) {
+    // `Presence` drops what it no longer contains (joins still waiting for
+    // their own state are skipped, see LocalFanout). Only when every live
+    // node told its presences: a state missing a live node's clients would
+    // make them leave everywhere until its next re-sync.
+    if (isPresenceChannel && everyNodeAnswered) {
       yield* Effect.sleep(PRESENCE_STATE_SETTLE).pipe(
         Effect.andThen(Effect.suspend(() => publish(`${diffIdPrefix}state`, Event.presenceState, presenceState()))),
         Effect.forkScoped

@@ -16,6 +16,8 @@ import type { PresenceEntry, PresenceState } from "./messages.ts"
 
 /** Presence re-sync period: well under the Topic entity's idle time. */
 export const PRESENCE_RESYNC_INTERVAL = "30 seconds"
+/** Longer than a failover takes, so that a topic's entity has found its new node. */
+const SYNC_TIMEOUT = "15 seconds"
 
 /** Fan-out targets are sockets; kept abstract so the registry does not depend on the socket layer. */
 export interface TopicSubscriber {
@@ -23,6 +25,8 @@ export interface TopicSubscriber {
   readonly serializer: Serializer
   /** Writes a WebSocket frame made by `wireFrame`, the same buffer for every subscriber. */
   sendFrame(frame: Buffer): void
+  /** Whether a `presence_state` broadcast to the topic may go to this subscriber now. */
+  acceptsPresenceState(topic: string): boolean
 }
 
 export interface TopicRegistryShape {
@@ -44,11 +48,13 @@ export interface TopicRegistryShape {
   /** Who is present on a topic, cluster-wide. */
   readonly presences: (app: string, topic: string) => Effect.Effect<PresenceState, unknown>
   /**
-   * Sends every local presence list to its topic's entity now, rather than at
-   * the next interval: after a node died, this restarts the entities that died
-   * with it, which then bring their subscribers' presence lists up to date.
+   * Sends every local presence list to its topic's entity soon, in the
+   * background, rather than at the next interval: after a node died, this
+   * restarts the entities that died with it, which then bring their
+   * subscribers' presence lists up to date; after a node came back, it
+   * restores what the entities dropped while it was gone.
    */
-  readonly resyncPresences: Effect.Effect<void>
+  readonly resyncPresences: () => void
 }
 
 interface LocalTopic {
@@ -82,17 +88,41 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
 
       const syncPresences = (entityId: string, presences: ReadonlyMap<string, PresenceEntry>) =>
         topicClient(entityId).SyncPresences({ node: nodeName, presences: [...presences.values()] }).pipe(
+          // a topic whose shard has no owner yet must not hold up the others for ever
+          Effect.timeoutOrElse({
+            duration: SYNC_TIMEOUT,
+            orElse: () => Effect.fail(`no answer within ${SYNC_TIMEOUT}`)
+          }),
           Effect.catch(logFailure("presence re-sync", entityId))
         )
 
-      const resyncPresences = Effect.suspend(() =>
+      const resyncAll = Effect.suspend(() =>
         Effect.forEach(
           [...local].flatMap(([entityId, { presences }]) => presences === undefined ? [] : [[entityId, presences] as const]),
           ([entityId, presences]) => syncPresences(entityId, presences),
           { concurrency: 16, discard: true }
         )
       )
-      yield* resyncPresences.pipe(
+
+      // One re-sync at a time: asked for again while one runs, it runs once more after it.
+      let resyncRunning = false
+      let resyncAgain = false
+      const resyncPresences = (): void => {
+        if (resyncRunning) {
+          resyncAgain = true
+          return
+        }
+        resyncRunning = true
+        runInBackground(resyncAll.pipe(Effect.ensuring(Effect.sync(() => {
+          resyncRunning = false
+          if (resyncAgain) {
+            resyncAgain = false
+            resyncPresences()
+          }
+        }))))
+      }
+
+      yield* resyncAll.pipe(
         Effect.repeat(Schedule.spaced(PRESENCE_RESYNC_INTERVAL)),
         Effect.delay(PRESENCE_RESYNC_INTERVAL),
         Effect.forkScoped

@@ -6,6 +6,7 @@
 import { Context, Effect, Layer } from "effect"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
+import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { wireFrame } from "../transport/WireFrame.ts"
@@ -34,9 +35,12 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
         // one encoding per protocol version in use (there are two), made on first need
         let v1: Buffer | undefined
         let v2: Buffer | undefined
+        // a whole presence state is not for joins still waiting for their own
+        const presenceState = broadcast.event === Event.presenceState
         let written = 0
         for (const subscriber of subscribers) {
           if (subscriber.connectionId === broadcast.excludeConnectionId) continue
+          if (presenceState && !subscriber.acceptsPresenceState(broadcast.topic)) continue
           const frame = subscriber.serializer === V2
             ? (v2 ??= encode(V2, broadcast))
             : (v1 ??= encode(subscriber.serializer, broadcast))

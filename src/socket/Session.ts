@@ -48,6 +48,12 @@ export interface Join {
   readonly match: ChannelMatch
   /** Set while the join is tracked on a presence channel. */
   presence: PresenceEntry | undefined
+  /**
+   * Set once the joiner has been sent its own `presence_state`; until then a
+   * state broadcast to the topic is not for it (the `phoenix` client's
+   * `Presence` would apply the diffs it holds back too early).
+   */
+  presenceStateSent?: boolean
 }
 
 export class Session {
@@ -119,6 +125,12 @@ export class Session {
       return
     }
     this.stream.write(frame)
+  }
+
+  /** Whether a `presence_state` broadcast to `topic` may go to this session now. */
+  acceptsPresenceState(topic: string): boolean {
+    const join = this.joins.get(topic)
+    return join === undefined || join.presence === undefined || join.presenceStateSent === true
   }
 
   reply(frame: Pick<Frame, "joinRef" | "ref" | "topic">, status: "ok" | "error", response: unknown): void {

@@ -114,6 +114,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             Effect.map((state) => {
               if (session.joins.get(topic) === join) {
                 session.send(session.serializer.encodePush(join.joinRef, topic, Event.presenceState, state))
+                join.presenceStateSent = true
               }
             })
           ))

@@ -74,6 +74,8 @@ const MAX_IN_FLIGHT_PER_APP = 256
 const NOTIFY_CONCURRENCY = 64
 /** How long a stopping node waits for the notifications still pending. */
 const NOTIFY_DRAIN_MS = 5_000
+/** How long a stopping node then waits for the calls still in flight. */
+const CLOSE_GRACE_MS = 3_000
 /** About 1 KiB each while pending. */
 const MAX_PENDING_NOTIFICATIONS = 50_000
 const NOTIFY_FIRST_RETRY_MS = 200
@@ -141,6 +143,13 @@ const sign = (secret: Redacted.Redacted<string>, body: string) =>
 
 const noop = () => {}
 
+/** Waits for `promise`, or `ms` at most. */
+const within = async (ms: number, promise: Promise<unknown>): Promise<void> => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, ms))])
+  clearTimeout(timer)
+}
+
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
     const code = (cause as { code?: unknown }).code
@@ -164,14 +173,15 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         ))
 
       // A stopping node still owes the apps the notifications of the
-      // connections it just closed: they get a few seconds before the pools close.
+      // connections it just closed: they get a few seconds, and the calls
+      // still in flight a few more, before the pools are torn down; the node
+      // must still hand its shards over within its 30 s.
       yield* Effect.addFinalizer(() =>
         Effect.promise(async () => {
-          const drained = Promise.all([...pools.values()].map((pool) => pool.notifications.drained()))
-          let timer: ReturnType<typeof setTimeout> | undefined
-          await Promise.race([drained, new Promise((resolve) => timer = setTimeout(resolve, NOTIFY_DRAIN_MS))])
-          clearTimeout(timer)
-          await Promise.allSettled([...pools.values()].map((pool) => pool.agent.close()))
+          const all = [...pools.values()]
+          await within(NOTIFY_DRAIN_MS, Promise.all(all.map((pool) => pool.notifications.drained())))
+          await within(CLOSE_GRACE_MS, Promise.allSettled(all.map((pool) => pool.agent.close())))
+          await Promise.allSettled(all.map((pool) => pool.agent.destroy()))
         })
       )
 
@@ -182,7 +192,9 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             agent: new Agent({
               keepAliveTimeout: 30_000,
               connections: MAX_IN_FLIGHT_PER_APP,
-              maxResponseSize: MAX_ANSWER_BYTES
+              maxResponseSize: MAX_ANSWER_BYTES,
+              // a call holds its place while its connection is made: no longer than the call may take
+              connect: { timeout: Math.min(app.timeouts.authMs, app.timeouts.messageMs, app.timeouts.schemaMs) }
             }),
             calls: new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app)),
             breakers: {

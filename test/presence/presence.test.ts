@@ -81,6 +81,30 @@ describe("presence", () => {
     await alice.close()
   })
 
+  it("a topic's entity sends the whole presence_state once after it starts; members see no change from it", async () => {
+    const alice = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const channel = alice.socket.channel("room:presence-restate")
+    const view = watchPresence(channel)
+    const leaves: Array<string> = []
+    view.presence.onLeave((key) => void leaves.push(String(key)))
+    let states = 0
+    const second = new Promise<unknown>((resolve) =>
+      channel.on("presence_state", (state) => {
+        if (++states === 2) resolve(state)
+      })
+    )
+    channel.join()
+    const bob = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })
+    await bob.join("room:presence-restate")
+    await view.until((list) => "alice" in list && "bob" in list)
+    // the first state is alice's own, the second the entity's, a second after it started
+    expect(Object.keys(await second as object).sort()).toEqual(["alice", "bob"])
+    expect(Object.keys(view.list()).sort()).toEqual(["alice", "bob"])
+    expect(leaves).toEqual([])
+    await bob.close()
+    await alice.close()
+  })
+
   it("one client through two connections has two metas; leaving one keeps the other", async () => {
     const watcher = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })
     const watcherChannel = watcher.socket.channel("room:presence-2")

@@ -31,7 +31,7 @@
  *      then read from the gateway's own listing, `GET /api/apps/bench/connections`
  *      through node-1 (its `node` field), and in the cluster the node running
  *      `room:0`'s Topic entity from PostgreSQL's shard locks
- *      (`topicOwner` of `test/cluster/support/cluster.ts`);
+ *      (`topicOwner` of `cluster/postgres.ts`);
  *   3. every node's CPU over 2 s at rest (subscribers joined, no broadcast);
  *      a heartbeat on every connection, then `--cross-warmup-s` (1 s) of
  *      broadcasts at the measured rate, not counted (compiled code, the
@@ -83,7 +83,7 @@ import WebSocket from "ws"
 import { startPostgres } from "../../cluster/postgres.ts"
 import type { PostgresServer } from "../../cluster/postgres.ts"
 import { freePort } from "../../cluster/ports.ts"
-import { topicOwner } from "../../test/cluster/support/cluster.ts"
+import { topicOwner } from "../../cluster/postgres.ts"
 import { APP_ID, CLIENT_TYPE } from "./bench-app.ts"
 import { requestStats, spawnManaged, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
@@ -99,8 +99,8 @@ import {
   TOPIC
 } from "./fanout.ts"
 import type { SendOutcome } from "./fanout.ts"
-import type { CloseResult, LoadResult, ServerStats } from "./messages.ts"
-import { fixed, percentiles, renderTable } from "./report.ts"
+import type { CloseResult, LoadResult } from "./messages.ts"
+import { cpuUs, fixed, formatCounts, percentiles, renderTable, sumCounts } from "./report.ts"
 import type { Percentiles } from "./report.ts"
 import {
   agentUrl,
@@ -445,15 +445,6 @@ const drain = async (generators: ReadonlyArray<Managed>, expected: number): Prom
   }
 }
 
-const sumCounts = (records: ReadonlyArray<Readonly<Record<string, number>>>): Record<string, number> => {
-  const total: Record<string, number> = {}
-  for (const record of records) {
-    for (const [key, n] of Object.entries(record)) total[key] = (total[key] ?? 0) + n
-  }
-  return total
-}
-
-const cpuUs = (stats: ServerStats) => stats.cpuUserUs + stats.cpuSystemUs
 
 /** `/proc/<pid>/stat` fields after the command name: [state, ppid, …]; undefined when unreadable. */
 const procStat = (pid: string): Array<string> | undefined => {
@@ -813,8 +804,6 @@ export const crossSuspect = (results: CrossResults): boolean =>
 // Table
 // ---------------------------------------------------------------------------
 
-const formatCounts = (counts: Readonly<Record<string, number>>): string =>
-  Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`).join(", ")
 
 const percent = (value: number) => `${fixed(value, 0)}%`
 

@@ -40,6 +40,7 @@
  * The cross-node suite (`cross.ts`) broadcasts and collects arrivals with the
  * same helpers (`sendBroadcasts`, `arrivals`, `heartbeats`, `mergeArrivals`).
  */
+import { freePort } from "../../cluster/ports.ts"
 import { Agent, request } from "node:http"
 import type { IncomingMessage } from "node:http"
 import { join } from "node:path"
@@ -47,13 +48,12 @@ import { APP_ID } from "./bench-app.ts"
 import { nextMessage, requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
 import type { ArrivalsResult, BroadcastArrival, CloseResult, FromLoad, LoadResult, ToLoad } from "./messages.ts"
-import { fixed, percentiles, renderTable, serverLabels } from "./report.ts"
+import { fixed, formatCounts, percentiles, renderTable, serverLabels, sumCounts } from "./report.ts"
 import type { Percentiles, ServerFailure, ServerName } from "./report.ts"
 import {
   BASELINE_SETTLE_MS,
   BROADCAST_EVENT,
   closeLoad,
-  freePort,
   log,
   machineCpu,
   now,
@@ -464,18 +464,10 @@ const measureStep = async (
   }
 }
 
-const sumFailures = (loads: ReadonlyArray<LoadResult>): Record<string, number> => {
-  const total: Record<string, number> = {}
-  for (const load of loads) {
-    for (const [key, n] of Object.entries(load.failures)) total[key] = (total[key] ?? 0) + n
-  }
-  return total
-}
-
 const connectFigures = (loads: ReadonlyArray<LoadResult>, added: number): FanoutStep["connect"] => ({
   added,
   durationMs: Math.max(0, Math.max(...loads.map((l) => l.lastJoinAt)) - Math.min(...loads.map((l) => l.firstAttemptAt))),
-  failures: sumFailures(loads)
+  failures: sumCounts(loads.map((load) => load.failures))
 })
 
 const measureServer = async (name: ServerName, options: FanoutOptions, deadline: number): Promise<FanoutMeasurement> => {
@@ -588,8 +580,6 @@ export const fanoutSuspect = (results: FanoutResults): boolean =>
 // Table
 // ---------------------------------------------------------------------------
 
-const formatCounts = (counts: Readonly<Record<string, number>>): string =>
-  Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`).join(", ")
 
 export const formatFanout = (results: FanoutResults): string => {
   const measured = (["bare", "gateway"] as const)

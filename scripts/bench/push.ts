@@ -28,19 +28,19 @@
  * direct figure is what the app and the load generators reach alone, the
  * gateway figure what they reach with the gateway's work added.
  */
+import { freePort } from "../../cluster/ports.ts"
 import { join } from "node:path"
 import { APP_ID, CLIENT_TYPE, PUSH_EVENT } from "./bench-app.ts"
 import { nextMessage, requestStats, spawnManaged, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
 import type { ConcurrentResult, FromPush, PushPlan, PushTarget, SequentialResult, ServerStats, ToPush } from "./messages.ts"
-import { fixed, percentiles, renderTable } from "./report.ts"
+import { cpuUs, fixed, formatCounts, percentiles, renderTable } from "./report.ts"
 import type { Percentiles } from "./report.ts"
 import {
   appCalls,
   BASELINE_SETTLE_MS,
   baseEnv,
   benchDir,
-  freePort,
   HEARTBEAT_INTERVAL_MS,
   log,
   machineCpu,
@@ -207,8 +207,6 @@ const startGenerators = async (
 // ---------------------------------------------------------------------------
 // The concurrent part
 // ---------------------------------------------------------------------------
-
-const cpuUs = (stats: ServerStats) => stats.cpuUserUs + stats.cpuSystemUs
 
 const runConcurrent = async (
   target: PushTarget,
@@ -395,8 +393,6 @@ export const pushSuspect = (results: PushResults): boolean => {
 // Table
 // ---------------------------------------------------------------------------
 
-const formatCounts = (counts: Readonly<Record<string, number>>): string =>
-  Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`).join(", ")
 
 const p3 = (p: Percentiles) => `${fixed(p.p50, 2)}/${fixed(p.p90, 2)}/${fixed(p.p99, 2)}`
 

@@ -103,7 +103,7 @@ export const percentiles = (values: ReadonlyArray<number>): Percentiles => {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: sorted[sorted.length - 1]! }
 }
 
-const sumCounts = (records: ReadonlyArray<Readonly<Record<string, number>>>): Record<string, number> => {
+export const sumCounts = (records: ReadonlyArray<Readonly<Record<string, number>>>): Record<string, number> => {
   const total: Record<string, number> = {}
   for (const record of records) {
     for (const [key, count] of Object.entries(record)) total[key] = (total[key] ?? 0) + count
@@ -212,8 +212,12 @@ export const renderTable = (rows: ReadonlyArray<ReadonlyArray<string>>, valueCol
   ).join("\n")
 }
 
-const formatCounts = (counts: Readonly<Record<string, number>>): string =>
+/** "3× refused, 1× timeout", most frequent first. */
+export const formatCounts = (counts: Readonly<Record<string, number>>): string =>
   Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([key, n]) => `${n}× ${key}`).join(", ")
+
+/** A process's CPU time (user + system) in a stats reading. */
+export const cpuUs = (stats: ServerStats) => stats.cpuUserUs + stats.cpuSystemUs
 
 export const formatTable = (outcomes: ReadonlyArray<ServerOutcome>, ratio: Ratios | undefined): string => {
   const measured = outcomes.filter(isMeasurement)

@@ -150,6 +150,7 @@
  * runner exits for any reason (the cross suite's PostgreSQL is asked to shut
  * down and its directory removed).
  */
+import { freePort } from "../../cluster/ports.ts"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, release, tmpdir, totalmem } from "node:os"
 import { dirname, join, resolve } from "node:path"
@@ -160,10 +161,10 @@ import { killAll, requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
 import { abandonPostgres, crossSuspect, formatCross, isCrossMeasurement, runCross } from "./cross.ts"
 import type { CrossResults } from "./cross.ts"
-import { fanoutSuspect, formatFanout, runFanout } from "./fanout.ts"
+import { fanoutSuspect, formatFanout, isFanoutMeasurement, runFanout } from "./fanout.ts"
 import type { FanoutResults } from "./fanout.ts"
 import type { ServerStats } from "./messages.ts"
-import { formatPush, pushSuspect, runPush } from "./push.ts"
+import { formatPush, isPushMeasurement, pushSuspect, runPush } from "./push.ts"
 import type { PushResults } from "./push.ts"
 import { formatTable, isMeasurement, measure, ratios, serverLabels } from "./report.ts"
 import type { Ratios, ServerName, ServerOutcome } from "./report.ts"
@@ -172,7 +173,6 @@ import {
   benchDir,
   closeLoad,
   DEFAULT_SOURCE_ADDRESSES,
-  freePort,
   isLoopback,
   log,
   MAX_CONNECTIONS,
@@ -697,8 +697,8 @@ const main = async (): Promise<number> => {
     ...(cross === undefined ? {} : { cross })
   }
   const measuredSomething = (connect?.outcomes.some(isMeasurement) ?? false) ||
-    Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && "steps" in o) ||
-    (push !== undefined && "sequential" in push.outcome) ||
+    Object.values(fanout?.servers ?? {}).some(isFanoutMeasurement) ||
+    (push !== undefined && isPushMeasurement(push.outcome)) ||
     (cross !== undefined && (isCrossMeasurement(cross.single) || isCrossMeasurement(cross.cluster)))
   console.log("")
   if (measuredSomething) {
@@ -711,8 +711,8 @@ const main = async (): Promise<number> => {
 
   const failed = harnessError !== undefined ||
     (connect?.outcomes.some((o) => !isMeasurement(o)) ?? false) ||
-    Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && !("steps" in o)) ||
-    (push !== undefined && !("sequential" in push.outcome)) ||
+    Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && !isFanoutMeasurement(o)) ||
+    (push !== undefined && !isPushMeasurement(push.outcome)) ||
     (cross !== undefined && !(isCrossMeasurement(cross.single) && isCrossMeasurement(cross.cluster)))
   if (failed) return 1
   const suspect = (connect?.outcomes.some((o) =>

@@ -7,8 +7,6 @@
  */
 import { randomBytes } from "node:crypto"
 import { readFileSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
-import type { AddressInfo } from "node:net"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { APP_ID, CLIENT_TYPE } from "./bench-app.ts"
@@ -47,16 +45,6 @@ export const now = () => performance.timeOrigin + performance.now()
 export const isLoopback = (address: string) =>
   /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(address) &&
   address.split(".").every((part) => Number(part) <= 255)
-
-export const freePort = () =>
-  new Promise<number>((done, fail) => {
-    const probe = createServer()
-    probe.once("error", fail)
-    probe.listen(0, "127.0.0.1", () => {
-      const port = (probe.address() as AddressInfo).port
-      probe.close(() => done(port))
-    })
-  })
 
 /** `count` split into `parts` shares differing by at most one. */
 export const split = (count: number, parts: number): Array<number> =>

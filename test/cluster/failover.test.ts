@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
+import { topicOwner } from "../../cluster/postgres.ts"
 import {
   clientTokens,
   connectAndJoin,
@@ -16,7 +17,6 @@ import {
   poll,
   startCluster,
   startPostgres,
-  topicOwner,
   watchPresence,
   within
 } from "./support/cluster.ts"

@@ -14,13 +14,12 @@ import { Presence, Socket } from "phoenix"
 import type { Channel } from "phoenix"
 import WebSocket from "ws"
 import { freePort } from "../../../cluster/ports.ts"
-import { createDatabase, startPostgres as startPostgresServer, withSql } from "../../../cluster/postgres.ts"
+import { createDatabase, startPostgres as startPostgresServer } from "../../../cluster/postgres.ts"
 import { connectSocket, defaultTokens } from "../../../src/testing/index.ts"
 import type { AuthHandler, ConnectedSocket, FakeApp } from "../../../src/testing/index.ts"
 import { startGatewayProcess } from "../../support/processes.ts"
 import type { GatewayProcess } from "../../support/processes.ts"
 
-export { freePort }
 
 // ---------------------------------------------------------------------------
 // Small utilities
@@ -578,47 +577,4 @@ const converge = async (cluster: Cluster, app: string, timeoutMs: number): Promi
   } finally {
     await Promise.all(probes.map((probe) => probe.close()))
   }
-}
-
-// ---------------------------------------------------------------------------
-// Which node runs a topic's entity
-// ---------------------------------------------------------------------------
-
-/** effect/cluster's entity id hash (its `internal/hash.ts`), which maps an entity id to a shard. */
-const hashString = (text: string): number => {
-  let h = 5381
-  let i = text.length
-  while (i) h = (h * 33) ^ text.charCodeAt(--i)
-  return (h & 0xbfffffff) | ((h >>> 1) & 0x40000000)
-}
-
-/**
- * The node whose runner holds the shard of the `Topic` entity of `app`/`topic`,
- * or `undefined` when that cannot be told. It reads the PostgreSQL advisory
- * locks effect/cluster's SQL runner storage takes per shard (lock number
- * `1_000_000 × (group index + 1) + shard`, groups sorted by name, `default`
- * first), and the holder's `application_name` (`realtime-gateway <node>`). The
- * number of shards per group is read off the locks as well (all of them are
- * held once a cluster has formed).
- */
-export const topicOwner = async (databaseUrl: string, app: string, topic: string): Promise<string | undefined> => {
-  const rows = await withSql(databaseUrl, (sql) =>
-    sql<{ application_name: string; objid: string }>`
-      SELECT a.application_name, l.objid::text AS objid
-      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    `
-  ).catch(() => [])
-  const holders = new Map<number, string>()
-  for (const row of rows) {
-    const shard = Number(row.objid) - 1_000_000
-    if (shard >= 1 && shard < 1_000_000) holders.set(shard, row.application_name)
-  }
-  const shardsPerGroup = holders.size
-  if (shardsPerGroup === 0 || ![...holders.keys()].every((shard) => shard <= shardsPerGroup)) return undefined
-  const shard = Math.abs(hashString(`${app}/${topic}`) % shardsPerGroup) + 1
-  const holder = holders.get(shard)
-  const match = holder === undefined ? null : /^realtime-gateway (\S+)$/.exec(holder)
-  return match?.[1]
 }

@@ -13,6 +13,7 @@ import { Upstream } from "../upstream/Upstream.ts"
 import type { UpstreamAnswer } from "../upstream/Upstream.ts"
 import type { UpstreamError } from "../upstream/errors.ts"
 import { compileGrants } from "../apps/Grants.ts"
+import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
 
 /** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
@@ -24,26 +25,18 @@ export const AuthAnswer = Schema.Struct({
 })
 export type AuthAnswer = typeof AuthAnswer.Type
 
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
 /**
  * The body of a 200 answer, decoded by hand: it runs for every connection,
  * where the generic decoder cost a measurable share of the connect path. A
  * test holds it to `AuthAnswer`'s verdicts. Undefined when the body is invalid.
  */
 export const parseAuthAnswer = (body: string): AuthAnswer | undefined => {
-  let value: unknown
-  try {
-    value = JSON.parse(body)
-  } catch {
-    return undefined
-  }
-  if (!isRecord(value)) return undefined
+  const value = parseJsonText(body)
+  if (!isJsonObject(value)) return undefined
   const { client_id, client_type, metadata, permissions } = value
   if (typeof client_id !== "string" || client_id.length === 0) return undefined
   if (client_type !== undefined && typeof client_type !== "string") return undefined
-  if (metadata !== undefined && !isRecord(metadata)) return undefined
+  if (metadata !== undefined && !isJsonObject(metadata)) return undefined
   if (permissions !== undefined && !(Array.isArray(permissions) && permissions.every((p) => typeof p === "string"))) {
     return undefined
   }

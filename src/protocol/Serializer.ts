@@ -17,6 +17,7 @@
 import { Buffer, isUtf8 } from "node:buffer"
 import { BinaryKind, Event, MAX_BINARY_FIELD_BYTES, Vsn } from "./constants.ts"
 import type { Frame } from "./Frame.ts"
+import { isJsonObject } from "./json.ts"
 
 export interface Serializer {
   readonly vsn: Vsn
@@ -123,65 +124,36 @@ const decodeBinaryV2 = (data: Buffer): Frame | undefined => {
   return { joinRef, ref, topic, event, payload: data.subarray(eventEnd) }
 }
 
-const encodeBinaryReplyV2 = (
-  joinRef: string | null,
-  ref: string | null,
-  topic: string,
-  status: string,
-  payload: Uint8Array
-): Buffer => {
-  const jr = joinRef ?? ""
-  const r = ref ?? ""
-  const jrSize = fieldSize("join_ref", jr)
-  const rSize = fieldSize("ref", r)
-  const topicSize = fieldSize("topic", topic)
-  const statusSize = fieldSize("status", status)
-  const headerSize = 5 + jrSize + rSize + topicSize + statusSize
+/**
+ * A binary frame: the kind byte, one size byte per header field, the fields
+ * (UTF-8), then the payload. The three server layouts differ only in their
+ * kind and fields.
+ */
+const binaryFrame = (kind: BinaryKind, fields: ReadonlyArray<readonly [name: string, value: string]>, payload: Uint8Array): Buffer => {
+  const sizes = fields.map(([name, value]) => fieldSize(name, value))
+  let headerSize = 1 + fields.length
+  for (const size of sizes) headerSize += size
   const out = Buffer.allocUnsafe(headerSize + payload.byteLength)
-  out[0] = BinaryKind.reply
-  out[1] = jrSize
-  out[2] = rSize
-  out[3] = topicSize
-  out[4] = statusSize
-  let offset = 5
-  offset += out.write(jr, offset, "utf8")
-  offset += out.write(r, offset, "utf8")
-  offset += out.write(topic, offset, "utf8")
-  out.write(status, offset, "utf8")
+  out[0] = kind
+  let offset = 1 + fields.length
+  for (let i = 0; i < fields.length; i++) {
+    out[1 + i] = sizes[i]!
+    offset += out.write(fields[i]![1], offset, "utf8")
+  }
   out.set(payload, headerSize)
   return out
 }
 
-const encodeBinaryPushV2 = (joinRef: string | null, topic: string, event: string, payload: Uint8Array): Buffer => {
-  const topicSize = fieldSize("topic", topic)
-  const eventSize = fieldSize("event", event)
-  if (joinRef === null) {
+/** Binary frames cannot carry null refs: an empty field stands for null. */
+const encodeBinaryReplyV2 = (joinRef: string | null, ref: string | null, topic: string, status: string, payload: Uint8Array) =>
+  binaryFrame(BinaryKind.reply, [["join_ref", joinRef ?? ""], ["ref", ref ?? ""], ["topic", topic], ["status", status]], payload)
+
+const encodeBinaryPushV2 = (joinRef: string | null, topic: string, event: string, payload: Uint8Array): Buffer =>
+  joinRef === null
     // a broadcast: the client accepts it on every channel of the topic
-    const headerSize = 3 + topicSize + eventSize
-    const out = Buffer.allocUnsafe(headerSize + payload.byteLength)
-    out[0] = BinaryKind.broadcast
-    out[1] = topicSize
-    out[2] = eventSize
-    out.write(topic, 3, "utf8")
-    out.write(event, 3 + topicSize, "utf8")
-    out.set(payload, headerSize)
-    return out
-  }
-  // a push to one join: the client drops it if that join is no longer current
-  const jrSize = fieldSize("join_ref", joinRef)
-  const headerSize = 4 + jrSize + topicSize + eventSize
-  const out = Buffer.allocUnsafe(headerSize + payload.byteLength)
-  out[0] = BinaryKind.push
-  out[1] = jrSize
-  out[2] = topicSize
-  out[3] = eventSize
-  let offset = 4
-  offset += out.write(joinRef, offset, "utf8")
-  offset += out.write(topic, offset, "utf8")
-  out.write(event, offset, "utf8")
-  out.set(payload, headerSize)
-  return out
-}
+    ? binaryFrame(BinaryKind.broadcast, [["topic", topic], ["event", event]], payload)
+    // a push to one join: the client drops it if that join is no longer current
+    : binaryFrame(BinaryKind.push, [["join_ref", joinRef], ["topic", topic], ["event", event]], payload)
 
 // ---------------------------------------------------------------------------
 // serializers
@@ -228,8 +200,8 @@ export const V1: Serializer = Object.freeze<Serializer>({
   decode(data, isBinary) {
     if (isBinary) return undefined
     const msg = parseJson(data)
-    if (typeof msg !== "object" || msg === null || Array.isArray(msg)) return undefined
-    const { topic, event, payload, ref, join_ref } = msg as Record<string, unknown>
+    if (!isJsonObject(msg)) return undefined
+    const { topic, event, payload, ref, join_ref } = msg
     // payload and ref are required keys (ref may be null), join_ref is optional
     if (
       typeof topic !== "string" || typeof event !== "string" || payload === undefined || ref === undefined ||

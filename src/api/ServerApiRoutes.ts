@@ -19,7 +19,7 @@ import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
-import { Broadcaster } from "../fanout/Broadcaster.ts"
+import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -30,9 +30,7 @@ class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
 
 const BroadcastRequest = Schema.Struct({
   topic: Schema.NonEmptyString,
-  event: Schema.NonEmptyString.check(
-    Schema.makeFilter((event: string) => !event.startsWith("phx_") || "events starting with phx_ are reserved")
-  ),
+  event: AppEventName,
   payload: Schema.optional(Schema.Unknown)
 })
 const BroadcastBody = Schema.Union([BroadcastRequest, Schema.Array(BroadcastRequest)])

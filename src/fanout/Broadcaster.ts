@@ -7,8 +7,8 @@
  * broadcast keeps its id, so a node that got it already drops the repeat);
  * one that still fails is reported to the caller, never silently dropped.
  */
-import { randomBytes } from "node:crypto"
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { makeIdSource } from "../cluster/entityIds.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
 
@@ -16,7 +16,19 @@ export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("Broa
   app: Schema.String,
   topic: Schema.String,
   detail: Schema.String
-}) {}
+}) {
+  override get message() {
+    return this.detail
+  }
+}
+
+/** Events an app may broadcast: `phx_` events are the protocol's own (a broadcast `phx_close` would close channels). */
+export const isAppEventName = (event: unknown): event is string =>
+  typeof event === "string" && event.length > 0 && !event.startsWith("phx_")
+
+export const AppEventName = Schema.NonEmptyString.check(
+  Schema.makeFilter((event: string) => isAppEventName(event) || "events starting with phx_ are reserved")
+)
 
 export interface BroadcasterShape {
   readonly publish: (broadcast: Omit<Broadcast, "id">) => Effect.Effect<void, BroadcastFailed>
@@ -31,13 +43,11 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
     Broadcaster,
     Effect.gen(function*() {
       const topicClient = yield* Topic.client
-      // ids unique across nodes and restarts, without a random draw per broadcast
-      const idPrefix = `${randomBytes(6).toString("base64url")}-`
-      let published = 0
+      const nextId = makeIdSource()
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) =>
           topicClient(topicEntityId(app, topic)).Publish({
-            id: `${idPrefix}${(published++).toString(36)}`,
+            id: nextId(),
             event,
             payload,
             excludeConnectionId

@@ -8,12 +8,14 @@
  * two to the same verdicts.
  */
 import { Schema } from "effect"
+import { AppEventName, isAppEventName } from "../fanout/Broadcaster.ts"
+import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 
 export const Action = Schema.Union([
   Schema.Struct({ action: Schema.Literal("reply"), data: Schema.optional(Schema.Unknown) }),
   Schema.Struct({
     action: Schema.Literal("broadcast"),
-    event: Schema.NonEmptyString,
+    event: AppEventName,
     data: Schema.optional(Schema.Unknown),
     topic: Schema.optional(Schema.NonEmptyString),
     exclude_sender: Schema.optional(Schema.Boolean)
@@ -26,15 +28,12 @@ export type Action = typeof Action.Type
 /** The body of a 200 answer of the message endpoint. */
 export const MessageAnswer = Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
-
 const isOptional = (value: unknown, is: (value: unknown) => boolean) => value === undefined || is(value)
 const isNonEmptyString = (value: unknown) => typeof value === "string" && value.length > 0
 const isBoolean = (value: unknown) => typeof value === "boolean"
 
 const isAction = (value: unknown): value is Action => {
-  if (!isObject(value)) return false
+  if (!isJsonObject(value)) return false
   switch (value["action"]) {
     case "reply":
     case "noreply":
@@ -42,7 +41,7 @@ const isAction = (value: unknown): value is Action => {
     case "error":
       return "reason" in value
     case "broadcast":
-      return isNonEmptyString(value["event"]) &&
+      return isAppEventName(value["event"]) &&
         isOptional(value["topic"], isNonEmptyString) &&
         isOptional(value["exclude_sender"], isBoolean)
     default:
@@ -52,12 +51,7 @@ const isAction = (value: unknown): value is Action => {
 
 /** The actions of a message answer's body, in order; undefined when the body is not a valid answer. */
 export const parseMessageAnswer = (body: string): ReadonlyArray<Action> | undefined => {
-  let value: unknown
-  try {
-    value = JSON.parse(body)
-  } catch {
-    return undefined
-  }
+  const value = parseJsonText(body)
   if (Array.isArray(value)) return value.every(isAction) ? value : undefined
   return isAction(value) ? [value] : undefined
 }

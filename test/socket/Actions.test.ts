@@ -9,7 +9,7 @@ import { MessageAnswer, parseMessageAnswer } from "../../src/socket/Actions.ts"
 
 const decodeWithSchema = Schema.decodeUnknownExit(MessageAnswer)
 
-const values: ReadonlyArray<unknown> = [undefined, null, "", "x", true, false, 0, 1, {}, [], { nested: [1] }]
+const values: ReadonlyArray<unknown> = [undefined, null, "", "x", "phx_close", true, false, 0, 1, {}, [], { nested: [1] }]
 const fieldsOf: Record<string, ReadonlyArray<string>> = {
   reply: ["data"],
   broadcast: ["event", "data", "topic", "exclude_sender"],

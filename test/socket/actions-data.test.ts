@@ -1,6 +1,7 @@
 /**
  * What the app's actions carry reaches clients unchanged (CONTRACT §3): reply
- * and broadcast data including null, and error reasons that are not strings.
+ * and broadcast data including null, and error reasons that are not strings;
+ * a broadcast of a reserved `phx_` event is an invalid answer.
  */
 import { afterAll, beforeAll, expect, it } from "vitest"
 import { collect, connectSocket, push, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
@@ -41,4 +42,18 @@ it("error with a non-string reason answers error with that reason", async () => 
   const { channel } = await socket.join("room:reason")
   expect(await push(channel, "echo", { respond: { action: "error", reason: { code: "room_full", retry: true } } }))
     .toEqual({ status: "error", response: { reason: { code: "room_full", retry: true } } })
+})
+
+it("a broadcast of a reserved phx_ event is refused as an invalid answer, and nothing is broadcast", async () => {
+  const { channel } = await socket.join("room:reserved")
+  let closed = false
+  channel.onClose(() => {
+    closed = true
+  })
+  expect(await push(channel, "echo", { respond: { action: "broadcast", event: "phx_close" } }))
+    .toEqual({ status: "error", response: { reason: "api_error" } })
+  // the channel is still joined and answers
+  expect(await push(channel, "echo", { respond: { action: "reply", data: { still: "here" } } }))
+    .toEqual({ status: "ok", response: { still: "here" } })
+  expect(closed).toBe(false)
 })

@@ -15,11 +15,10 @@
  * idle reaping) and is rebuilt by the nodes re-sending their presences on an
  * interval (`TopicRegistry`).
  */
-import { randomBytes } from "node:crypto"
 import { Deferred, Effect, Fiber, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
-import { appScopedId, parseAppScopedId } from "./entityIds.ts"
+import { appScopedId, makeIdSource, parseAppScopedId } from "./entityIds.ts"
 import { Event } from "../protocol/constants.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import { PresenceEntry, PresenceState } from "./messages.ts"
@@ -44,7 +43,7 @@ export const Track = Rpc.make("Track", {
   payload: { node: Schema.String, entry: PresenceEntry },
   success: PresenceState
 })
-export const Untrack = Rpc.make("Untrack", { payload: { node: Schema.String, key: Schema.String, ref: Schema.String } })
+export const Untrack = Rpc.make("Untrack", { payload: { node: Schema.String, ref: Schema.String } })
 export const Presences = Rpc.make("Presences", { success: PresenceState })
 
 export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrack, Presences])
@@ -75,8 +74,7 @@ export const TopicEntityLayer = Topic.toLayer(
     const router = yield* NodeRouter
     const apps = yield* AppRegistry
     // presence diffs are broadcasts made here; their ids only need to be unique
-    const diffIdPrefix = `${randomBytes(6).toString("base64url")}-`
-    let diffs = 0
+    const nextDiffId = makeIdSource()
 
     // node → presence ref → entry
     const presences = new Map<string, Map<string, PresenceEntry>>()
@@ -143,7 +141,7 @@ export const TopicEntityLayer = Topic.toLayer(
       const diff: Record<"joins" | "leaves", Record<string, { metas: Array<unknown> }>> = { joins: {}, leaves: {} }
       for (const entry of joins) addMeta(diff.joins, entry)
       for (const entry of leaves) addMeta(diff.leaves, entry)
-      return publish(`${diffIdPrefix}${(diffs++).toString(36)}`, Event.presenceDiff, diff)
+      return publish(nextDiffId(), Event.presenceDiff, diff)
     }
 
     const presenceState = () => {
@@ -191,7 +189,7 @@ export const TopicEntityLayer = Topic.toLayer(
     // make them leave everywhere until its next re-sync.
     if (isPresenceChannel && everyNodeAnswered) {
       yield* Effect.sleep(PRESENCE_STATE_SETTLE).pipe(
-        Effect.andThen(Effect.suspend(() => publish(`${diffIdPrefix}state`, Event.presenceState, presenceState()))),
+        Effect.andThen(Effect.suspend(() => publish(nextDiffId(), Event.presenceState, presenceState()))),
         Effect.forkScoped
       )
     }

@@ -160,7 +160,7 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         const entityId = topicEntityId(app, topic)
         local.get(entityId)?.presences?.delete(entry.ref)
         runInBackground(
-          topicClient(entityId).Untrack({ node: nodeName, key: entry.key, ref: entry.ref }).pipe(
+          topicClient(entityId).Untrack({ node: nodeName, ref: entry.ref }).pipe(
             Effect.catch(logFailure("presence untracking", entityId))
           )
         )

@@ -9,13 +9,13 @@ import type { BroadcastMessage } from "../cluster/messages.ts"
 import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
-import { wireFrame } from "../transport/WireFrame.ts"
+import { messageFrame } from "../transport/WireFrame.ts"
 
 export type Broadcast = BroadcastMessage
 
 export interface LocalFanoutShape {
-  /** Writes the broadcast to every local subscriber; returns how many sockets it was written to. */
-  readonly deliver: (broadcast: Broadcast) => number
+  /** Writes the broadcast to every local subscriber. */
+  readonly deliver: (broadcast: Broadcast) => void
 }
 
 export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>()("realtime-gateway/fanout/LocalFanout") {
@@ -24,20 +24,17 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
     Effect.gen(function*() {
       const topics = yield* TopicRegistry
 
-      const encode = (serializer: Serializer, broadcast: Broadcast): Buffer => {
-        const message = serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload)
-        return wireFrame(message, typeof message !== "string")
-      }
+      const encode = (serializer: Serializer, broadcast: Broadcast): Buffer =>
+        messageFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
 
-      const deliver = (broadcast: Broadcast) => {
+      const deliver = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)
-        if (subscribers === undefined) return 0
+        if (subscribers === undefined) return
         // one encoding per protocol version in use (there are two), made on first need
         let v1: Buffer | undefined
         let v2: Buffer | undefined
         // a whole presence state is not for joins still waiting for their own
         const presenceState = broadcast.event === Event.presenceState
-        let written = 0
         for (const subscriber of subscribers) {
           if (subscriber.connectionId === broadcast.excludeConnectionId) continue
           if (presenceState && !subscriber.acceptsPresenceState(broadcast.topic)) continue
@@ -45,9 +42,7 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
             ? (v2 ??= encode(V2, broadcast))
             : (v1 ??= encode(subscriber.serializer, broadcast))
           subscriber.sendFrame(frame)
-          written++
         }
-        return written
       }
 
       return LocalFanout.of({ deliver })

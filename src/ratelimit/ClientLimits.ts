@@ -12,6 +12,7 @@
 import { Context, Effect, Layer, Schedule } from "effect"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { toMessage } from "../cluster/messages.ts"
+import type { RateLimitsMessage } from "../cluster/messages.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ClientTokens, Decision, RateLimits } from "./RateLimiter.ts"
@@ -94,8 +95,14 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       )
       yield* reattach.pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), Effect.forkScoped)
 
+      // a push only touches the default bucket and its event's: the rest of the table need not travel
+      const limitsOfEvent = (limits: RateLimits, event: string): RateLimitsMessage => {
+        const eventLimit = limits.byEvent.get(event)
+        return { default: limits.default, byEvent: eventLimit === undefined ? [] : [[event, eventLimit]] }
+      }
+
       const takeShared = (entityId: string, event: string, limits: RateLimits) =>
-        clientEntity(entityId).TakeToken({ event, limits: toMessage(limits) }).pipe(
+        clientEntity(entityId).TakeToken({ event, limits: limitsOfEvent(limits, event) }).pipe(
           Effect.map(({ decision, shared }) => {
             // the other nodes are gone: back to deciding here
             const current = modes.get(entityId)

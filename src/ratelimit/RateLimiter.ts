@@ -220,9 +220,7 @@ const makeMemory = (now: () => number = Date.now): MemoryRateLimiter => {
       ips.set(ip, bucket)
       return ALLOWED
     }
-    if (!TokenBucket.hasLimit(existing, perMinute, CONNECTION_WINDOW_MS)) {
-      TokenBucket.reconfigure(existing, perMinute, CONNECTION_WINDOW_MS, t)
-    }
+    conform(existing, { maxRequests: perMinute, windowMs: CONNECTION_WINDOW_MS }, t)
     if (TokenBucket.take(existing, t)) return ALLOWED
     refusalsOf(app).connections++
     return { allowed: false, retryAfterMs: TokenBucket.msUntilToken(existing, t) }

@@ -13,14 +13,14 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { ChannelMatch } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
-import { CloseCode, Event, PHOENIX_TOPIC } from "../protocol/constants.ts"
+import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
-import { wireFrame } from "../transport/WireFrame.ts"
+import { messageFrame } from "../transport/WireFrame.ts"
 
 /** Longest topic a client may join (also the V2 binary frame's limit for a topic field). */
-export const MAX_TOPIC_LENGTH = 255
+const MAX_TOPIC_LENGTH = MAX_BINARY_FIELD_BYTES
 
 /** Lifecycle events the app is notified of (CONTRACT §3, notify). */
 export type LifecycleEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
@@ -104,12 +104,9 @@ export class Session {
     this.hub.notify(this, "connection:established", null)
   }
 
-  /**
-   * Writes an encoded message (a string is a text frame, a Buffer a binary one
-   * unless `binary` says otherwise).
-   */
-  send(data: string | Buffer, binary: boolean = typeof data !== "string"): void {
-    this.sendFrame(wireFrame(data, binary))
+  /** Writes an encoded message (a string as a text frame, a Buffer as a binary one). */
+  send(message: string | Buffer): void {
+    this.sendFrame(messageFrame(message))
   }
 
   /**

@@ -7,12 +7,12 @@
  * Idle connections are found by one sweep per node rather than a timer per
  * socket, which would cost memory and timer churn on every frame.
  */
-import { randomBytes } from "node:crypto"
 import type { Duplex } from "node:stream"
 import { Context, Effect, Layer, Schedule } from "effect"
 import type { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
+import { makeIdSource } from "../cluster/entityIds.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
@@ -60,8 +60,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       let liveCount = 0
       let presenceRefs = 0
       // unique across the cluster and restarts without a random draw per connection
-      const connectionIdPrefix = `${randomBytes(6).toString("base64url")}-`
-      let connectionCount = 0
+      const nextConnectionId = makeIdSource()
 
       function* allSessions(): Generator<Session> {
         for (const clients of byApp.values()) {
@@ -92,6 +91,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         if (clients!.size === 0) byApp.delete(app)
       }
 
+      const logsClosures = config.log.level === "debug" || config.log.level === "trace"
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
@@ -153,6 +153,8 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         closed: (session, code) => {
           removeSession(session)
+          // a fiber per close only when the line is written (a drain closes thousands at once)
+          if (!logsClosures) return
           runInBackground(
             Effect.logDebug("connection closed").pipe(Effect.annotateLogs({
               app_id: session.app.config.id,
@@ -191,7 +193,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
 
       return Sessions.of({
         open: (options) => {
-          const session = new Session({ ...options, connectionId: `${connectionIdPrefix}${(connectionCount++).toString(36)}`, hub })
+          const session = new Session({ ...options, connectionId: nextConnectionId(), hub })
           addSession(session)
           return session
         },

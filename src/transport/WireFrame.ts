@@ -39,3 +39,6 @@ export const wireFrame = (data: string | Uint8Array, binary: boolean): Buffer =>
   else frame.set(data, offset)
   return frame
 }
+
+/** The frame of an encoded protocol message: a string goes as a text frame, bytes as a binary one. */
+export const messageFrame = (message: string | Uint8Array): Buffer => wireFrame(message, typeof message !== "string")

@@ -15,7 +15,8 @@ import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
 import { parseMessageAnswer } from "./Actions.ts"
 import type { Action } from "./Actions.ts"
-import type { Join, Session } from "./Session.ts"
+import type { Join, SendCheck, Session } from "./Session.ts"
+import type { CompiledEvent } from "../apps/CompiledSchema.ts"
 
 /**
  * Pushes of one connection waiting for the app's answer; past this the
@@ -205,15 +206,27 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         forward(push)
       }
 
+      /** Whether the join may send the event; fixed for the join, the event and the connection, so worked out once. */
+      const sendCheck = (session: Session, topic: string, join: Join, event: CompiledEvent): SendCheck => {
+        let check = join.sendChecks?.get(event)
+        if (check === undefined) {
+          const grants = session.identity.grants
+          check = !event.allowedOn(topic)
+            ? ReplyReason.invalidEventForChannel
+            : !grants.allowsAll(join.match.sendPermissions) || !grants.allowsAll(event.sendPermissions(join.match.variables))
+            ? ReplyReason.unauthorized
+            : "allowed"
+          // weak: the events of a replaced schema version go with it
+          ;(join.sendChecks ??= new WeakMap()).set(event, check)
+        }
+        return check
+      }
+
       const handle = (session: Session, frame: Frame, join: Join) => {
         const event = session.app.schema?.event(frame.event)
-        if (event === undefined || !event.allowedOn(frame.topic)) {
-          return session.replyError(frame, ReplyReason.invalidEventForChannel)
-        }
-        const grants = session.identity.grants
-        if (!grants.allowsAll(join.match.sendPermissions) || !grants.allowsAll(event.sendPermissions(join.match.variables))) {
-          return session.replyError(frame, ReplyReason.unauthorized)
-        }
+        if (event === undefined) return session.replyError(frame, ReplyReason.invalidEventForChannel)
+        const check = sendCheck(session, frame.topic, join, event)
+        if (check !== "allowed") return session.replyError(frame, check)
         const errors = frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)

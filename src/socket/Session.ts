@@ -10,7 +10,7 @@
 import type { Duplex } from "node:stream"
 import { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
-import type { ChannelMatch } from "../apps/CompiledSchema.ts"
+import type { ChannelMatch, CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
 import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
@@ -54,7 +54,12 @@ export interface Join {
    * `Presence` would apply the diffs it holds back too early).
    */
   presenceStateSent?: boolean
+  /** Whether the join may send each event, worked out on its first push (see the push handler). */
+  sendChecks?: WeakMap<CompiledEvent, SendCheck>
 }
+
+/** The outcome of the checks of a push that depend only on its join and event. */
+export type SendCheck = "allowed" | typeof ReplyReason.invalidEventForChannel | typeof ReplyReason.unauthorized
 
 export class Session {
   readonly connectionId: string

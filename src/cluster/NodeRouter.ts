@@ -8,7 +8,7 @@
  * to another node go to its `NodeInbox` entity, with a timeout: a dead node's
  * inbox has no runner, and the cluster would retry such a call for ever. The
  * live nodes are the healthy runners of the cluster's runner storage, read
- * every second.
+ * every half second.
  */
 import { Context, Effect, Layer, Schedule } from "effect"
 import { RunnerStorage } from "effect/cluster"
@@ -46,7 +46,7 @@ export interface NodeRouterShape {
 const NO_TOKENS: ClientTokens = { byEvent: [] }
 
 /** How long a call to another node may take before that node counts as gone for this call. */
-export const NODE_CALL_TIMEOUT = "3 seconds"
+const NODE_CALL_TIMEOUT = "3 seconds"
 const LIVE_NODES_REFRESH = "500 millis"
 /** Two refreshes of every node's live list, plus margin. */
 const JOIN_SETTLE_MS = 1_500
@@ -69,27 +69,61 @@ export const localNode = Effect.gen(function*() {
   }
 })
 
+type Inbox = ReturnType<Effect.Success<typeof NodeInbox.client>>
+
+/** How a call for another node is made: `call` on its inbox, or `otherwise` when it cannot be. */
+type OtherNode = <A>(
+  node: string,
+  what: string,
+  call: (inbox: Inbox) => Effect.Effect<A, unknown>,
+  otherwise: A
+) => Effect.Effect<A>
+
+/** Each node call, written once: this node answers itself, another one through `other`. */
+const routes = (
+  nodeName: string,
+  local: Effect.Success<typeof localNode>,
+  other: OtherNode
+): Omit<NodeRouterShape, "nodes" | "joined"> => ({
+  deliver: (node, broadcasts) =>
+    node === nodeName ? local.deliver(broadcasts) : other(node, "delivery", (inbox) => inbox.Deliver({ broadcasts }), undefined),
+  disconnectClient: (node, app, clientId) =>
+    node === nodeName
+      ? local.disconnectClient(app, clientId)
+      : other(node, "client disconnect", (inbox) => inbox.CloseClient({ app, clientId }), 0),
+  connections: (node, app) =>
+    node === nodeName ? local.connections(app) : other(node, "connection listing", (inbox) => inbox.ListConnections({ app }), []),
+  presences: (node, app, topic) =>
+    node === nodeName
+      ? local.presences(app, topic)
+      : other<ReadonlyArray<PresenceEntry> | undefined>(
+        node,
+        "presence listing",
+        (inbox) => inbox.TopicPresences({ app, topic }),
+        undefined
+      ),
+  clientShared: (node, app, clientId) =>
+    node === nodeName
+      ? local.clientShared(app, clientId)
+      : other(node, "client sharing notice", (inbox) => inbox.ClientShared({ app, clientId }), NO_TOKENS)
+})
+
 export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("realtime-gateway/cluster/NodeRouter") {
   static readonly layerSingleNode = Layer.effect(
     NodeRouter,
     Effect.gen(function*() {
       const { nodeName } = yield* GatewayConfig
       const local = yield* localNode
-      const onlySelf = <A>(node: string, self: Effect.Effect<A>, otherwise: A) =>
-        node === nodeName
-          ? self
-          : Effect.logWarning("request for an unknown node dropped").pipe(
-            Effect.annotateLogs({ target_node: node }),
-            Effect.as(otherwise)
-          )
+      // one node: no other node exists to ask
+      const other: OtherNode = (node, _what, _call, otherwise) =>
+        Effect.logWarning("request for an unknown node dropped").pipe(
+          Effect.annotateLogs({ target_node: node }),
+          Effect.as(otherwise)
+        )
       return NodeRouter.of({
         nodes: Effect.succeed([nodeName]),
         joined: () => true,
-        deliver: (node, broadcasts) => onlySelf(node, local.deliver(broadcasts), undefined),
-        disconnectClient: (node, app, clientId) => onlySelf(node, local.disconnectClient(app, clientId), 0),
-        connections: (node, app) => onlySelf(node, local.connections(app), []),
-        presences: (node, app, topic) => onlySelf(node, local.presences(app, topic), undefined),
-        clientShared: (node, app, clientId) => onlySelf(node, local.clientShared(app, clientId), NO_TOKENS)
+        ...routes(nodeName, local, other)
       })
     })
   )
@@ -133,8 +167,9 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         yield* refresh
         yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
 
-        const remote = <A>(node: string, what: string, call: Effect.Effect<A, unknown>, otherwise: A) =>
-          call.pipe(
+        // another node, through its inbox, with a timeout: a dead node's inbox has no runner
+        const other: OtherNode = (node, what, call, otherwise) =>
+          call(clientFor(node)).pipe(
             Effect.timeoutOrElse({
               duration: NODE_CALL_TIMEOUT,
               orElse: () => Effect.fail(`no answer within ${NODE_CALL_TIMEOUT}`)
@@ -150,31 +185,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         return NodeRouter.of({
           nodes: Effect.sync(() => liveNodes),
           joined: () => registeredAt !== undefined && Date.now() - registeredAt >= JOIN_SETTLE_MS,
-          deliver: (node, broadcasts) =>
-            node === nodeName
-              ? local.deliver(broadcasts)
-              : remote(node, "delivery", clientFor(node).Deliver({ broadcasts }), undefined),
-          disconnectClient: (node, app, clientId) =>
-            node === nodeName
-              ? local.disconnectClient(app, clientId)
-              : remote(node, "client disconnect", clientFor(node).CloseClient({ app, clientId }), 0),
-          connections: (node, app) =>
-            node === nodeName
-              ? local.connections(app)
-              : remote(node, "connection listing", clientFor(node).ListConnections({ app }), []),
-          presences: (node, app, topic) =>
-            node === nodeName
-              ? local.presences(app, topic)
-              : remote<ReadonlyArray<PresenceEntry> | undefined>(
-                node,
-                "presence listing",
-                clientFor(node).TopicPresences({ app, topic }),
-                undefined
-              ),
-          clientShared: (node, app, clientId) =>
-            node === nodeName
-              ? local.clientShared(app, clientId)
-              : remote(node, "client sharing notice", clientFor(node).ClientShared({ app, clientId }), NO_TOKENS)
+          ...routes(nodeName, local, other)
         })
       })
     )

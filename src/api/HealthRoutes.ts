@@ -11,7 +11,7 @@ import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Lifecycle } from "../server/Lifecycle.ts"
 
-export const VERSION = "0.1.0"
+const VERSION = "0.1.0"
 
 export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const config = yield* GatewayConfig

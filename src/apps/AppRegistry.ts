@@ -14,7 +14,7 @@ import { Upstream } from "../upstream/Upstream.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
 
-export const SCHEMA_REFRESH_INTERVAL = "5 minutes"
+const SCHEMA_REFRESH_INTERVAL = "5 minutes"
 
 /** An app as the hot path sees it; `schema` is replaced whole when a new version loads. */
 export interface RegisteredApp {

@@ -252,7 +252,7 @@ export const isShorthandPayload = (spec: PayloadSpec): boolean => {
 }
 
 /** The JSON Schema a shorthand stands for: an object with those properties, required unless `?`, others allowed. */
-export const shorthandToJsonSchema = (spec: { readonly [key: string]: unknown }): Record<string, unknown> => {
+const shorthandToJsonSchema = (spec: { readonly [key: string]: unknown }): Record<string, unknown> => {
   const properties: Record<string, unknown> = {}
   const required: Array<string> = []
   for (const key of Object.keys(spec)) {

@@ -46,7 +46,7 @@ export const TakeToken = Rpc.make("TakeToken", {
 export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, TakeToken])
 
 /** Longer than the nodes' re-attach interval, so that an attached client keeps its state. */
-export const CLIENT_ENTITY_MAX_IDLE = "2 minutes"
+const CLIENT_ENTITY_MAX_IDLE = "2 minutes"
 
 export const clientEntityId = appScopedId
 

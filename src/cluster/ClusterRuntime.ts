@@ -57,7 +57,7 @@ import { Redacted } from "effect"
 /** The shard group that pins a node's own entity (the node router's inbox) to that node. */
 export const nodeShardGroup = (node: string) => `node-${node}`
 
-export const CLUSTER_TIMINGS = {
+const CLUSTER_TIMINGS = {
   shardLockExpiration: "5 seconds",
   shardLockRefreshInterval: "1500 millis",
   refreshAssignmentsInterval: "1 second",

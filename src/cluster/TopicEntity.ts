@@ -58,7 +58,7 @@ const PRESENCE_STATE_SETTLE = "1 second"
 const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
 
 /** Longer than the presence re-sync interval, so that a topic with presences keeps its state. */
-export const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
+const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
 
 export const topicEntityId = appScopedId
 

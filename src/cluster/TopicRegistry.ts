@@ -15,7 +15,7 @@ import { Topic, topicEntityId } from "./TopicEntity.ts"
 import type { PresenceEntry, PresenceState } from "./messages.ts"
 
 /** Presence re-sync period: well under the Topic entity's idle time. */
-export const PRESENCE_RESYNC_INTERVAL = "30 seconds"
+const PRESENCE_RESYNC_INTERVAL = "30 seconds"
 /** Longer than a failover takes, so that a topic's entity has found its new node. */
 const SYNC_TIMEOUT = "15 seconds"
 

@@ -32,10 +32,10 @@ export {
 // Resolved configuration
 // -----------------------------------------------------------------------------
 
-export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const
 export type LogLevel = typeof LOG_LEVELS[number]
 
-export const LOG_FORMATS = ["json", "pretty"] as const
+const LOG_FORMATS = ["json", "pretty"] as const
 export type LogFormat = typeof LOG_FORMATS[number]
 
 /** Upstream call timeouts of one app, in milliseconds. */
@@ -118,9 +118,9 @@ export interface GatewayConfigShape {
   readonly limits: GatewayLimits
 }
 
-export const DEFAULT_PORT = 4000
-export const DEFAULT_HOST = "0.0.0.0"
-export const DEFAULT_CLUSTER_PORT = 34431
+const DEFAULT_PORT = 4000
+const DEFAULT_HOST = "0.0.0.0"
+const DEFAULT_CLUSTER_PORT = 34431
 
 export const DEFAULT_TIMEOUTS: AppTimeouts = { authMs: 5000, messageMs: 8000, schemaMs: 5000 }
 
@@ -136,7 +136,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
 }
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
-export const ENDPOINT_PATHS = {
+const ENDPOINT_PATHS = {
   schemaEndpoint: "/messages-schema",
   authEndpoint: "/auth/websocket",
   messageEndpoint: "/messages",
@@ -159,7 +159,7 @@ export const appEnvPrefix = (appId: string): string => appId.toUpperCase().repla
  * `api` + `path`, keeping any path prefix of `api` (`https://x/v1/` →
  * `https://x/v1/messages`).
  */
-export const endpointUrl = (api: string, path: string): string => {
+const endpointUrl = (api: string, path: string): string => {
   const url = new URL(api)
   url.pathname = url.pathname.replace(/\/+$/, "") + path
   return url.href
@@ -186,7 +186,7 @@ const AppId = Schema.String.check(
 const isHttpProtocol = (url: URL): boolean => url.protocol === "http:" || url.protocol === "https:"
 
 /** The notify endpoint's value that turns lifecycle notifications off for an app. */
-export const NOTIFY_OFF = "none"
+const NOTIFY_OFF = "none"
 
 const HttpUrl = Schema.String.check(Schema.makeFilter((value: string) => {
   if (!URL.canParse(value)) return `invalid URL ${quote(withoutCredentials(value))}`

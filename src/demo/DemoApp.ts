@@ -83,7 +83,7 @@ interface DemoUser {
   readonly permissions: ReadonlyArray<string>
 }
 
-export const demoTokens: Readonly<Record<string, DemoUser>> = {
+const demoTokens: Readonly<Record<string, DemoUser>> = {
   "demo-alice": { client_id: "alice", metadata: { name: "Alice" }, permissions: ["user:alice"] },
   "demo-bob": { client_id: "bob", metadata: { name: "Bob" }, permissions: ["user:bob"] }
 }

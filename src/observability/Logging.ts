@@ -6,11 +6,9 @@
  */
 import { Cause, Layer, Logger, References } from "effect"
 import type { LogLevel } from "effect"
+import type { LogFormat, LogLevel as GatewayLogLevel } from "../config/GatewayConfig.ts"
 
-export type LogFormat = "json" | "pretty"
-export type LogLevelName = "trace" | "debug" | "info" | "warn" | "error"
-
-const levelNames: Record<LogLevelName, LogLevel.LogLevel> = {
+const levelNames: Record<GatewayLogLevel, LogLevel.LogLevel> = {
   trace: "Trace",
   debug: "Debug",
   info: "Info",
@@ -47,7 +45,7 @@ const makeLineLogger = (nodeName: string, format: LogFormat) =>
   })
 
 /** Replaces Effect's default logger and sets the minimum level. */
-export const layer = (options: { readonly nodeName: string; readonly format: LogFormat; readonly level: LogLevelName }) =>
+export const layer = (options: { readonly nodeName: string; readonly format: LogFormat; readonly level: GatewayLogLevel }) =>
   Layer.mergeAll(
     Logger.layer([makeLineLogger(options.nodeName, options.format)]),
     Layer.succeed(References.MinimumLogLevel, levelNames[options.level])

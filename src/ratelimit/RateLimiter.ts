@@ -79,7 +79,7 @@ export interface MemoryRateLimiter extends RateLimiterShape {
 }
 
 /** How often full buckets are dropped: well under a typical window, cheap at ~15k clients. */
-export const SWEEP_INTERVAL = "30 seconds"
+const SWEEP_INTERVAL = "30 seconds"
 
 const CONNECTION_WINDOW_MS = 60_000
 

@@ -22,7 +22,7 @@ const DRAIN_STEP_MS = 100
 /** The contract's bound from SIGTERM to exit, whatever the shutdown still waits for. */
 const EXIT_DEADLINE_MS = 30_000
 
-export const drain = Effect.gen(function*() {
+const drain = Effect.gen(function*() {
   const { limits } = yield* GatewayConfig
   const lifecycle = yield* Lifecycle
   const transport = yield* WebSocketTransport

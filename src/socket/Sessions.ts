@@ -126,8 +126,9 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         notify: (session, event: LifecycleEvent, topic) => {
           const app = session.app.config
+          // no body built for an app that turned notifications off
           if (app.notifyEndpoint === undefined) return
-          upstream.notify(app, app.notifyEndpoint, {
+          upstream.notify(app, {
             app: app.id,
             event,
             channel: topic,

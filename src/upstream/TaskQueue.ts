@@ -28,11 +28,6 @@ export class TaskQueue {
     this.onDefect = onDefect
   }
 
-  /** Tasks started and not released yet. */
-  get active(): number {
-    return this.running
-  }
-
   add(task: Task): void {
     this.waiting.push(task)
     this.pump()

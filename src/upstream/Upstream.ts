@@ -59,11 +59,12 @@ export interface UpstreamShape {
    */
   readonly send: (app: AppConfig, request: UpstreamRequest, done: UpstreamCallback) => () => void
   /**
-   * Fire-and-forget POST with bounded retries; never blocks the caller. When
-   * an app already has too many notifications pending, new ones are dropped
-   * (and counted) rather than queued without bound.
+   * Fire-and-forget POST to the app's notify endpoint (nothing when it has
+   * none) with bounded retries; never blocks the caller. When an app already
+   * has too many notifications pending, new ones are dropped (and counted)
+   * rather than queued without bound.
    */
-  readonly notify: (app: AppConfig, url: string, body: unknown) => void
+  readonly notify: (app: AppConfig, body: unknown) => void
 }
 
 /** Bytes accepted in an answer; larger answers fail the call. */
@@ -143,13 +144,6 @@ const sign = (secret: Redacted.Redacted<string>, body: string) =>
 
 const noop = () => {}
 
-/** Waits for `promise`, or `ms` at most. */
-const within = async (ms: number, promise: Promise<unknown>): Promise<void> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, ms))])
-  clearTimeout(timer)
-}
-
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
     const code = (cause as { code?: unknown }).code
@@ -176,14 +170,15 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       // connections it just closed: they get a few seconds, and the calls
       // still in flight a few more, before the pools are torn down; the node
       // must still hand its shards over within its 30 s.
-      yield* Effect.addFinalizer(() =>
-        Effect.promise(async () => {
-          const all = [...pools.values()]
-          await within(NOTIFY_DRAIN_MS, Promise.all(all.map((pool) => pool.notifications.drained())))
-          await within(CLOSE_GRACE_MS, Promise.allSettled(all.map((pool) => pool.agent.close())))
-          await Promise.allSettled(all.map((pool) => pool.agent.destroy()))
-        })
-      )
+      const atMost = (ms: number, work: () => Promise<unknown>) =>
+        Effect.promise(work).pipe(Effect.timeoutOrElse({ duration: ms, orElse: () => Effect.void }))
+      yield* Effect.addFinalizer(() => {
+        const all = [...pools.values()]
+        return atMost(NOTIFY_DRAIN_MS, () => Promise.all(all.map((pool) => pool.notifications.drained()))).pipe(
+          Effect.andThen(atMost(CLOSE_GRACE_MS, () => Promise.allSettled(all.map((pool) => pool.agent.close())))),
+          Effect.andThen(Effect.promise(() => Promise.allSettled(all.map((pool) => pool.agent.destroy()))))
+        )
+      })
 
       const poolFor = (app: AppConfig): AppPool => {
         let pool = pools.get(app.id)
@@ -395,7 +390,9 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           return Effect.sync(abandon)
         })
 
-      const notify = (app: AppConfig, url: string, body: unknown) => {
+      const notify = (app: AppConfig, body: unknown) => {
+        const url = app.notifyEndpoint
+        if (url === undefined) return
         const pool = poolFor(app)
         // one trace for all attempts of one notification
         pool.notifications.add({

@@ -162,7 +162,7 @@ describe("notifications", () => {
     try {
       burst.fail("notify", "hang")
       const app = makeAppConfig({ id: "burst", api: burst.url })
-      for (let n = 0; n < 300; n++) upstream.notify(app, burst.endpoints.notify, { event: "connection:closed", n })
+      for (let n = 0; n < 300; n++) upstream.notify(app, { event: "connection:closed", n })
       // 64 of them reach the app and hang there; the rest wait in the gateway
       await burst.waitFor("notify", () => burst.requestsOf("notify").length >= 64)
       const answer = await Effect.runPromise(upstream.call(app, {
@@ -182,7 +182,7 @@ describe("notifications", () => {
   it("are retried after a failure (bounded) and carry the contract's headers", async () => {
     signed.fail("notify", { status: 503 }, { times: 2 })
     const before = signed.requestsOf("notify").length
-    upstream.notify(signedApp(), signed.endpoints.notify, { event: "connection:established" })
+    upstream.notify(signedApp(), { event: "connection:established" })
     // two 503s, then the third attempt gets through
     const delivered = await signed.waitFor("notify", () => signed.requestsOf("notify").length >= before + 3)
     expect(signed.requestsOf("notify").length - before).toBe(3)

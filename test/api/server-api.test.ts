@@ -102,6 +102,56 @@ describe("POST /api/apps/:app/broadcast", () => {
     expect(invalid.body.reason).toBe("invalid_body")
     expect(invalid.body.errors.length).toBeGreaterThan(0)
   })
+
+  it("400 for a reserved phx_ event alone, and for one bad element of an array, which delivers nothing", async () => {
+    const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const joined = await socket.join("room:refused")
+    const received = collect(joined.channel, "tick")
+    const reserved = await answer(await api("/api/apps/chat/broadcast", {
+      method: "POST",
+      secret: "chat-secret",
+      body: JSON.stringify({ topic: "room:refused", event: "phx_close" })
+    }))
+    expect(reserved.status).toBe(400)
+    expect(reserved.body.reason).toBe("invalid_body")
+    expect(JSON.stringify(reserved.body.errors)).toContain("phx_")
+    const mixed = await api("/api/apps/chat/broadcast", {
+      method: "POST",
+      secret: "chat-secret",
+      body: JSON.stringify([{ topic: "room:refused", event: "tick", payload: { n: 1 } }, { topic: "", event: "tick" }])
+    })
+    expect(mixed.status).toBe(400)
+    // a broadcast made after the refused ones is the first to arrive
+    await api("/api/apps/chat/broadcast", {
+      method: "POST",
+      secret: "chat-secret",
+      body: JSON.stringify({ topic: "room:refused", event: "tick", payload: { n: 2 } })
+    })
+    expect(await received.until(1)).toEqual([{ n: 2 }])
+    expect(joined.channel.state).toBe("joined")
+    await socket.close()
+  })
+
+  it("401 on the write endpoints with a wrong secret, and nothing is done", async () => {
+    const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const joined = await socket.join("room:guarded")
+    const received = collect(joined.channel, "tick")
+    const calls: ReadonlyArray<[string, RequestInit]> = [
+      ["/api/apps/chat/broadcast", { method: "POST", body: JSON.stringify({ topic: "room:guarded", event: "tick", payload: { n: 1 } }) }],
+      ["/api/apps/chat/clients/alice", { method: "DELETE" }],
+      ["/api/apps/chat/schema/refresh", { method: "POST" }]
+    ]
+    for (const [path, init] of calls) {
+      expect(await answer(await api(path, { ...init, secret: "wrong" }))).toEqual({ status: 401, body: { reason: "unauthorized" } })
+    }
+    await api("/api/apps/chat/broadcast", {
+      method: "POST",
+      secret: "chat-secret",
+      body: JSON.stringify({ topic: "room:guarded", event: "tick", payload: { n: 2 } })
+    })
+    expect(await received.until(1)).toEqual([{ n: 2 }])
+    await socket.close()
+  })
 })
 
 describe("connections and clients", () => {
@@ -151,6 +201,13 @@ describe("presence and schema", () => {
       presences: { alice: { metas: [expect.objectContaining({ phx_ref: expect.any(String), client_type: "web" })] } }
     })
     await socket.close()
+  })
+
+  it("GET presence of a topic nobody is on answers an empty list", async () => {
+    expect(await answer(await api("/api/apps/chat/topics/room:empty/presence", { secret: "chat-secret" }))).toEqual({
+      status: 200,
+      body: { topic: "room:empty", presences: {} }
+    })
   })
 
   it("POST schema/refresh answers the version, 502 with the reason when the fetch fails", async () => {

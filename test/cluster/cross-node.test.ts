@@ -1,6 +1,7 @@
 /**
  * What a four-node cluster owes clients and apps whichever node they reach:
- * broadcasts through any node's server API reach subscribers on every node,
+ * broadcasts through any node's server API, or in an app's answer to a push,
+ * reach subscribers on every node,
  * in one order; disconnecting a client and listing connections work from any
  * node; a client's rate limit is shared by its connections on different nodes.
  *
@@ -9,7 +10,7 @@
  * test uses its own topics and client ids.
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
-import { collect, defaultSchema, push, startFakeApp } from "../../src/testing/index.ts"
+import { collect, defaultSchema, echoHandler, push, startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
 import { withSql } from "../../cluster/postgres.ts"
 import { clientTokens, connectAndJoin, inbox, startCluster, startPostgres, within } from "./support/cluster.ts"
@@ -87,6 +88,22 @@ describe("broadcasts across nodes", () => {
     }
     // each broadcast exactly once, everywhere
     for (const box of inboxes) expect(box.items.map((item) => item.via)).toEqual(cluster.nodes.map((node) => node.name))
+  })
+
+  it("a broadcast action in an app's answer to a push on one node reaches a client on each of the four nodes", async () => {
+    showLogs()
+    const topic = "room:action-fanout"
+    const subscribers = await Promise.all(cluster.nodes.map((_, i) => join(i, `act-${i + 1}`, topic)))
+    const inboxes = subscribers.map((subscriber) => inbox<{ from: string }>(subscriber.channel, "cast"))
+    chat.setMessageHandler((body) => ({ action: "broadcast", event: "cast", data: { from: body.client_id } }))
+    try {
+      expect(await push(subscribers[0]!.channel, "echo", {})).toEqual({ status: "ok", response: {} })
+      await Promise.all(inboxes.map((box, i) =>
+        box.waitFor((item) => item.from === "act-1", 10_000, `the action's broadcast at node-${i + 1}`)
+      ))
+    } finally {
+      chat.setMessageHandler(echoHandler)
+    }
   })
 
   it("1,000 broadcasts to one topic arrive in the same order at every subscriber on every node", async () => {

@@ -408,6 +408,15 @@ describe("the app's answer decides the reply", () => {
     expect(await push(room, "echo", { respond: { status: 200, json } })).toEqual(refusal("api_error"))
   })
 
+  it("api_error when the answer is larger than 4 MiB, and the next push is answered", async () => {
+    const room = await joined("token-alice", "room:lobby")
+    app.fail("message", { status: 200, body: JSON.stringify({ action: "reply", data: "x".repeat(5 * 1024 * 1024) }) }, {
+      times: 1
+    })
+    expect(await push(room, "echo", { n: 1 })).toEqual(refusal("api_error"))
+    expect(await push(room, "echo", { n: 2 })).toEqual({ status: "ok", response: { n: 2 } })
+  })
+
   it("api_error when the app drops the connection", async () => {
     const room = await joined("token-alice", "room:lobby")
     app.fail("message", "destroy", { times: 1 })

@@ -110,6 +110,21 @@ describe("join", () => {
     socket.send(["101", "101", "room:r7", "phx_join", {}])
     expect(await socket.nextJson()).toEqual(["7", null, "room:r7", "phx_close", {}])
     expect(await socket.nextJson()).toEqual(["101", "101", "room:r7", "phx_reply", { status: "ok", response: {} }])
+    // at the cap, the earlier reasons still come first (CONTRACT §2 order)
+    socket.send(["102", "102", "lobby", "phx_join", {}])
+    expect(await socket.nextJson()).toMatchObject(["102", "102", "lobby", "phx_reply", { response: { reason: "invalid_channel_pattern" } }])
+    socket.send(["103", "103", "user:bob", "phx_join", {}])
+    expect(await socket.nextJson()).toMatchObject(["103", "103", "user:bob", "phx_reply", { response: { reason: "unauthorized" } }])
+    await socket.close()
+  })
+
+  it("invalid_channel_pattern for a topic longer than 255 characters, and the connection stays usable", async () => {
+    const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    expect(await socket.join(`user:${"a".repeat(300)}`)).toMatchObject({
+      status: "error",
+      response: { reason: "invalid_channel_pattern" }
+    })
+    await assertHealthy(socket, "after-long-topic")
     await socket.close()
   })
 
@@ -138,6 +153,14 @@ describe("join", () => {
       "phx_reply",
       { status: "error", response: { reason: "unmatched topic" } }
     ])
+    await socket.close()
+  })
+
+  it("leave of a topic never joined also answers ok then phx_close", async () => {
+    const socket = await rawSocket(v2Url())
+    socket.send(["5", "6", "room:never", "phx_leave", {}])
+    expect(await socket.nextJson()).toEqual(["5", "6", "room:never", "phx_reply", { status: "ok", response: {} }])
+    expect(await socket.nextJson()).toEqual(["5", null, "room:never", "phx_close", {}])
     await socket.close()
   })
 })

@@ -81,6 +81,19 @@ describe("upgrade rejections", () => {
     })
   })
 
+  it("401 unauthorized when the auth endpoint answers 403", async () => {
+    app.setAuth({ "token-banned": { status: 403, json: { error: "banned" } } })
+    try {
+      expect(await upgradeRejection(wsUrl("app=chat&token=token-banned"))).toMatchObject({
+        status: 401,
+        body: { reason: "unauthorized" }
+      })
+    } finally {
+      const { defaultTokens } = await import("../../src/testing/index.ts")
+      app.setAuth(defaultTokens)
+    }
+  })
+
   it.each([
     ["answers 500", { status: 500 }],
     ["hangs past the timeout", "hang"],

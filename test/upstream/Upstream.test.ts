@@ -134,6 +134,41 @@ describe("Upstream", () => {
     }
   })
 
+  it("an app's breaker opens after 5 failures of one call kind: calls fail at once; other kinds and apps go on", async () => {
+    const failing = await startFakeApp()
+    try {
+      const app = makeAppConfig({ id: "breaker", api: failing.url })
+      const callApp = (call: "message" | "auth") =>
+        Effect.runPromise(Effect.result(upstream.call(app, {
+          call,
+          method: "POST",
+          url: call === "message" ? failing.endpoints.message : failing.endpoints.auth,
+          body: {},
+          timeoutMs: 2_000
+        })))
+      failing.fail("message", { status: 500 })
+      for (let n = 0; n < 5; n++) expect(await callApp("message")).toMatchObject({ _tag: "Success", success: { status: 500 } })
+      const sent = failing.requestsOf("message").length
+      expect(await callApp("message")).toMatchObject({
+        _tag: "Failure",
+        failure: { _tag: "UpstreamUnreachable", detail: "circuit breaker open" }
+      })
+      expect(failing.requestsOf("message")).toHaveLength(sent)
+      // auth calls of the same app, and the same call kind of another app, are not held back
+      expect(await callApp("auth")).toMatchObject({ _tag: "Success" })
+      const other = await Effect.runPromise(upstream.call(signedApp(), {
+        call: "message",
+        method: "POST",
+        url: signed.endpoints.message,
+        body: {},
+        timeoutMs: 2_000
+      }))
+      expect(other.status).toBe(200)
+    } finally {
+      await failing.close()
+    }
+  })
+
   it("a call with maxInFlight refuses at once past it, and frees its place when answered or abandoned", async () => {
     slow.fail("auth", "hang")
     const app = makeAppConfig({ id: "bounded", api: slow.url })

@@ -33,6 +33,9 @@ const api = (path: string, init: RequestInit & { secret?: string } = {}) =>
     }
   })
 
+const broadcast = (body: unknown, secret = "chat-secret") =>
+  api("/api/apps/chat/broadcast", { method: "POST", secret, body: JSON.stringify(body) })
+
 const answer = async (response: Response) => ({ status: response.status, body: (await response.json()) as any })
 
 describe("authentication", () => {
@@ -84,7 +87,7 @@ describe("POST /api/apps/:app/broadcast", () => {
     const joined = await socket.join("room:batch")
     const received = collect<{ n: number }>(joined.channel, "tick")
     const batch = Array.from({ length: 20 }, (_, n) => ({ topic: "room:batch", event: "tick", payload: { n } }))
-    const response = await api("/api/apps/chat/broadcast", { method: "POST", secret: "chat-secret", body: JSON.stringify(batch) })
+    const response = await broadcast(batch)
     expect(await answer(response)).toEqual({ status: 202, body: { accepted: 20 } })
     expect((await received.until(20)).map((item) => item.n)).toEqual(batch.map((item) => item.payload.n))
     await socket.close()
@@ -107,26 +110,14 @@ describe("POST /api/apps/:app/broadcast", () => {
     const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
     const joined = await socket.join("room:refused")
     const received = collect(joined.channel, "tick")
-    const reserved = await answer(await api("/api/apps/chat/broadcast", {
-      method: "POST",
-      secret: "chat-secret",
-      body: JSON.stringify({ topic: "room:refused", event: "phx_close" })
-    }))
+    const reserved = await answer(await broadcast({ topic: "room:refused", event: "phx_close" }))
     expect(reserved.status).toBe(400)
     expect(reserved.body.reason).toBe("invalid_body")
     expect(JSON.stringify(reserved.body.errors)).toContain("phx_")
-    const mixed = await api("/api/apps/chat/broadcast", {
-      method: "POST",
-      secret: "chat-secret",
-      body: JSON.stringify([{ topic: "room:refused", event: "tick", payload: { n: 1 } }, { topic: "", event: "tick" }])
-    })
+    const mixed = await broadcast([{ topic: "room:refused", event: "tick", payload: { n: 1 } }, { topic: "", event: "tick" }])
     expect(mixed.status).toBe(400)
     // a broadcast made after the refused ones is the first to arrive
-    await api("/api/apps/chat/broadcast", {
-      method: "POST",
-      secret: "chat-secret",
-      body: JSON.stringify({ topic: "room:refused", event: "tick", payload: { n: 2 } })
-    })
+    await broadcast({ topic: "room:refused", event: "tick", payload: { n: 2 } })
     expect(await received.until(1)).toEqual([{ n: 2 }])
     expect(joined.channel.state).toBe("joined")
     await socket.close()
@@ -144,11 +135,7 @@ describe("POST /api/apps/:app/broadcast", () => {
     for (const [path, init] of calls) {
       expect(await answer(await api(path, { ...init, secret: "wrong" }))).toEqual({ status: 401, body: { reason: "unauthorized" } })
     }
-    await api("/api/apps/chat/broadcast", {
-      method: "POST",
-      secret: "chat-secret",
-      body: JSON.stringify({ topic: "room:guarded", event: "tick", payload: { n: 2 } })
-    })
+    await broadcast({ topic: "room:guarded", event: "tick", payload: { n: 2 } })
     expect(await received.until(1)).toEqual([{ n: 2 }])
     await socket.close()
   })

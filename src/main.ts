@@ -5,16 +5,14 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit, Layer, Runtime } from "effect"
-import { hostname } from "node:os"
-import { readFileSync } from "node:fs"
-import { loadGatewayConfig, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
+import { loadFromProcess, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { startDemoApp } from "./demo/DemoApp.ts"
 import { makeGatewayLayer } from "./Gateway.ts"
 import * as Logging from "./observability/Logging.ts"
 
 const program = Effect.gen(function*() {
-  const loaded = yield* loadGatewayConfig(process.env, (path) => readFileSync(path, "utf8"), hostname()).pipe(
+  const loaded = yield* loadFromProcess.pipe(
     Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
   )
   return yield* run(loaded).pipe(

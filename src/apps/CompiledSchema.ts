@@ -41,6 +41,7 @@
  * does not bind keeps its `{name}` text, which only a `*` grant segment covers.
  */
 import { Effect, Result } from "effect"
+import { formatJsonPath } from "../protocol/json.ts"
 import type {
   ChannelDefinition,
   DocumentProblem,
@@ -59,7 +60,6 @@ import {
   compilePayloadSpec,
   compileVariablePattern,
   decodeSchemaDocument,
-  formatPath,
   invalidSchemaDocument,
   makePayloadCompiler,
   parseTemplate,
@@ -479,7 +479,7 @@ const compileRateLimits = (doc: SchemaDocument): CompiledRateLimits => {
 const compile = (doc: SchemaDocument): Result.Result<CompiledAppSchema, InvalidSchemaDocument> => {
   const problems: Array<DocumentProblem> = []
   const report = (path: ReadonlyArray<PropertyKey>, message: string) => {
-    problems.push({ path: formatPath(path), message })
+    problems.push({ path: formatJsonPath(path), message })
   }
   const entries: Array<ChannelEntry> = []
   doc.channels.forEach((definition, index) => {

@@ -33,6 +33,7 @@ import { Ajv2020 } from "ajv/dist/2020.js"
 import type * as AjvCoreModule from "ajv/dist/core.js"
 import addFormats from "ajv-formats"
 import { Effect, Result, Schema, SchemaGetter, SchemaIssue } from "effect"
+import { formatJsonPath } from "../protocol/json.ts"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -635,19 +636,6 @@ export type SchemaDocument = typeof SchemaDocument.Type
 // Decoding
 // ---------------------------------------------------------------------------
 
-const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-
-/** `["channels", 0, "variables", "id"]` → `channels[0].variables.id`. */
-export const formatPath = (path: ReadonlyArray<PropertyKey>): string => {
-  let out = ""
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`
-    else if (typeof key === "string" && IDENTIFIER.test(key)) out += out === "" ? key : `.${key}`
-    else out += `[${JSON.stringify(String(key))}]`
-  }
-  return out
-}
-
 /**
  * Builds the error from problems (also used by the compiler for documents that
  * were not decoded). The reason is one line, `path: message` per problem
@@ -664,7 +652,7 @@ const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
 /** Every problem of a failed Schema decode as `{path, message}`, for answers and logs. */
 export const describeIssue = (issue: SchemaIssue.Issue): ReadonlyArray<DocumentProblem> =>
   formatIssues(issue).issues.map((problem) => ({
-    path: formatPath((problem.path ?? []).map((key) => typeof key === "object" ? key.key : key)),
+    path: formatJsonPath(problem.path ?? []),
     message: problem.message
   }))
 

@@ -18,6 +18,7 @@
 import { readFileSync } from "node:fs"
 import { hostname as osHostname } from "node:os"
 import { Context, Effect, Layer, Redacted, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
+import { formatJsonPath } from "../protocol/json.ts"
 import { ConfigError, type ConfigProblem } from "./errors.ts"
 
 export {
@@ -278,13 +279,16 @@ const FileRateLimits = Schema.Struct({
   maxConcurrentAuth: Schema.optionalKey(Count)
 })
 
+/** A notify endpoint, or "none": the app wants no notifications. */
+const NotifyEndpoint = Schema.Union([Schema.Literal(NOTIFY_OFF), HttpUrl])
+
 const FileApp = Schema.Struct({
   id: AppId,
   api: Schema.optionalKey(HttpUrl),
   schemaEndpoint: Schema.optionalKey(HttpUrl),
   authEndpoint: Schema.optionalKey(HttpUrl),
   messageEndpoint: Schema.optionalKey(HttpUrl),
-  notifyEndpoint: Schema.optionalKey(Schema.Union([Schema.Literal(NOTIFY_OFF), HttpUrl])),
+  notifyEndpoint: Schema.optionalKey(NotifyEndpoint),
   secret: Schema.optionalKey(Secret),
   allowedOrigins: Schema.optionalKey(OriginList),
   rateLimits: Schema.optionalKey(FileRateLimits),
@@ -372,8 +376,6 @@ const BooleanFromEnv = Schema.Literals(["true", "false", "1", "0"]).pipe(
   )
 )
 
-const NotifyEndpoint = Schema.Union([Schema.Literal(NOTIFY_OFF), HttpUrl])
-
 const lowerCased = <S extends Schema.Codec<unknown, string>>(schema: S) =>
   Schema.String.pipe(Schema.decodeTo(schema, SchemaTransformation.toLowerCase()))
 
@@ -398,24 +400,13 @@ const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1({
   }
 })
 
-type PathSegment = PropertyKey | { readonly key: PropertyKey }
-
-const renderPath = (path: ReadonlyArray<PathSegment>): string =>
-  path.map((segment, index) => {
-    const key = typeof segment === "object" ? segment.key : segment
-    if (typeof key === "number") return `[${key}]`
-    const text = String(key)
-    if (/^[A-Za-z_$][\w$]*$/.test(text)) return index === 0 ? text : `.${text}`
-    return `[${quote(text)}]`
-  }).join("")
-
 const issueProblems = (
   issue: SchemaIssue.Issue,
   keyOf: (path: string) => string,
   messageOf: (message: string) => string = (message) => message
 ): Array<ConfigProblem> =>
   formatIssues(issue).issues.map((item) => {
-    const path = renderPath(item.path ?? [])
+    const path = formatJsonPath(item.path ?? [])
     return { key: keyOf(path), message: messageOf(item.message) }
   })
 
@@ -845,6 +836,11 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
 
 const readTextFile = (path: string): string => readFileSync(path, "utf8")
 
+/** The configuration of this process: `process.env` and the file named by `GATEWAY_CONFIG`. */
+export const loadFromProcess: Effect.Effect<GatewayConfigShape, ConfigError> = Effect.suspend(() =>
+  loadGatewayConfig(process.env, readTextFile, osHostname())
+)
+
 export class GatewayConfig extends Context.Service<GatewayConfig, GatewayConfigShape>()(
   "realtime-gateway/config/GatewayConfig"
 ) {
@@ -858,10 +854,7 @@ export class GatewayConfig extends Context.Service<GatewayConfig, GatewayConfigS
   }
 
   /** Loads from `process.env` and the file named by `GATEWAY_CONFIG`, when the layer is built. */
-  static readonly layer: Layer.Layer<GatewayConfig, ConfigError> = Layer.effect(
-    GatewayConfig,
-    Effect.suspend(() => loadGatewayConfig(process.env, readTextFile, osHostname()))
-  )
+  static readonly layer: Layer.Layer<GatewayConfig, ConfigError> = Layer.effect(GatewayConfig, loadFromProcess)
 
   /** A config built with {@link makeGatewayConfig} (defaults filled in, not validated). */
   static layerWith(init: GatewayConfigInit = {}): Layer.Layer<GatewayConfig> {

@@ -34,16 +34,23 @@ export interface WebSocketTransportShape {
   readonly stopAccepting: () => void
 }
 
+const rejectionResponse = (rejection: UpgradeRejection): string => {
+  const body = JSON.stringify({ reason: rejection.reason })
+  return `HTTP/1.1 ${rejection.status} ${STATUS_CODES[rejection.status]}\r\n` +
+    "Content-Type: application/json\r\n" +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    "Connection: close\r\n\r\n" +
+    body
+}
+
+// made once: refusals come in storms (reconnects, floods)
+const rejectionResponses = new Map<UpgradeRejection, string>(
+  Object.values(UpgradeRejection).map((rejection) => [rejection, rejectionResponse(rejection)])
+)
+
 const reject = (socket: Duplex, rejection: UpgradeRejection) => {
   if (socket.destroyed) return
-  const body = JSON.stringify({ reason: rejection.reason })
-  socket.end(
-    `HTTP/1.1 ${rejection.status} ${STATUS_CODES[rejection.status]}\r\n` +
-      "Content-Type: application/json\r\n" +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-      "Connection: close\r\n\r\n" +
-      body
-  )
+  socket.end(rejectionResponses.get(rejection)!)
 }
 
 /** The token from the `authToken` sub-protocol, when the client used it. */

@@ -247,11 +247,6 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         return target
       }
 
-      const requestOptions = (request: UpstreamRequest, headers: Record<string, string>, body: string | undefined) => {
-        const { origin, path } = targetOf(request.url)
-        return { origin, path, method: request.method, headers, body: body ?? null }
-      }
-
       /**
        * One call, in plain callbacks: undici's dispatch with a handler that
        * collects the body. No promise, stream or fiber per call: this runs for
@@ -273,7 +268,19 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       ): (() => void) => {
         // everything that could throw comes before the breaker is asked, so that its trial is never stuck
         const body = request.body === undefined ? undefined : JSON.stringify(request.body)
-        const options = requestOptions(request, headersFor(app, body, request.headers), body)
+        const { origin, path } = targetOf(request.url)
+        const options: Dispatcher.DispatchOptions = {
+          origin,
+          path,
+          method: request.method,
+          headers: headersFor(app, body, request.headers),
+          body: body ?? null
+        }
+        if (breaker === undefined) {
+          // notifications: undici's own timeouts, counted from the moment the request is written
+          options.headersTimeout = request.timeoutMs
+          options.bodyTimeout = request.timeoutMs
+        }
         if (breaker !== undefined && !breaker.admit(Date.now())) {
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
@@ -313,10 +320,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           let status = 0
           let headers: UpstreamAnswer["headers"] = {}
           let chunks: Array<Buffer> = []
-          const dispatched = breaker === undefined
-            ? { ...options, headersTimeout: request.timeoutMs, bodyTimeout: request.timeoutMs }
-            : options
-          pool.agent.dispatch(dispatched, {
+          pool.agent.dispatch(options, {
             onRequestStart: (dispatchController) => {
               controller = dispatchController
               if (stopped !== undefined) dispatchController.abort(stopped)

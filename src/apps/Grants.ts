@@ -13,9 +13,11 @@
  * A `*` in a required permission is literal: it is only covered by a grant
  * that is at least as broad (a `*` segment, or the same text).
  *
- * Exact grants are a Set lookup; the few wildcard grants are then scanned
- * segment by segment over the required string without splitting it.
+ * Exact grants are a Set lookup; the few wildcard grants are then matched
+ * the way channel patterns are (`TopicMatcher.ts`).
  */
+import { LITERAL, matchTopic, WILDCARD } from "./TopicMatcher.ts"
+import type { Matcher, Segment } from "./TopicMatcher.ts"
 
 export interface Grants {
   /** The permissions as granted, for logs and diagnostics. */
@@ -24,34 +26,18 @@ export interface Grants {
   allowsAll(required: ReadonlyArray<string>): boolean
 }
 
-/** `null` stands for a `*` segment. */
-interface WildcardGrant {
-  readonly segments: ReadonlyArray<string | null>
-  readonly trailing: boolean
-}
+const segmentOf = (text: string): Segment =>
+  text === "*"
+    ? { kind: WILDCARD, text: "", literals: [], slot: 0, count: 0 }
+    : { kind: LITERAL, text, literals: [], slot: 0, count: 0 }
 
-const matchesWildcard = (grant: WildcardGrant, required: string): boolean => {
-  const segments = grant.segments
-  const count = segments.length
-  const length = required.length
-  let pos = 0
-  for (let i = 0; i < count; i++) {
-    const isLast = i === count - 1
-    // Every earlier segment ended at a ":", so this is "the rest is non-empty".
-    if (isLast && grant.trailing) return pos < length
-    let end = required.indexOf(":", pos)
-    if (isLast) {
-      if (end !== -1) return false
-      end = length
-    } else if (end === -1) return false
-    const segment = segments[i]!
-    if (segment === null) {
-      if (end === pos) return false
-    } else if (end - pos !== segment.length || !required.startsWith(segment, pos)) return false
-    pos = end + 1
-  }
-  return true
-}
+/** A wildcard grant follows the rules of channel patterns without variables. */
+const wildcardMatcher = (segments: ReadonlyArray<string>): Matcher => ({
+  matchesAll: false,
+  segments: segments.map(segmentOf),
+  trailingWildcard: segments[segments.length - 1] === "*",
+  variableCount: 0
+})
 
 /**
  * Compiles the permissions of one auth answer. Clients of an app mostly share
@@ -74,25 +60,25 @@ const compiledGrants = new Map<string, Grants>()
 
 const compileGrantsUncached = (granted: ReadonlyArray<string>): Grants => {
   const exact = new Set<string>()
-  const wildcards: Array<WildcardGrant> = []
+  const wildcards: Array<Matcher> = []
   let allowsEverything = false
   for (const grant of granted) {
     if (grant === "*") {
       allowsEverything = true
       continue
     }
-    const segments = grant.split(":").map((segment) => segment === "*" ? null : segment)
-    if (!segments.includes(null)) {
+    const segments = grant.split(":")
+    if (!segments.includes("*")) {
       exact.add(grant)
       continue
     }
-    wildcards.push({ segments, trailing: segments[segments.length - 1] === null })
+    wildcards.push(wildcardMatcher(segments))
   }
   const wildcardCount = wildcards.length
 
   const allows = (required: string): boolean => {
     if (allowsEverything || exact.has(required)) return true
-    for (let i = 0; i < wildcardCount; i++) if (matchesWildcard(wildcards[i]!, required)) return true
+    for (let i = 0; i < wildcardCount; i++) if (matchTopic(wildcards[i]!, required, undefined)) return true
     return false
   }
   return {

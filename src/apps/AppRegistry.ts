@@ -108,10 +108,10 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
           return app === undefined ? Effect.fail(new UnknownApp({ app: appId })) : fetchSchema(app)
         })
 
-      const refreshAll = Effect.forEach([...apps.values()], (app) => Effect.ignore(fetchSchema(app)), {
-        concurrency: "unbounded",
-        discard: true
-      })
+      const fetchEach = (some: ReadonlyArray<RegisteredApp>) =>
+        Effect.forEach(some, (app) => Effect.ignore(fetchSchema(app)), { concurrency: "unbounded", discard: true })
+      const refreshAll = Effect.suspend(() => fetchEach([...apps.values()]))
+      const withoutSchema = () => [...apps.values()].filter((app) => app.schema === undefined)
 
       // The first fetch happens before the node reports ready; a failure is not
       // fatal (readiness says why), the periodic loop keeps trying.
@@ -121,10 +121,7 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
         Effect.forkScoped
       )
       // An app without a schema retries sooner than the regular interval.
-      const withoutSchema = () => [...apps.values()].filter((app) => app.schema === undefined)
-      yield* Effect.suspend(() =>
-        Effect.forEach(withoutSchema(), (app) => Effect.ignore(fetchSchema(app)), { concurrency: "unbounded", discard: true })
-      ).pipe(
+      yield* Effect.suspend(() => fetchEach(withoutSchema())).pipe(
         Effect.delay("2 seconds"),
         Effect.repeat({ until: () => withoutSchema().length === 0 }),
         Effect.forkScoped
@@ -133,10 +130,7 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
       return AppRegistry.of({
         get: (appId) => apps.get(appId),
         refresh,
-        unready: () =>
-          [...apps.values()]
-            .filter((app) => app.schema === undefined)
-            .map((app) => ({ app: app.config.id, reason: app.lastError ?? "schema not fetched yet" }))
+        unready: () => withoutSchema().map((app) => ({ app: app.config.id, reason: app.lastError ?? "schema not fetched yet" }))
       })
     })
   )

@@ -26,8 +26,7 @@ import { fileURLToPath } from "node:url"
 import { styleText } from "node:util"
 import { startDemoApp } from "../src/demo/DemoApp.ts"
 import type { DemoApp } from "../src/demo/DemoApp.ts"
-import { connectSocket } from "../src/testing/index.ts"
-import type { ConnectedSocket } from "../src/testing/index.ts"
+import { checkFormation } from "./formation.ts"
 import { portIsFree } from "./ports.ts"
 import { startPostgres } from "./postgres.ts"
 import type { PostgresServer } from "./postgres.ts"
@@ -243,7 +242,7 @@ const main = async (options: LauncherOptions): Promise<void> => {
     await Promise.all(nodes.map((node) => waitUntilReady(node)))
     if (shuttingDown !== undefined) return
     say("every node is ready; checking that they form one cluster")
-    const formed = await checkFormation(nodes.map((node) => node.port), secret, (log) => {
+    const formed = await checkLocalFormation(nodes.map((node) => node.port), secret, (log) => {
       probeLog = log
     })
     probeLog = undefined
@@ -277,18 +276,15 @@ const FORMATION_TIMEOUT_MS = 30_000
 const PROBE_TOPIC = "room:cluster-probe"
 
 /**
- * Nodes that are each ready may not reach one another yet. This waits
- * until a broadcast through each node's server API reaches a client on every
- * node, retrying each broadcast until it does; answers `undefined` then, or
- * what failed after 30 s. `setDemoLog` receives a sink for the demo app's log
- * lines while the check's clients are connected, so that they are not shown.
+ * `checkFormation` with the demo app's probe clients; `setDemoLog` receives a
+ * sink for the demo app's log lines while they are connected, so that their
+ * lines are not shown (their "connection:closed" included).
  */
-const checkFormation = async (
+const checkLocalFormation = async (
   ports: ReadonlyArray<number>,
   secret: string,
   setDemoLog: (sink: (line: string) => void) => void
 ): Promise<string | undefined> => {
-  const deadline = Date.now() + FORMATION_TIMEOUT_MS
   let closedProbes = 0
   let allClosed: () => void = () => {}
   const probesClosed = new Promise<void>((resolve) => {
@@ -297,65 +293,18 @@ const checkFormation = async (
   setDemoLog((line) => {
     if (line.startsWith("connection:closed") && ++closedProbes === ports.length) allClosed()
   })
-  const probes: Array<ConnectedSocket> = []
-  try {
-    const channels = await Promise.all(ports.map(async (port) => {
-      const socket = await connectSocket(`ws://127.0.0.1:${port}/socket`, { app: "demo", token: "demo-alice" })
-      probes.push(socket)
-      const joined = await socket.join(PROBE_TOPIC)
-      if (joined.status !== "ok") throw new Error(`join refused on port ${port}: ${JSON.stringify(joined.response)}`)
-      return joined.channel
-    }))
-    const received = channels.map(() => new Set<string>())
-    const waiters = new Set<() => void>()
-    channels.forEach((channel, i) =>
-      channel.on("probe", (payload: { id?: unknown }) => {
-        received[i]!.add(String(payload.id))
-        for (const wake of waiters) wake()
-      })
-    )
-    const everyoneGot = (id: string, timeoutMs: number) => {
-      let wake: () => void = () => {}
-      let timer: NodeJS.Timeout | undefined
-      return new Promise<boolean>((resolve) => {
-        wake = () => {
-          if (received.every((ids) => ids.has(id))) resolve(true)
-        }
-        timer = setTimeout(() => resolve(false), timeoutMs)
-        waiters.add(wake)
-        wake()
-      }).finally(() => {
-        waiters.delete(wake)
-        clearTimeout(timer)
-      })
-    }
-    for (const [n, port] of ports.entries()) {
-      for (let attempt = 1; ; attempt++) {
-        if (Date.now() > deadline) return `a broadcast through port ${port} did not reach every node`
-        const id = `probe ${n}.${attempt}`
-        const answer = await fetch(`http://127.0.0.1:${port}/api/apps/demo/broadcast`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
-          body: JSON.stringify({ topic: PROBE_TOPIC, event: "probe", payload: { id } }),
-          signal: AbortSignal.timeout(5_000)
-        }).then((response) => response.status, (error: unknown) => String(error))
-        if (typeof answer === "number" && answer >= 400 && answer < 500) {
-          return `a broadcast through port ${port} was refused with ${answer}`
-        }
-        if (answer === 202 ? await everyoneGot(id, 500) : false) break
-        if (answer !== 202) await new Promise((resolve) => setTimeout(resolve, 200))
-      }
-    }
-    return undefined
-  } catch (error) {
-    return error instanceof Error ? error.message : String(error)
-  } finally {
-    await Promise.all(probes.map((socket) => socket.close()))
-    // their "connection:closed" notifications, so that none is shown afterwards
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([probesClosed, new Promise((resolve) => timer = setTimeout(resolve, 2_000))])
-    clearTimeout(timer)
-  }
+  const failure = await checkFormation({
+    ports,
+    app: "demo",
+    secret,
+    token: () => "demo-alice",
+    topic: PROBE_TOPIC,
+    timeoutMs: FORMATION_TIMEOUT_MS
+  })
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([probesClosed, new Promise((resolve) => timer = setTimeout(resolve, 2_000))])
+  clearTimeout(timer)
+  return failure
 }
 
 /**

@@ -24,7 +24,8 @@
  *      with 200; in the cluster, then wait until the nodes form one cluster as
  *      clients see it: a probe client per node joins `room:999999999`, and a
  *      broadcast through each node's server API, repeated until it does, must
- *      reach the probes on every node (up to 30 s; the probes then leave);
+ *      reach the probes on every node (up to 30 s; the probes then leave;
+ *      `cluster/formation.ts`);
  *   2. the connection load generators (`load.ts`) open `--cross-subscribers`
  *      (1,000) raw `ws` V2 clients, all joined to `room:0`, connection n to
  *      node n mod N (so the same number on every node); the share per node is
@@ -79,10 +80,10 @@
  */
 import { readdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
-import WebSocket from "ws"
 import { startPostgres } from "../../cluster/postgres.ts"
 import type { PostgresServer } from "../../cluster/postgres.ts"
 import { freePort } from "../../cluster/ports.ts"
+import { checkFormation } from "../../cluster/formation.ts"
 import { topicOwner } from "../../cluster/postgres.ts"
 import { APP_ID, CLIENT_TYPE } from "./bench-app.ts"
 import { requestStats, spawnManaged, stop } from "./children.ts"
@@ -123,7 +124,6 @@ const PROBE_TOPIC = "room:999999999"
 /** Probe clients use tokens `bench-<PROBE_TOKEN_BASE + i>`, apart from the subscribers'. */
 const PROBE_TOKEN_BASE = 900_000_000
 const CONVERGE_TIMEOUT_MS = 30_000
-const PROBE_WAIT_MS = 500
 const HTTP_TIMEOUT_MS = 5_000
 const NODE_STOP_GRACE_MS = 20_000
 /** The nodes' CPU is read over this long with every subscriber joined and no broadcast. */
@@ -304,7 +304,7 @@ const stopNodes = async (nodes: ReadonlyArray<GatewayNode>): Promise<Record<stri
 }
 
 // ---------------------------------------------------------------------------
-// Server API and probe clients
+// Server API
 // ---------------------------------------------------------------------------
 
 const api = (port: number, secret: string, method: string, path: string, body?: unknown): Promise<Response> =>
@@ -314,108 +314,6 @@ const api = (port: number, secret: string, method: string, path: string, body?: 
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(HTTP_TIMEOUT_MS)
   })
-
-interface Probe {
-  readonly received: Set<string>
-  close(): void
-}
-
-/** A client on one node joined to the probe topic, collecting the ids of the `probe` broadcasts it gets. */
-const openProbe = (port: number, index: number, onProbe: () => void): Promise<Probe> =>
-  new Promise<Probe>((resolve, reject) => {
-    const received = new Set<string>()
-    const ws = new WebSocket(
-      `ws://127.0.0.1:${port}/socket/websocket?app=${APP_ID}&token=bench-${PROBE_TOKEN_BASE + index}` +
-        `&client_type=${CLIENT_TYPE}&vsn=2.0.0`,
-      { perMessageDeflate: false, handshakeTimeout: HTTP_TIMEOUT_MS }
-    )
-    const probe: Probe = { received, close: () => ws.terminate() }
-    const timer = setTimeout(() => {
-      ws.terminate()
-      reject(new Error(`probe client on port ${port}: no join reply within ${HTTP_TIMEOUT_MS / 1000} s`))
-    }, HTTP_TIMEOUT_MS)
-    ws.on("error", (error) => {
-      clearTimeout(timer)
-      reject(new Error(`probe client on port ${port}: ${error.message}`))
-    })
-    ws.on("open", () => ws.send(JSON.stringify(["1", "1", PROBE_TOPIC, "phx_join", {}])))
-    ws.on("message", (data) => {
-      let frame: unknown
-      try {
-        frame = JSON.parse(data.toString())
-      } catch {
-        return
-      }
-      if (!Array.isArray(frame)) return
-      if (frame[1] === "1" && frame[3] === "phx_reply") {
-        clearTimeout(timer)
-        const status = (frame[4] as { status?: unknown } | null)?.status
-        if (status === "ok") resolve(probe)
-        else {
-          ws.terminate()
-          reject(new Error(`probe client on port ${port}: join answered ${JSON.stringify(frame[4])}`))
-        }
-      } else if (frame[3] === "probe") {
-        received.add(String((frame[4] as { id?: unknown } | null)?.id))
-        onProbe()
-      }
-    })
-  })
-
-/**
- * Resolves once a broadcast through each node's server API reaches a probe
- * client on every node (each broadcast repeated until it does); a node may not
- * know every other one yet when it first answers ready.
- */
-const converge = async (nodes: ReadonlyArray<GatewayNode>, secret: string): Promise<void> => {
-  const deadline = Date.now() + CONVERGE_TIMEOUT_MS
-  const waiters = new Set<() => void>()
-  const wakeAll = () => {
-    for (const wake of waiters) wake()
-  }
-  const opened = await Promise.allSettled(nodes.map((node, i) => openProbe(node.server.port, i, wakeAll)))
-  const probes = opened.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []))
-  try {
-    const refused = opened.find((result) => result.status === "rejected")
-    if (refused !== undefined) throw (refused as PromiseRejectedResult).reason
-    const everyoneGot = (id: string) => {
-      let wake: () => void = () => {}
-      let timer: NodeJS.Timeout | undefined
-      return new Promise<boolean>((resolve) => {
-        wake = () => {
-          if (probes.every((probe) => probe.received.has(id))) resolve(true)
-        }
-        timer = setTimeout(() => resolve(false), PROBE_WAIT_MS)
-        waiters.add(wake)
-        wake()
-      }).finally(() => {
-        waiters.delete(wake)
-        clearTimeout(timer)
-      })
-    }
-    for (const node of nodes) {
-      for (let attempt = 1; ; attempt++) {
-        if (Date.now() > deadline) {
-          throw new Error(`a broadcast through ${node.name} did not reach every node within ${CONVERGE_TIMEOUT_MS / 1000} s`)
-        }
-        const id = `${node.name}.${attempt}`
-        const status = await api(node.server.port, secret, "POST", "/broadcast", {
-          topic: PROBE_TOPIC,
-          event: "probe",
-          payload: { id }
-        }).then(async (response) => {
-          await response.body?.cancel()
-          return response.status
-        }, () => 0)
-        if (status >= 400 && status < 500) throw new Error(`a broadcast through ${node.name} was refused with ${status}`)
-        if (status === 202 && await everyoneGot(id)) break
-        if (status !== 202) await sleep(200)
-      }
-    }
-  } finally {
-    for (const probe of probes) probe.close()
-  }
-}
 
 /** Subscribers of `TOPIC` per node, from the gateway's connection listing through `port`. */
 const subscribersByNode = async (port: number, secret: string): Promise<Record<string, number>> => {
@@ -587,7 +485,16 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
     let convergedMs: number | undefined
     if (setup === "cluster") {
       log(`cross-node, ${label}: every node ready after ${fixed(readyMs / 1000, 1)} s; checking that they form one cluster`)
-      await converge(nodes, options.secret)
+      const failure = await checkFormation({
+        ports: nodes.map((node) => node.server.port),
+        app: APP_ID,
+        secret: options.secret,
+        token: (index) => `bench-${PROBE_TOKEN_BASE + index}`,
+        clientType: CLIENT_TYPE,
+        topic: PROBE_TOPIC,
+        timeoutMs: CONVERGE_TIMEOUT_MS
+      })
+      if (failure !== undefined) throw new Error(`the nodes do not form one cluster: ${failure}`)
       convergedMs = now() - startedAt
     }
     const first = nodes[0]!

@@ -12,13 +12,12 @@
  */
 import { createHmac } from "node:crypto"
 import { Context, Effect, Layer, Redacted } from "effect"
-import { Agent } from "undici"
-import type { Dispatcher } from "undici"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
+import { Http1Pool } from "./Http1Pool.ts"
 import { NotificationQueue } from "./NotificationQueue.ts"
 import { TaskQueue } from "./TaskQueue.ts"
 
@@ -79,6 +78,8 @@ const NOTIFY_DRAIN_MS = 5_000
 const CLOSE_GRACE_MS = 3_000
 /** About 1 KiB each while pending. */
 const MAX_PENDING_NOTIFICATIONS = 50_000
+/** How long an unused connection to an app is kept, unless the app announces less. */
+const IDLE_CONNECTION_MS = 30_000
 const NOTIFY_FIRST_RETRY_MS = 200
 const NOTIFY_TIMEOUT_MS = 5_000
 const BREAKER_FAILURE_THRESHOLD = 5
@@ -124,13 +125,11 @@ class CircuitBreaker {
 type GuardedCall = Exclude<UpstreamCall, "notify">
 
 interface AppPool {
-  /** Keep-alive connections to the app, one per call on the wire. */
-  readonly agent: Agent
+  /** Keep-alive connections to each of the app's origins (its endpoints may live on several), one per call on the wire. */
+  readonly connections: Map<string, Http1Pool>
   /**
-   * Calls wait here, not in the agent, for one of the app's places on the
-   * wire: undici cannot take a waiting request back out of its queue, so a
-   * call that timed out or was abandoned there would still cost a connection
-   * when its turn came.
+   * Calls wait here for one of the app's places on the wire, so that a call
+   * that timed out or was abandoned while waiting never goes out.
    */
   readonly calls: TaskQueue
   /** One per call kind: a client that makes the message endpoint fail must not block auth or schema fetches. */
@@ -170,13 +169,14 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       // connections it just closed: they get a few seconds, and the calls
       // still in flight a few more, before the pools are torn down; the node
       // must still hand its shards over within its 30 s.
+      const connectionsOf = (all: ReadonlyArray<AppPool>) => all.flatMap((pool) => [...pool.connections.values()])
       const atMost = (ms: number, work: () => Promise<unknown>) =>
         Effect.promise(work).pipe(Effect.timeoutOrElse({ duration: ms, orElse: () => Effect.void }))
       yield* Effect.addFinalizer(() => {
         const all = [...pools.values()]
         return atMost(NOTIFY_DRAIN_MS, () => Promise.all(all.map((pool) => pool.notifications.drained()))).pipe(
-          Effect.andThen(atMost(CLOSE_GRACE_MS, () => Promise.allSettled(all.map((pool) => pool.agent.close())))),
-          Effect.andThen(Effect.promise(() => Promise.allSettled(all.map((pool) => pool.agent.destroy()))))
+          Effect.andThen(atMost(CLOSE_GRACE_MS, () => Promise.all(connectionsOf(all).map((origin) => origin.close())))),
+          Effect.andThen(Effect.sync(() => connectionsOf(all).forEach((origin) => origin.destroy())))
         )
       })
 
@@ -184,13 +184,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         let pool = pools.get(app.id)
         if (pool === undefined) {
           pool = {
-            agent: new Agent({
-              keepAliveTimeout: 30_000,
-              connections: MAX_IN_FLIGHT_PER_APP,
-              maxResponseSize: MAX_ANSWER_BYTES,
-              // a call holds its place while its connection is made: no longer than the call may take
-              connect: { timeout: Math.min(app.timeouts.authMs, app.timeouts.messageMs, app.timeouts.schemaMs) }
-            }),
+            connections: new Map(),
             calls: new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app)),
             breakers: {
               schema: new CircuitBreaker(),
@@ -247,17 +241,32 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         return target
       }
 
+      const connectionsTo = (app: AppConfig, pool: AppPool, origin: string) => {
+        let connections = pool.connections.get(origin)
+        if (connections === undefined) {
+          connections = new Http1Pool({
+            origin,
+            // a call holds its place while its connection is made: no longer than the call may take
+            connectTimeoutMs: Math.min(app.timeouts.authMs, app.timeouts.messageMs, app.timeouts.schemaMs),
+            maxAnswerBytes: MAX_ANSWER_BYTES,
+            idleMs: IDLE_CONNECTION_MS
+          })
+          pool.connections.set(origin, connections)
+        }
+        return connections
+      }
+
       /**
-       * One call, in plain callbacks: undici's dispatch with a handler that
-       * collects the body. No promise, stream or fiber per call: this runs for
-       * every push and every connection. `done` is called exactly once; the
-       * returned function abandons the call (its caller went away).
+       * One call, in plain callbacks: no promise, stream or fiber per call,
+       * since this runs for every push and every connection. `done` is called
+       * exactly once; the returned function abandons the call (its caller
+       * went away).
        *
-       * Without a breaker (notifications), the timeout counts from the moment
-       * the request is written: a notification waiting for its turn never
-       * reached the app, and retrying it would only grow the backlog. With
-       * one, a plain timer bounds the whole call, the wait for its turn
-       * included, since a client is waiting for it.
+       * With a breaker, the timeout bounds the whole call, the wait for its
+       * turn included, since a client is waiting for it. Without one
+       * (notifications), it counts from the moment the request is written: a
+       * notification waiting for its turn never reached the app, and retrying
+       * it would only grow the backlog.
        */
       const exchange = (
         app: AppConfig,
@@ -269,24 +278,13 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         // everything that could throw comes before the breaker is asked, so that its trial is never stuck
         const body = request.body === undefined ? undefined : JSON.stringify(request.body)
         const { origin, path } = targetOf(request.url)
-        const options: Dispatcher.DispatchOptions = {
-          origin,
-          path,
-          method: request.method,
-          headers: headersFor(app, body, request.headers),
-          body: body ?? null
-        }
-        if (breaker === undefined) {
-          // notifications: undici's own timeouts, counted from the moment the request is written
-          options.headersTimeout = request.timeoutMs
-          options.bodyTimeout = request.timeoutMs
-        }
+        const connections = connectionsTo(app, pool, origin)
+        const text = connections.format(request.method, path, headersFor(app, body, request.headers), body)
         if (breaker !== undefined && !breaker.admit(Date.now())) {
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
-        let controller: Dispatcher.DispatchController | undefined
-        let stopped: Error | undefined
+        let abandonRequest: (() => void) | undefined
         let finished = false
         const finish = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined, outcome: "ok" | "failed" | "abandoned") => {
           if (finished) return
@@ -305,49 +303,29 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             logDefect(app)(defect)
           }
         }
-        const stop = (reason: Error) => {
-          stopped = reason
-          controller?.abort(reason)
-        }
-        const timer = breaker === undefined ? undefined : setTimeout(() => {
-          // finished first: aborting reports an error synchronously, which must not count instead
+        const timedOut = () => {
+          // finished first: abandoning the request reports an error, which must not count instead
           finish(new UpstreamTimeout({ app: app.id, call: request.call, timeoutMs: request.timeoutMs }), undefined, "failed")
-          stop(new Error("timed out"))
-        }, request.timeoutMs)
+          abandonRequest?.()
+        }
+        let timer = breaker === undefined ? undefined : setTimeout(timedOut, request.timeoutMs)
         pool.calls.add((release) => {
           // timed out or abandoned while waiting for its turn: it never goes out
           if (finished) return release()
-          let status = 0
-          let headers: UpstreamAnswer["headers"] = {}
-          let chunks: Array<Buffer> = []
-          pool.agent.dispatch(options, {
-            onRequestStart: (dispatchController) => {
-              controller = dispatchController
-              if (stopped !== undefined) dispatchController.abort(stopped)
-            },
-            onResponseStart: (_controller, statusCode, responseHeaders) => {
-              status = statusCode
-              headers = responseHeaders as UpstreamAnswer["headers"]
-              chunks = []
-            },
-            onResponseData: (_controller, chunk) => {
-              chunks.push(chunk)
-            },
-            onResponseEnd: () => {
-              release()
-              const text = chunks.length === 1 ? chunks[0]!.toString() : Buffer.concat(chunks).toString()
-              finish(undefined, { status, headers, body: text }, status < 500 ? "ok" : "failed")
-            },
-            onResponseError: (_controller, error) => {
-              release()
+          if (timer === undefined) timer = setTimeout(timedOut, request.timeoutMs)
+          abandonRequest = connections.send(text, (error, answer) => {
+            release()
+            if (error !== undefined) {
               finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")
+            } else {
+              finish(undefined, answer, answer!.status < 500 ? "ok" : "failed")
             }
           })
         })
         return () => {
           if (finished) return
           finish(undefined, undefined, "abandoned")
-          stop(new Error("abandoned"))
+          abandonRequest?.()
         }
       }
 

@@ -146,11 +146,13 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
       }
 
       const admit = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-        const url = URL.parse(request.url ?? "/", "http://gateway")
-        if (url === null || url.pathname !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
+        // the request target as sent (origin-form): split by hand, a URL object per upgrade costs more than all of this
+        const target = request.url ?? "/"
+        const queryAt = target.indexOf("?")
+        if ((queryAt < 0 ? target : target.slice(0, queryAt)) !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
         if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
 
-        const params = url.searchParams
+        const params = new URLSearchParams(queryAt < 0 ? "" : target.slice(queryAt + 1))
         const appId = params.get("app")
         const token = tokenFromSubprotocols(request.headers["sec-websocket-protocol"]) ?? params.get("token")
         if (appId === null || appId === "" || token === null || token === "") {

@@ -44,14 +44,14 @@ export interface Http1PoolOptions {
 
 /** Taken off what the app announces, so that a connection is never reused just as the app closes it. */
 const KEEP_ALIVE_MARGIN_MS = 2_000
-/** Status line and headers of an answer, at most. */
-const MAX_HEAD_BYTES = 64 * 1024
+/** Status lines, headers and trailers of an answer (interim answers included), at most: node's own limit. */
+const MAX_HEAD_BYTES = 16 * 1024
 /** A chunk-size line (with extensions) or a trailer line, at most. */
 const MAX_LINE_BYTES = 4 * 1024
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const UNSAFE_HEADER_VALUE = /[\r\n\0]/
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: |$)/
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5]\d\d)(?: |$)/
 const CHUNK_SIZE = /^[0-9a-fA-F]{1,8}$/
 const CONTENT_LENGTH = /^\d{1,15}$/
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout=(\d+)/i
@@ -111,6 +111,8 @@ class AnswerReader {
   private remaining = 0
   private parts: Array<Buffer> = []
   private size = 0
+  /** Bytes of heads and trailers read so far. */
+  private headBytes = 0
   private readonly maxBytes: number
 
   constructor(maxBytes: number) {
@@ -126,6 +128,7 @@ class AnswerReader {
     this.pending = undefined
     this.parts = []
     this.size = 0
+    this.headBytes = 0
   }
 
   get started(): boolean {
@@ -148,8 +151,8 @@ class AnswerReader {
       switch (this.phase) {
         case Phase.Head: {
           const end = data.indexOf("\r\n\r\n", at, "latin1")
-          if (end < 0) return this.keep(data, at, MAX_HEAD_BYTES, "answer head")
-          if (end - at > MAX_HEAD_BYTES) throw new MalformedAnswer("answer head too large")
+          if (end < 0) return this.keep(data, at, MAX_HEAD_BYTES - this.headBytes, "answer head")
+          this.countHead(end + 4 - at)
           this.readHead(data.toString("latin1", at, end))
           at = end + 4
           break
@@ -180,6 +183,7 @@ class AnswerReader {
           const line = data.toString("latin1", at, end)
           at = end + 2
           if (this.phase === Phase.Trailers) {
+            this.countHead(line.length + 2)
             if (line === "") this.phase = Phase.Done
           } else {
             const semicolon = line.indexOf(";")
@@ -215,6 +219,11 @@ class AnswerReader {
     return false
   }
 
+  private countHead(bytes: number): void {
+    this.headBytes += bytes
+    if (this.headBytes > MAX_HEAD_BYTES) throw new MalformedAnswer("answer head too large")
+  }
+
   private take(part: Buffer): void {
     this.size += part.length
     if (this.size > this.maxBytes) throw new MalformedAnswer(`answer body larger than ${this.maxBytes} bytes`)
@@ -226,11 +235,13 @@ class AnswerReader {
     const status = STATUS_LINE.exec(lines[0]!)
     if (status === null) throw new MalformedAnswer("not an HTTP/1.x answer")
     const code = Number(status[2])
-    const headers: Record<string, string | Array<string>> = {}
+    // no prototype: a header may be called `constructor` or `__proto__`
+    const headers: Record<string, string | Array<string>> = Object.create(null)
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!
       const colon = line.indexOf(":")
-      if (colon <= 0) throw new MalformedAnswer("malformed header line")
+      // a line starting with white space continues the previous one (obsolete folding): refused, like node does
+      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) throw new MalformedAnswer("malformed header line")
       const name = line.slice(0, colon).trim().toLowerCase()
       const value = line.slice(colon + 1).trim()
       const previous = headers[name]
@@ -251,6 +262,8 @@ class AnswerReader {
       // never a body, whatever the headers say
       this.phase = Phase.Done
     } else if (transferEncoding !== undefined) {
+      // both lengths, or chunks from HTTP/1.0: read as the RFC says, but not trusted with another request
+      if (contentLength !== undefined || status[1] === "0") this.reusable = false
       if (/(?:^|,)\s*chunked\s*$/i.test(String(transferEncoding))) {
         this.phase = Phase.ChunkSize
       } else {
@@ -271,13 +284,26 @@ class AnswerReader {
   }
 }
 
+/** One request, from `send` until it is answered or fails. */
+interface Exchange {
+  readonly text: string
+  readonly replayable: boolean
+  readonly done: HttpCallback
+  /** The connection carrying it: after a retry, the second one. */
+  connection: Connection | undefined
+}
+
 /** One connection to the app, carrying one request at a time. */
 class Connection {
   readonly socket: Socket
   private readonly pool: Http1Pool
   private readonly reader: AnswerReader
-  private connected = false
-  private done: HttpCallback | undefined
+  private connectTimer: NodeJS.Timeout | undefined
+  private exchange: Exchange | undefined
+  /** Whether it carried an answer before the current request. */
+  private reused = false
+  /** Why the gateway closed it; otherwise the app (or the network) did. */
+  private closedBecause: Error | undefined
   private failure: Error | undefined
 
   constructor(pool: Http1Pool, socket: Socket, maxAnswerBytes: number, connectTimeoutMs: number) {
@@ -285,14 +311,13 @@ class Connection {
     this.socket = socket
     this.reader = new AnswerReader(maxAnswerBytes)
     socket.setNoDelay(true)
-    socket.setTimeout(connectTimeoutMs)
+    // the whole of the connect (and TLS handshake), not a pause in it
+    this.connectTimer = setTimeout(() => this.close(new Error(`connect timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs)
     socket.once(pool.secure ? "secureConnect" : "connect", () => {
-      this.connected = true
-      socket.setTimeout(0)
+      clearTimeout(this.connectTimer)
+      this.connectTimer = undefined
     })
-    socket.on("timeout", () => {
-      socket.destroy(this.connected ? undefined : new Error(`connect timed out after ${connectTimeoutMs} ms`))
-    })
+    socket.on("timeout", () => this.close(undefined))
     socket.on("data", (chunk: Buffer) => this.received(chunk))
     socket.on("end", () => this.ended())
     socket.on("error", (error) => {
@@ -301,15 +326,25 @@ class Connection {
     socket.on("close", () => this.closed())
   }
 
-  /** Writes the request; returns the function that abandons it. */
-  send(request: string, done: HttpCallback): () => void {
-    this.done = done
+  get open(): boolean {
+    return !this.socket.destroyed
+  }
+
+  send(exchange: Exchange): void {
+    this.exchange = exchange
+    exchange.connection = this
     this.reader.reset()
-    this.socket.write(request)
-    return () => {
-      if (this.done !== done) return
-      this.socket.destroy(new Error("abandoned"))
-    }
+    this.socket.write(exchange.text)
+  }
+
+  abandon(exchange: Exchange): void {
+    if (this.exchange === exchange) this.close(new Error("abandoned"))
+  }
+
+  /** Closed by the gateway; `reason` is what the request in flight, if any, fails with. */
+  close(reason: Error | undefined): void {
+    this.closedBecause ??= reason ?? new Error("closed by the gateway")
+    this.socket.destroy()
   }
 
   /** Kept for another request, until `ms` from now. */
@@ -320,48 +355,50 @@ class Connection {
   /** Taken from the idle connections for a request. */
   unpark(): void {
     this.socket.setTimeout(0)
+    this.reused = true
   }
 
   private received(chunk: Buffer): void {
-    if (this.done === undefined) {
-      // nothing was asked: an app that talks out of turn cannot be trusted with the next request
-      this.socket.destroy()
-      return
-    }
+    // nothing was asked: an app that talks out of turn cannot be trusted with the next request
+    if (this.exchange === undefined) return this.close(undefined)
     let complete: boolean
     try {
       complete = this.reader.feed(chunk)
     } catch (error) {
-      this.socket.destroy(error as Error)
-      return
+      return this.close(error as Error)
     }
     if (complete) this.answered()
   }
 
   private ended(): void {
-    if (this.done !== undefined && this.reader.end()) return this.answered()
+    if (this.exchange !== undefined && this.reader.end()) return this.answered()
     this.socket.destroy()
   }
 
   private answered(): void {
-    const done = this.done!
-    this.done = undefined
+    const { done } = this.exchange!
+    this.exchange = undefined
     const reader = this.reader
     const answer: HttpAnswer = { status: reader.status, headers: reader.headers, body: reader.body() }
     // handed back before the caller hears, so that the caller's next request can take it
     if (reader.reusable) this.pool.parked(this, reader.keepAliveMs)
-    else this.socket.destroy()
+    else this.close(undefined)
     done(undefined, answer)
   }
 
   private closed(): void {
+    clearTimeout(this.connectTimer)
     this.pool.gone(this)
-    const done = this.done
-    if (done === undefined) return
-    this.done = undefined
+    const exchange = this.exchange
+    if (exchange === undefined) return
+    this.exchange = undefined
+    if (this.closedBecause !== undefined) return exchange.done(this.closedBecause, undefined)
+    // A kept connection the app closed before a byte of the answer: most
+    // likely closed while idle, as the request went out. See `send`.
+    if (exchange.replayable && this.reused && !this.reader.started) return this.pool.retry(exchange)
     const reason = this.failure ??
       new Error(this.reader.started ? "the app closed the connection mid-answer" : "the app closed the connection before answering")
-    done(reason, undefined)
+    exchange.done(reason, undefined)
   }
 }
 
@@ -376,6 +413,8 @@ export class Http1Pool {
   private readonly idle: Array<Connection> = []
   private closing = false
   private onEmpty: Array<() => void> = []
+  /** The last TLS session, resumed by the next connection. */
+  private tlsSession: Buffer | undefined
 
   constructor(options: Http1PoolOptions) {
     const url = new URL(options.origin)
@@ -401,30 +440,49 @@ export class Http1Pool {
    * Sends one request on an idle connection or a new one. `done` is called
    * exactly once, possibly before `send` returns; the returned function
    * abandons the request (its connection is closed, `done` gets the error).
+   *
+   * A `replayable` request (one the app may safely see twice) whose kept
+   * connection turns out to have been closed by the app (no byte of an
+   * answer, the connection gone) is sent once more on a new connection: most
+   * likely the app closed it while idle and never read the request. Others
+   * fail: the app may have acted on them before it went away.
    */
-  send(request: string, done: HttpCallback): () => void {
-    if (this.closing) {
-      done(new Error("the connection pool is closed"), undefined)
-      return noop
-    }
+  send(text: string, replayable: boolean, done: HttpCallback): () => void {
+    const exchange: Exchange = { text, replayable, done, connection: undefined }
     let connection = this.idle.pop()
-    if (connection !== undefined) {
-      connection.unpark()
+    // one the app closed a moment ago may still be listed
+    while (connection !== undefined && !connection.open) connection = this.idle.pop()
+    if (connection === undefined) {
+      this.dispatch(exchange)
     } else {
-      try {
-        connection = this.open()
-      } catch (error) {
-        done(error as Error, undefined)
-        return noop
-      }
+      connection.unpark()
+      connection.send(exchange)
     }
-    return connection.send(request, done)
+    return () => exchange.connection?.abandon(exchange)
+  }
+
+  /** @internal Sends a request again, on a new connection. */
+  retry(exchange: Exchange): void {
+    exchange.connection = undefined
+    this.dispatch(exchange)
+  }
+
+  /** Sends a request on a new connection. */
+  private dispatch(exchange: Exchange): void {
+    if (this.closing) return exchange.done(new Error("the connection pool is closed"), undefined)
+    let connection: Connection
+    try {
+      connection = this.open()
+    } catch (error) {
+      return exchange.done(error as Error, undefined)
+    }
+    connection.send(exchange)
   }
 
   /** Resolves once no request is in flight; idle connections close at once, busy ones after their answer. */
   close(): Promise<void> {
     this.closing = true
-    for (const connection of this.idle.splice(0)) connection.socket.destroy()
+    for (const connection of this.idle.splice(0)) connection.close(undefined)
     if (this.all.size === 0) return Promise.resolve()
     return new Promise((resolve) => this.onEmpty.push(resolve))
   }
@@ -432,20 +490,14 @@ export class Http1Pool {
   /** Closes every connection now; requests in flight fail. */
   destroy(): void {
     this.closing = true
-    for (const connection of this.all) connection.socket.destroy()
+    const reason = new Error("the gateway closed its connections to the app (shutting down)")
+    for (const connection of this.all) connection.close(reason)
   }
 
   /** @internal A connection's answer is complete and it may carry another request. */
   parked(connection: Connection, announcedMs: number | undefined): void {
-    if (this.closing) {
-      connection.socket.destroy()
-      return
-    }
     const ms = announcedMs === undefined ? this.options.idleMs : Math.min(this.options.idleMs, announcedMs - KEEP_ALIVE_MARGIN_MS)
-    if (ms <= 0) {
-      connection.socket.destroy()
-      return
-    }
+    if (this.closing || ms <= 0) return connection.close(undefined)
     connection.park(ms)
     this.idle.push(connection)
   }
@@ -462,19 +514,25 @@ export class Http1Pool {
   }
 
   private open(): Connection {
-    const socket = this.secure
-      ? connectTls({
+    let socket: Socket
+    if (this.secure) {
+      const tls = connectTls({
         host: this.host,
         port: this.port,
         ALPNProtocols: ["http/1.1"],
         ...(isIP(this.host) === 0 ? { servername: this.host } : {}),
+        ...(this.tlsSession === undefined ? {} : { session: this.tlsSession }),
         ...this.options.tls
       })
-      : new Socket().connect({ host: this.host, port: this.port })
+      tls.on("session", (session: Buffer) => {
+        this.tlsSession = session
+      })
+      socket = tls
+    } else {
+      socket = new Socket().connect({ host: this.host, port: this.port })
+    }
     const connection = new Connection(this, socket, this.options.maxAnswerBytes, this.options.connectTimeoutMs)
     this.all.add(connection)
     return connection
   }
 }
-
-const noop = () => {}

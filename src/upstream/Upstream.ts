@@ -313,7 +313,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           // timed out or abandoned while waiting for its turn: it never goes out
           if (finished) return release()
           if (timer === undefined) timer = setTimeout(timedOut, request.timeoutMs)
-          abandonRequest = connections.send(text, (error, answer) => {
+          // a push may have been acted on before the app dropped the connection: never sent twice
+          abandonRequest = connections.send(text, request.call !== "message", (error, answer) => {
             release()
             if (error !== undefined) {
               finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")

@@ -74,11 +74,11 @@ const poolFor = (origin: string, options: Partial<Http1PoolOptions> = {}) => {
 }
 
 /** Sends one request and settles with its outcome; counts how often `done` was called. */
-const exchange = (pool: Http1Pool, body?: string) => {
+const exchange = (pool: Http1Pool, body?: string, replayable = true) => {
   let calls = 0
   let abandon = () => {}
   const outcome = new Promise<{ error?: Error; answer?: HttpAnswer }>((resolve) => {
-    abandon = pool.send(pool.format(body === undefined ? "GET" : "POST", "/call", {}, body), (error, answer) => {
+    abandon = pool.send(pool.format(body === undefined ? "GET" : "POST", "/call", {}, body), replayable, (error, answer) => {
       calls++
       resolve(error === undefined ? { answer: answer! } : { error })
     })
@@ -106,7 +106,7 @@ describe("requests", () => {
     const { origin, seen } = await scripted((_request, socket) => socket.write(ok("{}")))
     const pool = poolFor(origin)
     const body = JSON.stringify({ name: "zoë" })
-    await new Promise((resolve) => pool.send(pool.format("POST", "/a?b=1", { "x-one": "1" }, body), resolve))
+    await new Promise((resolve) => pool.send(pool.format("POST", "/a?b=1", { "x-one": "1" }, body), true, resolve))
     const expected = `POST /a?b=1 HTTP/1.1\r\nhost: ${origin.slice("http://".length)}\r\nx-one: 1\r\ncontent-length: ${
       Buffer.byteLength(body)
     }\r\n\r\n${body}`
@@ -181,6 +181,22 @@ describe("answers", () => {
     expect(seen.requests.map((request) => request.connection)).toEqual([1, 2, 3, 3])
   })
 
+  it("may have headers named like object properties", async () => {
+    const { origin } = await scripted((_request, socket) => socket.write(ok("a", "constructor: x\r\n__proto__: y\r\n")))
+    const { headers } = await answer(poolFor(origin))
+    expect([headers["constructor"], headers["__proto__"]]).toEqual(["x", "y"])
+  })
+
+  it("with both transfer-encoding and content-length are read as chunks, and the connection is not reused", async () => {
+    const { origin, seen } = await scripted((_request, socket) =>
+      socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
+    )
+    const pool = poolFor(origin)
+    expect((await answer(pool)).body).toBe("a")
+    expect((await answer(pool)).body).toBe("a")
+    expect(seen.connections).toBe(2)
+  })
+
   it("followed by bytes nobody asked for close the connection", async () => {
     const { origin, seen } = await scripted((_request, socket) => socket.write(`${ok("a")}HTTP/1.1 200 OK\r\n`))
     const pool = poolFor(origin)
@@ -201,7 +217,10 @@ describe("failures", () => {
     ["a protocol switch", "HTTP/1.1 101 Switching Protocols\r\n\r\n", "the app switched protocols"],
     ["a body over the limit", ok("x".repeat(1025)), "answer body larger than 1024 bytes"],
     ["a chunked body over the limit", `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n401\r\n${"x".repeat(1025)}`, "answer body larger than 1024 bytes"],
-    ["an endless head", `HTTP/1.1 200 OK\r\n${"x-filler: y\r\n".repeat(6000)}`, "answer head too large"]
+    ["an endless head", `HTTP/1.1 200 OK\r\n${"x-filler: y\r\n".repeat(6000)}`, "answer head too large"],
+    ["endless trailers", `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n${"x-t: y\r\n".repeat(3000)}`, "answer head too large"],
+    ["a status under 100", "HTTP/1.1 099 Odd\r\n\r\n", "not an HTTP/1.x answer"],
+    ["a folded header", "HTTP/1.1 200 OK\r\nx-a: 1\r\n content-length: 1\r\n\r\na", "malformed header line"]
   ])("%s fails the request once, and the next one gets a fresh connection", async (_case, bytes, reason) => {
     const { origin, seen } = await scripted((_request, socket, index) => socket.write(index === 1 ? bytes : ok("fine")))
     const pool = poolFor(origin)
@@ -231,6 +250,48 @@ describe("failures", () => {
     })
     const error = (await exchange(poolFor(`http://127.0.0.1:${closedPort}`)).outcome).error as NodeJS.ErrnoException
     expect(error.code).toBe("ECONNREFUSED")
+  })
+
+  it("a kept connection the app closes as the request goes out: the request is sent again on a new one", async () => {
+    const { origin, seen } = await scripted((_request, socket, index) => {
+      // the second request arrives on a connection the app has just given up on
+      if (index === 2) socket.destroy()
+      else socket.write(ok(`answer ${index}`))
+    })
+    const pool = poolFor(origin)
+    await answer(pool)
+    expect((await answer(pool)).body).toBe("answer 3")
+    expect(seen.requests.map((request) => request.connection)).toEqual([1, 1, 2])
+  })
+
+  it("is not sent again when it is not replayable", async () => {
+    const { origin, seen } = await scripted((_request, socket, index) => {
+      if (index === 2) socket.destroy()
+      else socket.write(ok("a"))
+    })
+    const pool = poolFor(origin)
+    await answer(pool)
+    expect((await exchange(pool, "{}", false).outcome).error).toBeDefined()
+    expect(seen.requests).toHaveLength(2)
+  })
+
+  it("is not sent again once any of its answer arrived, nor from a new connection", async () => {
+    const { origin, seen } = await scripted((_request, socket, index) => {
+      if (index === 1) socket.write(ok("a"))
+      else socket.end("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+    })
+    const pool = poolFor(origin)
+    await answer(pool)
+    expect(await failure(pool)).toBe("the app closed the connection mid-answer")
+    expect(await failure(pool)).toBe("the app closed the connection mid-answer")
+    expect(seen.requests.map((request) => request.connection)).toEqual([1, 1, 2])
+  })
+
+  it("a connect (TLS handshake included) that takes too long fails with the limit", async () => {
+    // accepts the TCP connection and never answers the TLS handshake
+    const { origin } = await scripted(() => {})
+    const pool = poolFor(origin.replace("http:", "https:"), { connectTimeoutMs: 100 })
+    expect(await failure(pool)).toBe("connect timed out after 100 ms")
   })
 
   it("an abandoned request closes its connection and reports once; the next one is answered", async () => {
@@ -326,7 +387,7 @@ describe("closing", () => {
     const hanging = exchange(pool)
     await expect.poll(() => seen.requests.length).toBe(1)
     pool.destroy()
-    expect((await hanging.outcome).error).toBeDefined()
+    expect((await hanging.outcome).error?.message).toBe("the gateway closed its connections to the app (shutting down)")
   })
 })
 

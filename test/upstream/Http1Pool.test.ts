@@ -8,6 +8,7 @@ import { createServer as createHttpServer } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 import { createServer } from "node:net"
 import type { AddressInfo, Server, Socket } from "node:net"
+import type { TLSSocket } from "node:tls"
 import { afterEach, describe, expect, it } from "vitest"
 import { formatRequest, Http1Pool } from "../../src/upstream/Http1Pool.ts"
 import type { HttpAnswer, Http1PoolOptions } from "../../src/upstream/Http1Pool.ts"
@@ -402,6 +403,17 @@ describe("https", () => {
     const pool = poolFor(`https://localhost:${port}`, { tls: { ca: cert } })
     expect(JSON.parse((await answer(pool, "hello")).body)).toEqual({ echo: "hello", method: "POST" })
     expect(JSON.parse((await answer(pool)).body)).toEqual({ echo: "", method: "GET" })
+  })
+
+  it("resumes the TLS session on its next connection", async () => {
+    const server = createHttpsServer({ cert, key }, (req, res) => {
+      res.setHeader("connection", "close")
+      res.end(JSON.stringify({ resumed: (req.socket as TLSSocket).isSessionReused() }))
+    })
+    const port = await listen(server)
+    const pool = poolFor(`https://localhost:${port}`, { tls: { ca: cert } })
+    expect(JSON.parse((await answer(pool)).body)).toEqual({ resumed: false })
+    expect(JSON.parse((await answer(pool)).body)).toEqual({ resumed: true })
   })
 
   it("refuses a certificate it does not trust", async () => {

@@ -51,7 +51,6 @@ const MAX_LINE_BYTES = 4 * 1024
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const UNSAFE_HEADER_VALUE = /[\r\n\0]/
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5]\d\d)(?: |$)/
 const CHUNK_SIZE = /^[0-9a-fA-F]{1,8}$/
 const CONTENT_LENGTH = /^\d{1,15}$/
 const KEEP_ALIVE_TIMEOUT = /(?:^|[,;\s])timeout=(\d+)/i
@@ -81,6 +80,17 @@ export const formatRequest = (
 
 export class MalformedAnswer extends Error {
   override readonly name = "MalformedAnswer"
+}
+
+const isSpace = (char: number) => char === 32 || char === 9
+
+/** The status code of a status line, 100 to 599; 0 when it is not one. */
+const statusCode = (line: string): number => {
+  const hundreds = line.charCodeAt(9) - 48
+  const tens = line.charCodeAt(10) - 48
+  const units = line.charCodeAt(11) - 48
+  if (hundreds < 1 || hundreds > 5 || tens < 0 || tens > 9 || units < 0 || units > 9) return 0
+  return hundreds * 100 + tens * 10 + units
 }
 
 /** Where an answer's reader is. */
@@ -231,20 +241,31 @@ class AnswerReader {
   }
 
   private readHead(head: string): void {
-    const lines = head.split("\r\n")
-    const status = STATUS_LINE.exec(lines[0]!)
-    if (status === null) throw new MalformedAnswer("not an HTTP/1.x answer")
-    const code = Number(status[2])
-    // no prototype: a header may be called `constructor` or `__proto__`
-    const headers: Record<string, string | Array<string>> = Object.create(null)
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!
-      const colon = line.indexOf(":")
-      // a line starting with white space continues the previous one (obsolete folding): refused, like node does
-      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) throw new MalformedAnswer("malformed header line")
-      const name = line.slice(0, colon).trim().toLowerCase()
-      const value = line.slice(colon + 1).trim()
-      const previous = headers[name]
+    // "HTTP/1.x SSS reason", read by position: this runs for every call
+    const statusEnd = head.indexOf("\r\n")
+    const statusLength = statusEnd < 0 ? head.length : statusEnd
+    const code = statusLength >= 12 && head.startsWith("HTTP/1.") && head.charCodeAt(8) === 32 &&
+        (statusLength === 12 || head.charCodeAt(12) === 32)
+      ? statusCode(head)
+      : 0
+    const minor = head.charCodeAt(7)
+    if (code === 0 || (minor !== 48 && minor !== 49)) throw new MalformedAnswer("not an HTTP/1.x answer")
+    const headers: Record<string, string | Array<string>> = {}
+    let at = statusEnd < 0 ? head.length : statusEnd + 2
+    while (at < head.length) {
+      let end = head.indexOf("\r\n", at)
+      if (end < 0) end = head.length
+      const colon = head.indexOf(":", at)
+      // no name, white space before the colon, or a line continuing the previous one (obsolete folding): refused, like node does
+      if (colon <= at || colon >= end || isSpace(head.charCodeAt(at)) || isSpace(head.charCodeAt(colon - 1))) {
+        throw new MalformedAnswer("malformed header line")
+      }
+      const name = head.slice(at, colon).toLowerCase()
+      const value = head.slice(colon + 1, end).trim()
+      at = end + 2
+      // assigning it would set the object's prototype
+      if (name === "__proto__") continue
+      const previous = Object.hasOwn(headers, name) ? headers[name] : undefined
       headers[name] = previous === undefined ? value : typeof previous === "string" ? [previous, value] : [...previous, value]
     }
     if (code === 101) throw new MalformedAnswer("the app switched protocols")
@@ -253,7 +274,7 @@ class AnswerReader {
     this.status = code
     this.headers = headers
     const connection = String(headers["connection"] ?? "").toLowerCase()
-    this.reusable = status[1] === "1" ? !connection.includes("close") : connection.includes("keep-alive")
+    this.reusable = minor === 49 ? !connection.includes("close") : connection.includes("keep-alive")
     const keepAlive = KEEP_ALIVE_TIMEOUT.exec(String(headers["keep-alive"] ?? ""))
     if (keepAlive !== null) this.keepAliveMs = Number(keepAlive[1]) * 1000
     const transferEncoding = headers["transfer-encoding"]
@@ -263,7 +284,7 @@ class AnswerReader {
       this.phase = Phase.Done
     } else if (transferEncoding !== undefined) {
       // both lengths, or chunks from HTTP/1.0: read as the RFC says, but not trusted with another request
-      if (contentLength !== undefined || status[1] === "0") this.reusable = false
+      if (contentLength !== undefined || minor === 48) this.reusable = false
       if (/(?:^|,)\s*chunked\s*$/i.test(String(transferEncoding))) {
         this.phase = Phase.ChunkSize
       } else {

@@ -78,7 +78,7 @@ export const formatRequest = (
   return `${text}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 }
 
-export class MalformedAnswer extends Error {
+class MalformedAnswer extends Error {
   override readonly name = "MalformedAnswer"
 }
 

@@ -102,6 +102,14 @@ const failure = (pool: Http1Pool) =>
 const ok = (body: string, extra = "") =>
   `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`
 
+/** Two calls in a row to a server answering with `script`: their bodies, and how many connections they took. */
+const twoCalls = async (script: Script) => {
+  const { origin, seen } = await scripted(script)
+  const pool = poolFor(origin)
+  const bodies = [(await answer(pool)).body, (await answer(pool)).body]
+  return { bodies, connections: seen.connections }
+}
+
 describe("requests", () => {
   it("are written as one HTTP/1.1 request with host, headers and content-length", async () => {
     const { origin, seen } = await scripted((_request, socket) => socket.write(ok("{}")))
@@ -139,25 +147,19 @@ describe("answers", () => {
   })
 
   it("are read in chunked encoding, with extensions and trailers", async () => {
-    const { origin, seen } = await scripted((_request, socket) => {
+    const calls = await twoCalls((_request, socket) => {
       socket.write("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\n{\"a\":\r\n")
       socket.write("3\r\n1}\n\r\n0\r\nx-trailer: t\r\n\r\n")
     })
-    const pool = poolFor(origin)
-    expect((await answer(pool)).body).toBe("{\"a\":1}\n")
-    expect((await answer(pool)).body).toBe("{\"a\":1}\n")
-    expect(seen.connections).toBe(1)
+    expect(calls).toEqual({ bodies: ["{\"a\":1}\n", "{\"a\":1}\n"], connections: 1 })
   })
 
   it("without a length run until the app closes the connection, which is not reused", async () => {
-    const { origin, seen } = await scripted((_request, socket) => {
+    const calls = await twoCalls((_request, socket) => {
       socket.write("HTTP/1.1 200 OK\r\n\r\npart one, ")
       socket.end("part two")
     })
-    const pool = poolFor(origin)
-    expect((await answer(pool)).body).toBe("part one, part two")
-    expect((await answer(pool)).body).toBe("part one, part two")
-    expect(seen.connections).toBe(2)
+    expect(calls).toEqual({ bodies: ["part one, part two", "part one, part two"], connections: 2 })
   })
 
   it("204 and 304 have no body whatever their headers say; 100 Continue is skipped; the reason may be empty", async () => {
@@ -193,21 +195,15 @@ describe("answers", () => {
   })
 
   it("with both transfer-encoding and content-length are read as chunks, and the connection is not reused", async () => {
-    const { origin, seen } = await scripted((_request, socket) =>
+    const calls = await twoCalls((_request, socket) =>
       socket.write("HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
     )
-    const pool = poolFor(origin)
-    expect((await answer(pool)).body).toBe("a")
-    expect((await answer(pool)).body).toBe("a")
-    expect(seen.connections).toBe(2)
+    expect(calls).toEqual({ bodies: ["a", "a"], connections: 2 })
   })
 
   it("followed by bytes nobody asked for close the connection", async () => {
-    const { origin, seen } = await scripted((_request, socket) => socket.write(`${ok("a")}HTTP/1.1 200 OK\r\n`))
-    const pool = poolFor(origin)
-    expect((await answer(pool)).body).toBe("a")
-    expect((await answer(pool)).body).toBe("a")
-    expect(seen.connections).toBe(2)
+    const calls = await twoCalls((_request, socket) => socket.write(`${ok("a")}HTTP/1.1 200 OK\r\n`))
+    expect(calls).toEqual({ bodies: ["a", "a"], connections: 2 })
   })
 })
 

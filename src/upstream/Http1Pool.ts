@@ -9,7 +9,7 @@
  * `Content-Length`, chunked encoding or the end of the connection). In place
  * of undici's dispatch, it took the gateway's CPU per connection on the
  * connect benchmark (an auth call and two notifications each) from 415–507 µs
- * to 356–375 µs; most of what a call still costs is its two system calls.
+ * to 279–330 µs; most of what a call still costs is its two system calls.
  *
  * How many requests are on the wire at once is the caller's business (the
  * upstream's `TaskQueue` per app); the pool opens a connection whenever none

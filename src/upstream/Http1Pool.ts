@@ -141,8 +141,9 @@ class AnswerReader {
     this.headBytes = 0
   }
 
+  /** Whether any byte of an answer (an interim one included) arrived. */
   get started(): boolean {
-    return this.phase !== Phase.Head || this.pending !== undefined
+    return this.headBytes > 0 || this.phase !== Phase.Head || this.pending !== undefined
   }
 
   body(): string {
@@ -161,7 +162,11 @@ class AnswerReader {
       switch (this.phase) {
         case Phase.Head: {
           const end = data.indexOf("\r\n\r\n", at, "latin1")
-          if (end < 0) return this.keep(data, at, MAX_HEAD_BYTES - this.headBytes, "answer head")
+          if (end < 0) {
+            // lines ended by a bare LF would never end the head: the call would wait for its timeout
+            if (data.indexOf("\n\n", at, "latin1") >= 0) throw new MalformedAnswer("answer lines not ended by CRLF")
+            return this.keep(data, at, MAX_HEAD_BYTES - this.headBytes, "answer head")
+          }
           this.countHead(end + 4 - at)
           this.readHead(data.toString("latin1", at, end))
           at = end + 4
@@ -249,19 +254,25 @@ class AnswerReader {
       ? statusCode(head)
       : 0
     const minor = head.charCodeAt(7)
-    if (code === 0 || (minor !== 48 && minor !== 49)) throw new MalformedAnswer("not an HTTP/1.x answer")
+    if (code === 0 || (minor !== 48 && minor !== 49) || UNSAFE_HEADER_VALUE.test(head.slice(13, statusLength))) {
+      throw new MalformedAnswer("not an HTTP/1.x answer")
+    }
     const headers: Record<string, string | Array<string>> = {}
     let at = statusEnd < 0 ? head.length : statusEnd + 2
     while (at < head.length) {
       let end = head.indexOf("\r\n", at)
       if (end < 0) end = head.length
       const colon = head.indexOf(":", at)
-      // no name, white space before the colon, or a line continuing the previous one (obsolete folding): refused, like node does
-      if (colon <= at || colon >= end || isSpace(head.charCodeAt(at)) || isSpace(head.charCodeAt(colon - 1))) {
-        throw new MalformedAnswer("malformed header line")
-      }
+      // refused like node does: no name, white space around it (a line starting with it continues the
+      // previous one: obsolete folding), or a bare CR, LF or NUL in the value
+      if (colon <= at || colon >= end || !HEADER_NAME.test(head.slice(at, colon))) throw new MalformedAnswer("malformed header line")
+      let from = colon + 1
+      let to = end
+      while (from < to && isSpace(head.charCodeAt(from))) from++
+      while (to > from && isSpace(head.charCodeAt(to - 1))) to--
+      const value = head.slice(from, to)
+      if (UNSAFE_HEADER_VALUE.test(value)) throw new MalformedAnswer("malformed header line")
       const name = head.slice(at, colon).toLowerCase()
-      const value = head.slice(colon + 1, end).trim()
       at = end + 2
       // assigning it would set the object's prototype
       if (name === "__proto__") continue

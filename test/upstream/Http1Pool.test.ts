@@ -186,6 +186,18 @@ describe("answers", () => {
     expect(seen.requests.map((request) => request.connection)).toEqual([1, 2, 3, 3])
   })
 
+  it("keep their values' inner white space and any byte but CR, LF and NUL", async () => {
+    const { origin } = await scripted((_request, socket) =>
+      socket.write(Buffer.concat([
+        Buffer.from("HTTP/1.1 200 OK\r\ncontent-length: 1\r\nx-a: \t one\ttwo \t\r\nx-b: "),
+        Buffer.of(0xa0),
+        Buffer.from("\r\nx-c:\r\n\r\na")
+      ]))
+    )
+    const { headers } = await answer(poolFor(origin))
+    expect([headers["x-a"], headers["x-b"], headers["x-c"]]).toEqual(["one\ttwo", "\xa0", ""])
+  })
+
   it("may have headers named like object properties", async () => {
     const { origin } = await scripted((_request, socket) => socket.write(ok("a", "constructor: x\r\n__proto__: y\r\n")))
     const { headers } = await answer(poolFor(origin))
@@ -223,6 +235,10 @@ describe("failures", () => {
     ["a status under 100", "HTTP/1.1 099 Odd\r\n\r\n", "not an HTTP/1.x answer"],
     ["a folded header", "HTTP/1.1 200 OK\r\nx-a: 1\r\n content-length: 1\r\n\r\na", "malformed header line"],
     ["white space before a colon", "HTTP/1.1 200 OK\r\ncontent-length : 1\r\n\r\na", "malformed header line"],
+    ["a bare LF in a header value", "HTTP/1.1 200 OK\r\nx-a: a\ncontent-length: 1\r\n\r\na", "malformed header line"],
+    ["a NUL in a header value", "HTTP/1.1 200 OK\r\nx-a: a\0b\r\n\r\n", "malformed header line"],
+    ["a bare LF in the status line", "HTTP/1.1 200 OK\ncontent-length: 1\r\n\r\na", "not an HTTP/1.x answer"],
+    ["lines ended by bare LFs only", "HTTP/1.1 200 OK\ncontent-length: 1\n\na", "answer lines not ended by CRLF"],
     ["an unknown HTTP version", "HTTP/1.2 200 OK\r\n\r\n", "not an HTTP/1.x answer"],
     ["a status without its reason's space", "HTTP/1.1 200OK\r\n\r\n", "not an HTTP/1.x answer"]
   ])("%s fails the request once, and the next one gets a fresh connection", async (_case, bytes, reason) => {
@@ -266,6 +282,17 @@ describe("failures", () => {
     await answer(pool)
     expect((await answer(pool)).body).toBe("answer 3")
     expect(seen.requests.map((request) => request.connection)).toEqual([1, 1, 2])
+  })
+
+  it("is not sent again once an interim answer arrived: the app had the request", async () => {
+    const { origin, seen } = await scripted((_request, socket, index) => {
+      if (index === 2) socket.end("HTTP/1.1 102 Processing\r\n\r\n")
+      else socket.write(ok("a"))
+    })
+    const pool = poolFor(origin)
+    await answer(pool)
+    expect(await failure(pool)).toBe("the app closed the connection mid-answer")
+    expect(seen.requests).toHaveLength(2)
   })
 
   it("is not sent again when it is not replayable", async () => {

@@ -9,7 +9,7 @@ import type { BroadcastMessage } from "../cluster/messages.ts"
 import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
-import { messageFrame } from "../transport/WireFrame.ts"
+import { wireFrame } from "../transport/WireFrame.ts"
 
 export type Broadcast = BroadcastMessage
 
@@ -25,7 +25,7 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
       const topics = yield* TopicRegistry
 
       const encode = (serializer: Serializer, broadcast: Broadcast): Buffer =>
-        messageFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
+        wireFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
 
       const deliver = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)

@@ -17,7 +17,7 @@ import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../prot
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
-import { messageFrame } from "../transport/WireFrame.ts"
+import { wireFrame } from "../transport/WireFrame.ts"
 
 /** Longest topic a client may join (also the V2 binary frame's limit for a topic field). */
 const MAX_TOPIC_LENGTH = MAX_BINARY_FIELD_BYTES
@@ -111,7 +111,7 @@ export class Session {
 
   /** Writes an encoded message (a string as a text frame, a Buffer as a binary one). */
   send(message: string | Buffer): void {
-    this.sendFrame(messageFrame(message))
+    this.sendFrame(wireFrame(message))
   }
 
   /**

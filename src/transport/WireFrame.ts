@@ -19,12 +19,13 @@ const LENGTH_64_BIT = 127
 const headerSize = (payloadBytes: number) =>
   payloadBytes <= MAX_7_BIT_LENGTH ? 2 : payloadBytes <= 0xffff ? 4 : 10
 
-/** One frame carrying `data`: a text frame unless `binary` (a string is sent as UTF-8). */
-export const wireFrame = (data: string | Uint8Array, binary: boolean): Buffer => {
-  const payloadBytes = typeof data === "string" ? Buffer.byteLength(data, "utf8") : data.byteLength
+/** The frame of an encoded protocol message: a string goes as a text frame (UTF-8), bytes as a binary one. */
+export const wireFrame = (message: string | Uint8Array): Buffer => {
+  const text = typeof message === "string"
+  const payloadBytes = text ? Buffer.byteLength(message, "utf8") : message.byteLength
   const offset = headerSize(payloadBytes)
   const frame = Buffer.allocUnsafe(offset + payloadBytes)
-  frame[0] = binary ? FIN_BINARY : FIN_TEXT
+  frame[0] = text ? FIN_TEXT : FIN_BINARY
   if (offset === 2) {
     frame[1] = payloadBytes
   } else if (offset === 4) {
@@ -35,10 +36,7 @@ export const wireFrame = (data: string | Uint8Array, binary: boolean): Buffer =>
     frame.writeUInt32BE(0, 2)
     frame.writeUInt32BE(payloadBytes, 6)
   }
-  if (typeof data === "string") frame.write(data, offset, "utf8")
-  else frame.set(data, offset)
+  if (text) frame.write(message, offset, "utf8")
+  else frame.set(message, offset)
   return frame
 }
-
-/** The frame of an encoded protocol message: a string goes as a text frame, bytes as a binary one. */
-export const messageFrame = (message: string | Uint8Array): Buffer => wireFrame(message, typeof message !== "string")

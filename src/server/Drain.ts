@@ -19,6 +19,12 @@ import { Lifecycle } from "./Lifecycle.ts"
 
 /** How often a slice of the connections is closed during the drain window. */
 const DRAIN_STEP_MS = 100
+/**
+ * How long the drain then waits for the clients to answer the closing
+ * handshake: a connection counts as closed (and the app is notified of it)
+ * only then, and the app calls must still be there to carry the notice.
+ */
+const CLOSING_HANDSHAKE_WAIT_MS = 5_000
 /** The contract's bound from SIGTERM to exit, whatever the shutdown still waits for. */
 const EXIT_DEADLINE_MS = 30_000
 
@@ -41,6 +47,8 @@ const drain = Effect.gen(function*() {
     for (const session of open.slice(start, start + perStep)) session.close(CloseCode.serviceRestart, "server restart")
     if (start + perStep < open.length) yield* Effect.sleep(DRAIN_STEP_MS)
   }
+  const handshakesFrom = Date.now()
+  while (sessions.count() > 0 && Date.now() - handshakesFrom < CLOSING_HANDSHAKE_WAIT_MS) yield* Effect.sleep(DRAIN_STEP_MS)
   yield* Effect.logInfo("drained; shutting down")
 })
 

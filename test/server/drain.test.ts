@@ -1,7 +1,8 @@
 /**
  * Graceful shutdown of a real process (CONTRACT §7): on SIGTERM readiness
  * turns 503, new connections are refused, open ones are closed with 1012
- * spread over the drain window, and the process exits within 30 s.
+ * spread over the drain window, the app is told of each closed connection,
+ * and the process exits within 30 s.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { rawSocket, startFakeApp, upgradeRejection } from "../../src/testing/index.ts"
@@ -50,6 +51,9 @@ describe("SIGTERM", () => {
       const exit = await gateway.exited
       expect(exit).toEqual({ code: 0, signal: null })
       expect(performance.now() - signalledAt).toBeLessThan(30_000)
+      // the app heard of every connection the drain closed before the node exited
+      const closedNotices = app.requestsOf("notify").filter((request) => request.body?.event === "connection:closed")
+      expect(closedNotices).toHaveLength(20)
     } finally {
       await gateway.stop()
     }

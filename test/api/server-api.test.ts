@@ -3,7 +3,16 @@
  * clients on the other end.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { collect, connectSocket, nextMessage, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import {
+  collect,
+  connectSocket,
+  defaultSchema,
+  nextMessage,
+  push,
+  rawSocket,
+  startFakeApp,
+  startTestGateway
+} from "../../src/testing/index.ts"
 import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
 
 let app: FakeApp
@@ -204,5 +213,33 @@ describe("presence and schema", () => {
     const failed = await answer(await api("/api/apps/chat/schema/refresh", { method: "POST", secret: "chat-secret" }))
     expect(failed.status).toBe(502)
     expect(failed.body.reason).toContain("503")
+  })
+})
+
+describe("a refreshed schema on joins already made", () => {
+  const refresh = async () =>
+    expect((await api("/api/apps/chat/schema/refresh", { method: "POST", secret: "chat-secret" })).status).toBe(200)
+
+  it("decides their next pushes: the event's channels and send permissions of the new version", async () => {
+    const alice = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    try {
+      const { channel } = await alice.join("room:refreshed")
+      expect(await push(channel, "echo", { n: 1 })).toEqual({ status: "ok", response: { n: 1 } })
+      app.setSchema({ ...defaultSchema, version: "2", events: [{ name: "echo", allowedChannels: ["user:*"] }] })
+      await refresh()
+      expect(await push(channel, "echo", { n: 2 })).toEqual({ status: "error", response: { reason: "invalid_event_for_channel" } })
+      // a send permission on the event (a gateway extension the kit's schema type leaves out)
+      app.setSchemaRaw(JSON.stringify({
+        ...defaultSchema,
+        version: "3",
+        events: [{ name: "echo", allowedChannels: ["room:*"], permissions: { send: ["moderate:{room_id}"] } }]
+      }))
+      await refresh()
+      expect(await push(channel, "echo", { n: 3 })).toEqual({ status: "error", response: { reason: "unauthorized" } })
+    } finally {
+      await alice.close()
+      app.setSchema(defaultSchema)
+      await refresh()
+    }
   })
 })

@@ -205,6 +205,18 @@ describe("bad frames close only their own connection", () => {
     const invalidUtf8 = await rawSocket(v2Url())
     invalidUtf8.ws.send(Buffer.from([0x5b, 0xff, 0xfe, 0x5d]), { binary: false })
     expect((await invalidUtf8.closed).code).toBe(1007)
+    // a well-formed join but for one byte that is not UTF-8 inside a string, in both versions
+    const join = (vsn: string) =>
+      vsn === "2.0.0"
+        ? "[\"1\",\"1\",\"room:a\",\"phx_join\",{\"x\":\"?\"}]"
+        : "{\"topic\":\"room:a\",\"event\":\"phx_join\",\"payload\":{\"x\":\"?\"},\"ref\":\"1\"}"
+    for (const vsn of ["2.0.0", "1.0.0"]) {
+      const socket = await rawSocket(v2Url().replace("vsn=2.0.0", `vsn=${vsn}`))
+      const bytes = Buffer.from(join(vsn))
+      bytes[bytes.indexOf("?")] = 0xff
+      socket.ws.send(bytes, { binary: false })
+      expect((await socket.closed).code).toBe(1007)
+    }
     await assertHealthy(bystander)
     await bystander.close()
   })

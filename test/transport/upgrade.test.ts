@@ -6,8 +6,15 @@
 import { connect } from "node:net"
 import type { Socket } from "node:net"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { connectSocket, rawSocket, startFakeApp, startTestGateway, upgradeRejection } from "../../src/testing/index.ts"
-import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
+import {
+  connectSocket,
+  defaultTokens,
+  rawSocket,
+  startFakeApp,
+  startTestGateway,
+  upgradeRejection
+} from "../../src/testing/index.ts"
+import type { FakeApp, TestGateway, TokenTable } from "../../src/testing/index.ts"
 
 let app: FakeApp
 let gateway: TestGateway
@@ -29,6 +36,16 @@ afterAll(async () => {
 afterEach(() => {
   app.fail("auth", "ok")
 })
+
+/** Runs `check` while the app answers auth calls from `table`, then restores its usual tokens. */
+const withAuthAnswers = async (table: TokenTable, check: () => Promise<void>) => {
+  app.setAuth(table)
+  try {
+    await check()
+  } finally {
+    app.setAuth(defaultTokens)
+  }
+}
 
 describe("upgrade rejections", () => {
   it("400 missing_params without app or token", async () => {
@@ -82,16 +99,12 @@ describe("upgrade rejections", () => {
   })
 
   it("401 unauthorized when the auth endpoint answers 403", async () => {
-    app.setAuth({ "token-banned": { status: 403, json: { error: "banned" } } })
-    try {
+    await withAuthAnswers({ "token-banned": { status: 403, json: { error: "banned" } } }, async () => {
       expect(await upgradeRejection(wsUrl("app=chat&token=token-banned"))).toMatchObject({
         status: 401,
         body: { reason: "unauthorized" }
       })
-    } finally {
-      const { defaultTokens } = await import("../../src/testing/index.ts")
-      app.setAuth(defaultTokens)
-    }
+    })
   })
 
   it.each([
@@ -108,16 +121,12 @@ describe("upgrade rejections", () => {
   })
 
   it("503 auth_service_error when the auth answer lacks a client_id", async () => {
-    app.setAuth({ "token-odd": { status: 200, json: { permissions: [] } } })
-    try {
+    await withAuthAnswers({ "token-odd": { status: 200, json: { permissions: [] } } }, async () => {
       expect(await upgradeRejection(wsUrl("app=chat&token=token-odd"))).toMatchObject({
         status: 503,
         body: { reason: "auth_service_error" }
       })
-    } finally {
-      const { defaultTokens } = await import("../../src/testing/index.ts")
-      app.setAuth(defaultTokens)
-    }
+    })
   })
 })
 
@@ -157,6 +166,13 @@ describe("accepted connections", () => {
     ])
     expect(raw.protocol).toBe("phoenix")
     await raw.close()
+  })
+
+  it("reads percent-encoded query parameters as their text", async () => {
+    const socket = await rawSocket(wsUrl("app=ch%61t&token=token%2Dalice&client_type=my%20cli&vsn=2.0.0"))
+    const auth = await app.waitFor("auth", (request) => request.body?.client_type === "my cli")
+    expect(auth.body).toMatchObject({ app: "chat", token: "token-alice", client_type: "my cli" })
+    await socket.close()
   })
 
   it("sends the auth call the contract's body", async () => {

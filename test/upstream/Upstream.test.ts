@@ -16,15 +16,20 @@ let slow: FakeApp
 let scope: Scope.Closeable
 let upstream: Upstream["Service"]
 
-beforeAll(async () => {
-  signed = await startFakeApp({ secret: "s3cret" })
-  slow = await startFakeApp()
-  scope = Scope.makeUnsafe()
+/** An Upstream living in `scope`: closing the scope waits for its pending notifications, then closes its connections. */
+const upstreamIn = async (scope: Scope.Scope) => {
   const layer = Upstream.layer.pipe(
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ nodeName: "node-a" }))),
     Layer.provide(Logging.layer({ nodeName: "test", format: "json", level: "error" }))
   )
-  upstream = Context.get(await Effect.runPromise(Layer.buildWithScope(layer, scope)), Upstream)
+  return Context.get(await Effect.runPromise(Layer.buildWithScope(layer, scope)), Upstream)
+}
+
+beforeAll(async () => {
+  signed = await startFakeApp({ secret: "s3cret" })
+  slow = await startFakeApp()
+  scope = Scope.makeUnsafe()
+  upstream = await upstreamIn(scope)
 })
 afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
@@ -57,6 +62,26 @@ describe("Upstream", () => {
       "x-request-id": expect.stringMatching(/^[0-9a-f]{32}$/),
       traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
     })
+  })
+
+  it("calls an endpoint set apart from the app's api on its own origin, with its path and query as given", async () => {
+    const elsewhere = await startFakeApp()
+    try {
+      const app = makeAppConfig({ id: "split", api: signed.url, messageEndpoint: `${elsewhere.url}/messages?tenant=x` })
+      const before = signed.requests.length
+      const answer = await Effect.runPromise(upstream.call(app, {
+        call: "message",
+        method: "POST",
+        url: app.messageEndpoint,
+        body: { payload: "here" },
+        timeoutMs: 1_000
+      }))
+      expect(answer.status).toBe(200)
+      expect(elsewhere.requestsOf("message").map((request) => request.url)).toEqual(["/messages?tenant=x"])
+      expect(signed.requests.length).toBe(before)
+    } finally {
+      await elsewhere.close()
+    }
   })
 
   it("sends no signature for an app without a secret, and never the secret itself", async () => {
@@ -211,6 +236,30 @@ describe("notifications", () => {
       expect(burst.requestsOf("notify")).toHaveLength(64)
     } finally {
       await burst.close()
+    }
+  })
+
+  it("stop after 3 attempts when the app keeps failing, and are not retried after a 4xx", async () => {
+    const failing = await startFakeApp()
+    try {
+      // an Upstream of its own, so that closing it waits for these notifications, retries included
+      const own = Scope.makeUnsafe()
+      const ownUpstream = await upstreamIn(own)
+      const app = makeAppConfig({ id: "failing", api: failing.url })
+      failing.fail("notify", { status: 503 })
+      ownUpstream.notify(app, { event: "connection:established" })
+      await failing.waitFor("notify", () => failing.requestsOf("notify").length >= 3)
+      failing.fail("notify", { status: 400 })
+      ownUpstream.notify(app, { event: "connection:closed" })
+      await Effect.runPromise(Scope.close(own, Exit.void))
+      expect(failing.requestsOf("notify").map((request) => request.body?.event)).toEqual([
+        "connection:established",
+        "connection:established",
+        "connection:established",
+        "connection:closed"
+      ])
+    } finally {
+      await failing.close()
     }
   })
 

@@ -20,7 +20,7 @@ import {
   watchPresence,
   within
 } from "./support/cluster.ts"
-import type { Cluster, ClusterNode, JoinedClient, TestPostgres } from "./support/cluster.ts"
+import type { Cluster, ClusterNode, JoinedClient, PresenceWatch, TestPostgres } from "./support/cluster.ts"
 
 let postgres: TestPostgres
 let chat: FakeApp
@@ -49,6 +49,14 @@ const killHard = async (node: ClusterNode) => {
   node.kill("SIGKILL")
   const { signal } = await within(node.process.exited, 5_000, `${node.name} exiting`)
   expect(signal).toBe("SIGKILL")
+}
+
+/** Kills `victim` and answers how long after the kill `watcher` saw `key` leave the presence list. */
+const killAndAwaitLeave = async (victim: ClusterNode, watcher: PresenceWatch, key: string): Promise<number> => {
+  const killedAt = Date.now()
+  await killHard(victim)
+  const leftAt = await watcher.until((keys) => !keys.includes(key), 20_000, `${key} leaving the observer's presence list`)
+  return leftAt - killedAt
 }
 
 describe("kill -9 of a node", () => {
@@ -136,14 +144,8 @@ describe("kill -9 of a node", () => {
       "the observer seeing all three clients"
     )
 
-    const killedAt = Date.now()
-    await killHard(victim)
-    const leftAt = await observer.until(
-      (keys) => !keys.includes("ghost"),
-      20_000,
-      "ghost leaving the observer's presence list"
-    )
-    console.log(`ghost left the presence list ${leftAt - killedAt} ms after the kill`)
+    const leftAfterMs = await killAndAwaitLeave(victim, observer, "ghost")
+    console.log(`ghost left the presence list ${leftAfterMs} ms after the kill`)
     expect([...observer.keys()].sort()).toEqual(["bystander", "watcher"])
   }, 60_000)
 })
@@ -169,14 +171,8 @@ describe("kill -9 of the node running a presence topic's entity", () => {
     closers.push(() => ghost.close())
     await watching.until((keys) => keys.includes("ghost"), 10_000, "the observer seeing the ghost")
 
-    const killedAt = Date.now()
-    await killHard(victim)
-    const leftAt = await watching.until(
-      (keys) => !keys.includes("ghost"),
-      20_000,
-      "ghost leaving the observer's presence list"
-    )
-    console.log(`killed ${victim.name} (entity owner); ghost left the presence list ${leftAt - killedAt} ms after the kill`)
+    const leftAfterMs = await killAndAwaitLeave(victim, watching, "ghost")
+    console.log(`killed ${victim.name} (entity owner); ghost left the presence list ${leftAfterMs} ms after the kill`)
   }, 60_000)
 })
 

@@ -18,16 +18,17 @@ export interface FormationCheck {
   readonly token: (index: number) => string
   readonly clientType?: string
   readonly topic: string
-  readonly timeoutMs: number
 }
 
+/** How long the nodes may take to form one cluster. */
+const FORMATION_TIMEOUT_MS = 30_000
 /** How long one probe broadcast may take to reach every node before it is made again. */
 const PROBE_WAIT_MS = 500
 const HTTP_TIMEOUT_MS = 5_000
 
-/** Answers `undefined` once the nodes form one cluster, or what failed (after `timeoutMs` at most). */
+/** Answers `undefined` once the nodes form one cluster, or what failed (after 30 s at most). */
 export const checkFormation = async (check: FormationCheck): Promise<string | undefined> => {
-  const deadline = Date.now() + check.timeoutMs
+  const deadline = Date.now() + FORMATION_TIMEOUT_MS
   const probes: Array<ConnectedSocket> = []
   try {
     const channels = await Promise.all(check.ports.map(async (port, index) => {

@@ -272,7 +272,6 @@ const main = async (options: LauncherOptions): Promise<void> => {
   }
 }
 
-const FORMATION_TIMEOUT_MS = 30_000
 const PROBE_TOPIC = "room:cluster-probe"
 
 /**
@@ -298,8 +297,7 @@ const checkLocalFormation = async (
     app: "demo",
     secret,
     token: () => "demo-alice",
-    topic: PROBE_TOPIC,
-    timeoutMs: FORMATION_TIMEOUT_MS
+    topic: PROBE_TOPIC
   })
   let timer: NodeJS.Timeout | undefined
   await Promise.race([probesClosed, new Promise((resolve) => timer = setTimeout(resolve, 2_000))])

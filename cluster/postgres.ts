@@ -30,6 +30,8 @@ export interface PostgresServer {
   readonly port: number
   /** The temporary directory holding the data (removed by `stop()`). */
   readonly dir: string
+  /** The server's (postmaster's) process id. */
+  readonly pid: number | undefined
   /** Creates a database (a fresh random name when none is given) and answers its URL. */
   readonly createDatabase: (name?: string) => Promise<string>
   /** Stops the server (fast shutdown, SIGKILL after 10 s) and removes its directory; safe to call twice. */
@@ -202,6 +204,7 @@ export const startPostgres = async (options: StartPostgresOptions = {}): Promise
     adminUrl,
     port,
     dir,
+    pid: server.pid,
     exited,
     interrupt: () => {
       if (server.exitCode === null && server.signalCode === null) server.kill("SIGINT")

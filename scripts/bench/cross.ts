@@ -11,13 +11,12 @@
  *            (4) gateway processes `node-1`…`node-N` forming one effect/cluster
  *            over it (`CLUSTER_NODES`, `CLUSTER_HOST=127.0.0.1`, a distinct free
  *            `CLUSTER_PORT` each).
- * Every gateway process is started as `npm start` starts it
- * (`--max-semi-space-size=32 src/main.ts`) with the stats agent preloaded (its
- * CPU time is read over IPC), on a free 127.0.0.1 port, for the app `bench`
- * (the fake app process of the other suites; `BENCH_API`, `BENCH_SECRET` and
- * the temporary `GATEWAY_CONFIG` raising the admission limits), with
- * `LOG_LEVEL=warn`, `DRAIN_WINDOW_MS=500` (the clients are gone before the
- * nodes are stopped) and no `TRUST_PROXY`.
+ * Every gateway process is started as the other suites start theirs
+ * (`startServer`: as `npm start` does, with the stats agent preloaded, its CPU
+ * time read over IPC, on a free 127.0.0.1 port, for the fake app process's app
+ * `bench` with the temporary `GATEWAY_CONFIG` holding its secret and raising
+ * the admission limits, `LOG_LEVEL=warn`), named `node-<n>`, with
+ * `DRAIN_WINDOW_MS=500` (the clients are gone before the nodes are stopped).
  *
  * For each setup:
  *   1. start the nodes and wait until every one answers `GET /health/ready`
@@ -80,50 +79,46 @@
  */
 import { readdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
-import { startPostgres } from "../../cluster/postgres.ts"
+import { checkFormation } from "../../cluster/formation.ts"
+import { startPostgres, topicOwner } from "../../cluster/postgres.ts"
 import type { PostgresServer } from "../../cluster/postgres.ts"
 import { freePort } from "../../cluster/ports.ts"
-import { checkFormation } from "../../cluster/formation.ts"
-import { topicOwner } from "../../cluster/postgres.ts"
 import { APP_ID, CLIENT_TYPE } from "./bench-app.ts"
-import { requestStats, spawnManaged, stop } from "./children.ts"
+import { requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
 import {
   arrivals,
+  broadcastFigures,
   broadcastPath,
-  DRAIN_TIMEOUT_MS,
+  connectFigures,
+  drain,
   heartbeats,
   HEARTBEAT_SETTLE_MS,
-  mergeArrivals,
-  POLL_MS,
   sendBroadcasts,
   TOPIC
 } from "./fanout.ts"
-import type { SendOutcome } from "./fanout.ts"
+import type { BroadcastFigures, SendOutcome } from "./fanout.ts"
 import type { CloseResult, LoadResult } from "./messages.ts"
 import { cpuUs, fixed, formatCounts, percentiles, renderTable, sumCounts } from "./report.ts"
 import type { Percentiles } from "./report.ts"
 import {
-  agentUrl,
-  baseEnv,
   closeLoad,
   log,
   machineCpu,
   now,
   othersCpuPercent,
-  rootDir,
   runLoad,
   sleep,
   startLoad,
+  startServer,
   waitReady,
   writeGatewayConfig
 } from "./setup.ts"
-import type { LoadSettings, ServerProcess } from "./setup.ts"
+import type { BroadcastSuiteSetup, ServerProcess } from "./setup.ts"
 
 const PROBE_TOPIC = "room:999999999"
 /** Probe clients use tokens `bench-<PROBE_TOKEN_BASE + i>`, apart from the subscribers'. */
 const PROBE_TOKEN_BASE = 900_000_000
-const CONVERGE_TIMEOUT_MS = 30_000
 const HTTP_TIMEOUT_MS = 5_000
 const NODE_STOP_GRACE_MS = 20_000
 /** The nodes' CPU is read over this long with every subscriber joined and no broadcast. */
@@ -131,7 +126,7 @@ const IDLE_WINDOW_MS = 2_000
 /** Warm-up broadcasts are numbered from here, apart from the measured ones (from 0). */
 const WARMUP_FIRST_SEQ = 1_000_000
 
-export const crossTargets = {
+const crossTargets = {
   /** p99 of the time for a broadcast to reach every subscriber, in the cluster, at most… */
   latencyP99MaxMs: 20,
   /** …at this load (other sizes and rates are measured but not judged). */
@@ -139,7 +134,7 @@ export const crossTargets = {
   broadcastsPerSecond: 100
 } as const
 
-export interface CrossOptions {
+export interface CrossOptions extends BroadcastSuiteSetup {
   /** Nodes of the cluster setup (the other setup has one). */
   readonly nodes: number
   readonly subscribers: number
@@ -147,21 +142,11 @@ export interface CrossOptions {
   readonly durationMs: number
   readonly warmupMs: number
   readonly payloadBytes: number
-  readonly load: Omit<LoadSettings, "topics">
-  readonly verbose: boolean
-  /** Extra environment for every gateway process. */
-  readonly gatewayEnv: Readonly<Record<string, string>>
-  readonly readyTimeoutMs: number
-  readonly gatewayDefaultLimits: boolean
-  readonly appUrl: string
-  readonly secret: string
-  /** A directory for the gateway's config file. */
-  readonly configDir: string
 }
 
 export type CrossSetup = "single" | "cluster"
 
-export const setupLabels: Readonly<Record<CrossSetup, string>> = { single: "1 node", cluster: "cluster" }
+const setupLabels: Readonly<Record<CrossSetup, string>> = { single: "1 node", cluster: "cluster" }
 
 export interface CrossNodeFigures {
   readonly name: string
@@ -174,7 +159,8 @@ export interface CrossNodeFigures {
   readonly latencyMs: Percentiles | undefined
 }
 
-export interface CrossMeasurement {
+/** Broadcasts go through node-1's server API: their answer times are node-1's. */
+export interface CrossMeasurement extends BroadcastFigures {
   readonly setup: CrossSetup
   readonly nodes: ReadonlyArray<CrossNodeFigures>
   /** The node running `room:0`'s Topic entity (cluster; undefined when it could not be told). */
@@ -186,24 +172,6 @@ export interface CrossMeasurement {
   readonly connect: { readonly durationMs: number; readonly failures: Readonly<Record<string, number>> }
   readonly broadcastsPerSecond: number
   readonly warmup: { readonly accepted: number; readonly planned: number; readonly failed: Readonly<Record<string, number>> }
-  readonly broadcasts: {
-    readonly planned: number
-    readonly sent: number
-    readonly accepted: number
-    readonly failed: Readonly<Record<string, number>>
-    /** Send to HTTP answer (202) from node-1. */
-    readonly answerMs: Percentiles
-  }
-  readonly deliveries: {
-    readonly expected: number
-    readonly received: number
-    readonly incompleteBroadcasts: number
-  }
-  readonly durationMs: number
-  readonly deliveriesPerSecond: number
-  /** Per broadcast: its last subscriber's arrival (over every node) − send time. */
-  readonly latencyMs: Percentiles
-  readonly firstArrivalMs: Percentiles
   readonly cpu: {
     /** All gateway processes. */
     readonly gatewayMs: number
@@ -270,21 +238,6 @@ interface GatewayNode {
   readonly server: ServerProcess
 }
 
-const startNode = (
-  name: string,
-  port: number,
-  env: NodeJS.ProcessEnv,
-  verbose: boolean
-): GatewayNode => {
-  const child = spawnManaged(name, [
-    "--max-semi-space-size=32",
-    "--import",
-    agentUrl,
-    join(rootDir, "src", "main.ts")
-  ], { cwd: rootDir, env: { ...env, NODE_NAME: name, PORT: String(port) }, verbose })
-  return { name, server: { name: "gateway", port, process: child, what: "subscriber" } }
-}
-
 const stopNodes = async (nodes: ReadonlyArray<GatewayNode>): Promise<Record<string, string>> => {
   const unusual: Record<string, string> = {}
   await Promise.all(nodes.map(async (node) => {
@@ -307,17 +260,12 @@ const stopNodes = async (nodes: ReadonlyArray<GatewayNode>): Promise<Record<stri
 // Server API
 // ---------------------------------------------------------------------------
 
-const api = (port: number, secret: string, method: string, path: string, body?: unknown): Promise<Response> =>
-  fetch(`http://127.0.0.1:${port}/api/apps/${APP_ID}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(HTTP_TIMEOUT_MS)
-  })
-
 /** Subscribers of `TOPIC` per node, from the gateway's connection listing through `port`. */
 const subscribersByNode = async (port: number, secret: string): Promise<Record<string, number>> => {
-  const response = await api(port, secret, "GET", "/connections")
+  const response = await fetch(`http://127.0.0.1:${port}/api/apps/${APP_ID}/connections`, {
+    headers: { authorization: `Bearer ${secret}` },
+    signal: AbortSignal.timeout(HTTP_TIMEOUT_MS)
+  })
   if (response.status !== 200) throw new Error(`GET /api/apps/${APP_ID}/connections answered ${response.status}`)
   const body = await response.json() as { connections?: ReadonlyArray<{ node?: unknown; topics?: unknown }> }
   const counts: Record<string, number> = {}
@@ -333,17 +281,6 @@ const subscribersByNode = async (port: number, secret: string): Promise<Record<s
 // Broadcasting and waiting for the deliveries
 // ---------------------------------------------------------------------------
 
-/** Polls the generators until `expected` frames arrived in all, or `DRAIN_TIMEOUT_MS` passed. */
-const drain = async (generators: ReadonlyArray<Managed>, expected: number): Promise<void> => {
-  const until = now() + DRAIN_TIMEOUT_MS
-  for (;;) {
-    const counts = await arrivals(generators, false, false)
-    if (counts.reduce((n, c) => n + c.delivered, 0) >= expected || now() >= until) return
-    await sleep(POLL_MS)
-  }
-}
-
-
 /** `/proc/<pid>/stat` fields after the command name: [state, ppid, …]; undefined when unreadable. */
 const procStat = (pid: string): Array<string> | undefined => {
   try {
@@ -356,34 +293,22 @@ const procStat = (pid: string): Array<string> | undefined => {
 
 const processIds = (): Array<string> => readdirSync("/proc").filter((name) => /^\d+$/.test(name))
 
-/** The pid of the PostgreSQL server whose data directory lies under `dir` (found by its command line). */
-const postmasterOf = (dir: string, pids: ReadonlyArray<string>): string | undefined =>
-  pids.find((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((arg) => arg.startsWith(`${dir}/`))
-    } catch {
-      return false
-    }
-  })
-
 /**
- * CPU time (user + system, ms) of the PostgreSQL server whose data directory
- * lies under `dir`: the postmaster (found by its command line), its children
- * that have exited (counted in its own figures once reaped) and its live
- * children (the backends of the nodes' connections). Undefined without
+ * CPU time (user + system, ms) of a PostgreSQL server: the postmaster, its
+ * children that have exited (counted in its own figures once reaped) and its
+ * live children (the backends of the nodes' connections). Undefined without
  * `/proc` (Linux only). Assumes 100 clock ticks per second, as `/proc/stat`
  * is read elsewhere.
  */
-const postgresCpuMs = (dir: string): number | undefined => {
+const postgresCpuMs = (postgres: PostgresServer): number | undefined => {
+  if (postgres.pid === undefined) return undefined
+  const postmaster = String(postgres.pid)
   try {
-    const pids = processIds()
-    const postmaster = postmasterOf(dir, pids)
-    if (postmaster === undefined) return undefined
     // after the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14)
     const ticks = (fields: Array<string> | undefined, upTo: number) =>
       fields === undefined ? 0 : fields.slice(11, upTo + 1).reduce((n, field) => n + Number(field), 0)
     let total = ticks(procStat(postmaster), 14)
-    for (const pid of pids) {
+    for (const pid of processIds()) {
       const fields = procStat(pid)
       if (fields?.[1] === postmaster) total += ticks(fields, 12)
     }
@@ -413,12 +338,7 @@ export const abandonPostgres = (): void => {
   const postgres = runningPostgres
   runningPostgres = undefined
   if (postgres === undefined) return
-  let pid: string | undefined
-  try {
-    pid = postmasterOf(postgres.dir, processIds())
-  } catch {
-    // no /proc: no wait
-  }
+  const pid = postgres.pid === undefined ? undefined : String(postgres.pid)
   postgres.interrupt()
   const pause = new Int32Array(new SharedArrayBuffer(4))
   const until = Date.now() + ABANDON_WAIT_MS
@@ -449,31 +369,26 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
   let stopped = false
   let unusualExits: Record<string, string> = {}
   try {
-    const env: NodeJS.ProcessEnv = {
-      ...baseEnv(),
-      HOST: "127.0.0.1",
-      GATEWAY_APPS: APP_ID,
-      BENCH_API: options.appUrl,
-      BENCH_SECRET: options.secret,
-      GATEWAY_CONFIG: configFile,
-      LOG_LEVEL: "warn",
-      MAX_CONNECTIONS: "20000",
-      DRAIN_WINDOW_MS: "500"
-    }
+    const env: NodeJS.ProcessEnv = { DRAIN_WINDOW_MS: "500" }
+    let databaseUrl: string | undefined
     if (setup === "cluster") {
       log(`cross-node, ${label}: starting PostgreSQL`)
       postgres = await startPostgres()
       runningPostgres = postgres
-      env["DATABASE_URL"] = await postgres.createDatabase()
+      databaseUrl = await postgres.createDatabase()
+      env["DATABASE_URL"] = databaseUrl
       env["CLUSTER_HOST"] = "127.0.0.1"
       env["CLUSTER_NODES"] = names.join(",")
     }
     const startedAt = now()
     for (const name of names) {
       const port = await freePort()
-      const nodeEnv: NodeJS.ProcessEnv = { ...env, ...options.gatewayEnv }
+      const nodeEnv: NodeJS.ProcessEnv = { ...env }
       if (setup === "cluster") nodeEnv["CLUSTER_PORT"] = String(await freePort())
-      nodes.push(startNode(name, port, nodeEnv, options.verbose))
+      const server = startServer("gateway", port, options.server, {
+        gateway: { appUrl: options.appUrl, configFile, nodeName: name, env: nodeEnv }
+      })
+      nodes.push({ name, server: { ...server, what: "subscriber" } })
     }
     log(`cross-node, ${label}: starting ${names.join(", ")} on ports ${nodes.map((n) => n.server.port).join(", ")}`)
     await Promise.all(nodes.map((node) =>
@@ -491,8 +406,7 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
         secret: options.secret,
         token: (index) => `bench-${PROBE_TOKEN_BASE + index}`,
         clientType: CLIENT_TYPE,
-        topic: PROBE_TOPIC,
-        timeoutMs: CONVERGE_TIMEOUT_MS
+        topic: PROBE_TOPIC
       })
       if (failure !== undefined) throw new Error(`the nodes do not form one cluster: ${failure}`)
       convergedMs = now() - startedAt
@@ -509,20 +423,19 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
     )
     const loads: Array<LoadResult> = await runLoad(generators)
     const joined = loads.reduce((n, load) => n + load.joined, 0)
-    const connect = {
-      durationMs: Math.max(0, Math.max(...loads.map((l) => l.lastJoinAt)) - Math.min(...loads.map((l) => l.firstAttemptAt))),
-      failures: sumCounts(loads.map((load) => load.failures))
-    }
+    const connect = connectFigures(loads)
     const listed = await subscribersByNode(first.server.port, options.secret).catch((error: unknown) => {
       log(`cross-node, ${label}: no connection listing: ${error instanceof Error ? error.message : String(error)}`)
       return undefined
     })
 
-    const idleBefore = await Promise.all(nodes.map((node) => requestStats(node.server.process, false)))
+    /** Each node's CPU so far (user + system, µs). */
+    const nodesCpuUs = async () => (await Promise.all(nodes.map((node) => requestStats(node.server.process, false)))).map(cpuUs)
+    const idleBefore = await nodesCpuUs()
     const idleStart = now()
     await sleep(IDLE_WINDOW_MS)
-    const idleAfter = await Promise.all(nodes.map((node) => requestStats(node.server.process, false)))
-    const idleUs = nodes.reduce((n, _, i) => n + cpuUs(idleAfter[i]!) - cpuUs(idleBefore[i]!), 0)
+    const idleAfter = await nodesCpuUs()
+    const idleUs = idleAfter.reduce((n, us, i) => n + us - idleBefore[i]!, 0)
     const idlePercentOfCore = idleUs / 1000 / (now() - idleStart) * 100
 
     const target = { port: first.server.port, path: broadcastPath("gateway") }
@@ -538,16 +451,14 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
       await drain(generators, warm.accepted.size * joined)
     }
     await sleep(HEARTBEAT_SETTLE_MS)
-    const owner = setup === "cluster" && env["DATABASE_URL"] !== undefined
-      ? await topicOwner(env["DATABASE_URL"], APP_ID, TOPIC).catch(() => undefined)
-      : first.name
+    const owner = databaseUrl === undefined ? first.name : await topicOwner(databaseUrl, APP_ID, TOPIC)
 
     await arrivals(generators, false, true)
     const planned = Math.max(1, Math.round(options.broadcastsPerSecond * options.durationMs / 1000))
-    const before = await Promise.all(nodes.map((node) => requestStats(node.server.process, false)))
+    const before = await nodesCpuUs()
     const loadBefore = await arrivals(generators, false, false)
     const runnerBefore = process.cpuUsage()
-    const postgresBefore = postgres === undefined ? undefined : postgresCpuMs(postgres.dir)
+    const postgresBefore = postgres === undefined ? undefined : postgresCpuMs(postgres)
     const machineBefore = machineCpu()
     const windowStart = now()
     log(
@@ -556,39 +467,17 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
     )
     const firstSend = now()
     const outcome: SendOutcome = await sendBroadcasts(target, options.secret, planned, intervalMs, options.payloadBytes)
-    const expected = outcome.accepted.size * joined
-    await drain(generators, expected)
-    const after = await Promise.all(nodes.map((node) => requestStats(node.server.process, false)))
+    await drain(generators, outcome.accepted.size * joined)
+    const after = await nodesCpuUs()
     const final = await arrivals(generators, true, true)
     const machineAfter = machineCpu()
-    const postgresAfter = postgres === undefined ? undefined : postgresCpuMs(postgres.dir)
+    const postgresAfter = postgres === undefined ? undefined : postgresCpuMs(postgres)
     const windowMs = now() - windowStart
     const runnerUsed = process.cpuUsage(runnerBefore)
 
-    const merged = mergeArrivals(final)
-    const latencies: Array<number> = []
-    const firstArrivals: Array<number> = []
-    const perNode: Array<Array<number>> = nodes.map(() => [])
-    let received = 0
-    let incomplete = 0
-    let lastArrival = firstSend
-    for (const [seq, sentAt] of outcome.accepted) {
-      const record = merged.get(seq)
-      if (record === undefined) {
-        incomplete++
-        continue
-      }
-      received += record.count
-      if (record.count < joined) incomplete++
-      latencies.push(record.lastAt - sentAt)
-      firstArrivals.push(record.firstAt - sentAt)
-      lastArrival = Math.max(lastArrival, record.lastAt)
-      record.byTarget?.forEach((t, i) => {
-        if (t.count > 0) perNode[i]?.push(t.lastAt - sentAt)
-      })
-    }
-    const durationMs = lastArrival - firstSend
-    const nodeCpuUs = nodes.map((_, i) => cpuUs(after[i]!) - cpuUs(before[i]!))
+    const { figures, byTarget: perNode } = broadcastFigures(outcome, final, planned, joined, firstSend)
+    const received = figures.deliveries.received
+    const nodeCpuUs = after.map((us, i) => us - before[i]!)
     const gatewayUs = nodeCpuUs.reduce((a, b) => a + b, 0)
     const loadUs = final.reduce((n, r, w) => n + r.cpuUs - (loadBefore[w]?.cpuUs ?? 0), 0)
     const perDelivery = (us: number) => (received === 0 ? 0 : us / received)
@@ -619,18 +508,7 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
       connect,
       broadcastsPerSecond: options.broadcastsPerSecond,
       warmup: { accepted: warmupAccepted, planned: warmupPlanned, failed: warmupFailed },
-      broadcasts: {
-        planned,
-        sent: outcome.sent,
-        accepted: outcome.accepted.size,
-        failed: outcome.failed,
-        answerMs: percentiles(outcome.answerMs)
-      },
-      deliveries: { expected, received, incompleteBroadcasts: incomplete },
-      durationMs,
-      deliveriesPerSecond: durationMs <= 0 ? 0 : received / (durationMs / 1000),
-      latencyMs: percentiles(latencies),
-      firstArrivalMs: percentiles(firstArrivals),
+      ...figures,
       cpu: {
         gatewayMs: gatewayUs / 1000,
         gatewayPerDeliveryUs: perDelivery(gatewayUs),

@@ -38,7 +38,8 @@
  * (other work on the machine, which skews the latencies).
  *
  * The cross-node suite (`cross.ts`) broadcasts and collects arrivals with the
- * same helpers (`sendBroadcasts`, `arrivals`, `heartbeats`, `mergeArrivals`).
+ * same helpers (`sendBroadcasts`, `arrivals`, `heartbeats`, `drain`, `broadcastFigures`,
+ * `connectFigures`).
  */
 import { freePort } from "../../cluster/ports.ts"
 import { Agent, request } from "node:http"
@@ -48,7 +49,7 @@ import { APP_ID } from "./bench-app.ts"
 import { nextMessage, requestStats, stop } from "./children.ts"
 import type { Managed } from "./children.ts"
 import type { ArrivalsResult, BroadcastArrival, CloseResult, FromLoad, LoadResult, ToLoad } from "./messages.ts"
-import { fixed, formatCounts, percentiles, renderTable, serverLabels, sumCounts } from "./report.ts"
+import { cpuUs, fixed, formatCounts, percentiles, renderTable, serverLabels, sumCounts } from "./report.ts"
 import type { Percentiles, ServerFailure, ServerName } from "./report.ts"
 import {
   BASELINE_SETTLE_MS,
@@ -68,12 +69,12 @@ import {
   waitReady,
   writeGatewayConfig
 } from "./setup.ts"
-import type { LoadSettings, ServerProcess, ServerStartOptions } from "./setup.ts"
+import type { BroadcastSuiteSetup, ServerProcess } from "./setup.ts"
 
 export const TOPIC = "room:0"
 const MAX_IN_FLIGHT = 64
-export const DRAIN_TIMEOUT_MS = 10_000
-export const POLL_MS = 100
+const DRAIN_TIMEOUT_MS = 10_000
+const POLL_MS = 100
 export const HEARTBEAT_SETTLE_MS = 1_000
 const POST_TIMEOUT_MS = 10_000
 
@@ -82,7 +83,7 @@ export const fanoutTargets = {
   cpuPerDeliveryRatioMax: 1.3
 } as const
 
-export interface FanoutOptions {
+export interface FanoutOptions extends BroadcastSuiteSetup {
   readonly servers: ReadonlyArray<ServerName>
   /** Subscriber counts, ascending; each is measured on the same connections, grown. */
   readonly subscribers: ReadonlyArray<number>
@@ -90,21 +91,10 @@ export interface FanoutOptions {
   readonly deliveriesPerSecond: number
   readonly durationMs: number
   readonly payloadBytes: number
-  readonly load: Omit<LoadSettings, "topics">
-  readonly server: ServerStartOptions
-  readonly readyTimeoutMs: number
-  readonly gatewayDefaultLimits: boolean
-  readonly appUrl: string
-  readonly secret: string
-  /** A directory for the gateway's config file. */
-  readonly configDir: string
 }
 
-export interface FanoutStep {
-  readonly subscribers: number
-  /** Connections joined to the topic when the broadcasts started. */
-  readonly joined: number
-  readonly broadcastsPerSecond: number
+/** How the broadcasts of one measurement went, and their deliveries: what every broadcast suite reports. */
+export interface BroadcastFigures {
   readonly broadcasts: {
     readonly planned: number
     readonly sent: number
@@ -125,10 +115,17 @@ export interface FanoutStep {
   /** First broadcast sent to the last frame received. */
   readonly durationMs: number
   readonly deliveriesPerSecond: number
-  /** Per broadcast: its last subscriber's arrival − send time. */
+  /** Per broadcast: its last subscriber's arrival (over every target) − send time. */
   readonly latencyMs: Percentiles
   /** Per broadcast: its first subscriber's arrival − send time. */
   readonly firstArrivalMs: Percentiles
+}
+
+export interface FanoutStep extends BroadcastFigures {
+  readonly subscribers: number
+  /** Connections joined to the topic when the broadcasts started. */
+  readonly joined: number
+  readonly broadcastsPerSecond: number
   readonly cpu: {
     readonly serverMs: number
     readonly serverPerDeliveryUs: number
@@ -237,7 +234,7 @@ const payloadOf = (seq: number, t: number, bytes: number) => {
 const sleepUntil = (at: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, at - now())))
 
 /** Where broadcasts are POSTed: a server's port on 127.0.0.1 and its broadcast endpoint. */
-export interface BroadcastTarget {
+interface BroadcastTarget {
   readonly port: number
   readonly path: string
 }
@@ -320,7 +317,7 @@ export const sendBroadcasts = async (
 }
 
 /** One broadcast's arrivals over all load generators (`byTarget` with several target servers). */
-export interface MergedArrival {
+interface MergedArrival {
   count: number
   firstAt: number
   lastAt: number
@@ -328,7 +325,7 @@ export interface MergedArrival {
 }
 
 /** Per broadcast seq, the arrivals reported by every load generator (asked with `detail`), merged. */
-export const mergeArrivals = (results: ReadonlyArray<ArrivalsResult>): Map<number, MergedArrival> => {
+const mergeArrivals = (results: ReadonlyArray<ArrivalsResult>): Map<number, MergedArrival> => {
   const merged = new Map<number, MergedArrival>()
   for (const result of results) {
     for (const b of result.broadcasts ?? ([] as ReadonlyArray<BroadcastArrival>)) {
@@ -361,6 +358,70 @@ export const mergeArrivals = (results: ReadonlyArray<ArrivalsResult>): Map<numbe
 // ---------------------------------------------------------------------------
 // One size on one server
 // ---------------------------------------------------------------------------
+
+/** Polls the generators until `expected` frames arrived in all, or `DRAIN_TIMEOUT_MS` passed. */
+export const drain = async (generators: ReadonlyArray<Managed>, expected: number): Promise<void> => {
+  const until = now() + DRAIN_TIMEOUT_MS
+  for (;;) {
+    const counts = await arrivals(generators, false, false)
+    if (counts.reduce((n, c) => n + c.delivered, 0) >= expected || now() >= until) return
+    await sleep(POLL_MS)
+  }
+}
+
+/**
+ * The figures of the broadcasts in `outcome` from the generators' final
+ * arrivals; with several load targets, also each broadcast's last arrival at
+ * each target − its send time.
+ */
+export const broadcastFigures = (
+  outcome: SendOutcome,
+  final: ReadonlyArray<ArrivalsResult>,
+  planned: number,
+  joined: number,
+  firstSend: number
+): { readonly figures: BroadcastFigures; readonly byTarget: Array<Array<number>> } => {
+  const merged = mergeArrivals(final)
+  const latencies: Array<number> = []
+  const firstArrivals: Array<number> = []
+  const byTarget: Array<Array<number>> = []
+  let received = 0
+  let incomplete = 0
+  let lastArrival = firstSend
+  for (const [seq, sentAt] of outcome.accepted) {
+    const record = merged.get(seq)
+    if (record === undefined) {
+      incomplete++
+      continue
+    }
+    received += record.count
+    if (record.count < joined) incomplete++
+    latencies.push(record.lastAt - sentAt)
+    firstArrivals.push(record.firstAt - sentAt)
+    lastArrival = Math.max(lastArrival, record.lastAt)
+    record.byTarget?.forEach((target, i) => {
+      if (target.count > 0) (byTarget[i] ??= []).push(target.lastAt - sentAt)
+    })
+  }
+  const durationMs = lastArrival - firstSend
+  return {
+    figures: {
+      broadcasts: {
+        planned,
+        sent: outcome.sent,
+        accepted: outcome.accepted.size,
+        failed: outcome.failed,
+        answerMs: percentiles(outcome.answerMs)
+      },
+      deliveries: { expected: outcome.accepted.size * joined, received, incompleteBroadcasts: incomplete },
+      durationMs,
+      deliveriesPerSecond: durationMs <= 0 ? 0 : received / (durationMs / 1000),
+      latencyMs: percentiles(latencies),
+      firstArrivalMs: percentiles(firstArrivals)
+    },
+    byTarget
+  }
+}
 
 const measureStep = async (
   server: ServerProcess,
@@ -395,58 +456,23 @@ const measureStep = async (
     intervalMs,
     options.payloadBytes
   )
-  const expected = outcome.accepted.size * joined
-  const drainUntil = now() + DRAIN_TIMEOUT_MS
-  for (;;) {
-    const counts = await arrivals(generators, false, false)
-    if (counts.reduce((n, c) => n + c.delivered, 0) >= expected || now() >= drainUntil) break
-    await sleep(POLL_MS)
-  }
+  await drain(generators, outcome.accepted.size * joined)
   const after = await requestStats(server.process, false)
   const final = await arrivals(generators, true, true)
   const machineAfter = machineCpu()
   const windowMs = now() - windowStart
   const runnerUsed = process.cpuUsage(runnerBefore)
 
-  // per broadcast, over all load generators
-  const merged = mergeArrivals(final)
-  const latencies: Array<number> = []
-  const firstArrivals: Array<number> = []
-  let received = 0
-  let incomplete = 0
-  let lastArrival = firstSend
-  for (const [seq, sentAt] of outcome.accepted) {
-    const record = merged.get(seq)
-    if (record === undefined) {
-      incomplete++
-      continue
-    }
-    received += record.count
-    if (record.count < joined) incomplete++
-    latencies.push(record.lastAt - sentAt)
-    firstArrivals.push(record.firstAt - sentAt)
-    lastArrival = Math.max(lastArrival, record.lastAt)
-  }
-  const durationMs = lastArrival - firstSend
-  const serverCpuUs = after.cpuUserUs + after.cpuSystemUs - before.cpuUserUs - before.cpuSystemUs
+  const { figures } = broadcastFigures(outcome, final, planned, joined, firstSend)
+  const received = figures.deliveries.received
+  const serverCpuUs = cpuUs(after) - cpuUs(before)
   const loadCpuUs = final.reduce((n, r, w) => n + r.cpuUs - (loadBefore[w]?.cpuUs ?? 0), 0)
   const perDelivery = (us: number) => (received === 0 ? 0 : us / received)
   return {
     subscribers,
     joined,
     broadcastsPerSecond,
-    broadcasts: {
-      planned,
-      sent: outcome.sent,
-      accepted: outcome.accepted.size,
-      failed: outcome.failed,
-      answerMs: percentiles(outcome.answerMs)
-    },
-    deliveries: { expected, received, incompleteBroadcasts: incomplete },
-    durationMs,
-    deliveriesPerSecond: durationMs <= 0 ? 0 : received / (durationMs / 1000),
-    latencyMs: percentiles(latencies),
-    firstArrivalMs: percentiles(firstArrivals),
+    ...figures,
     cpu: {
       serverMs: serverCpuUs / 1000,
       serverPerDeliveryUs: perDelivery(serverCpuUs),
@@ -464,8 +490,8 @@ const measureStep = async (
   }
 }
 
-const connectFigures = (loads: ReadonlyArray<LoadResult>, added: number): FanoutStep["connect"] => ({
-  added,
+/** How long the load generators took to connect (first attempt to last join), and what failed. */
+export const connectFigures = (loads: ReadonlyArray<LoadResult>) => ({
   durationMs: Math.max(0, Math.max(...loads.map((l) => l.lastJoinAt)) - Math.min(...loads.map((l) => l.firstAttemptAt))),
   failures: sumCounts(loads.map((load) => load.failures))
 })
@@ -507,14 +533,10 @@ const measureServer = async (name: ServerName, options: FanoutOptions, deadline:
       }
       opened = size
       joined += loads.reduce((n, load) => n + load.joined, 0)
-      steps.push(await measureStep(server, generators, options, size, joined, connectFigures(loads, added)))
+      steps.push(await measureStep(server, generators, options, size, joined, { added, ...connectFigures(loads) }))
     }
     const closes: Array<CloseResult> = await closeLoad(generators)
-    const dropped: Record<string, number> = {}
-    for (const close of closes) {
-      for (const [key, n] of Object.entries(close.droppedWhileIdle)) dropped[key] = (dropped[key] ?? 0) + n
-    }
-    return { server: name, steps, droppedWhileIdle: dropped }
+    return { server: name, steps, droppedWhileIdle: sumCounts(closes.map((close) => close.droppedWhileIdle)) }
   } finally {
     await Promise.all(generators.map((generator) => stop(generator, 2_000)))
     await stop(server.process, STOP_GRACE_MS)

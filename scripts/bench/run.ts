@@ -581,6 +581,12 @@ const main = async (): Promise<number> => {
       connect = await runConnect(options, deadline, dir)
       printConnect(options, info, connect)
     }
+    const load = {
+      workers: options.workers,
+      concurrency: options.concurrency,
+      sourceAddresses: options.sourceAddresses,
+      verbose: options.verbose
+    }
     const needsApp = (options.suites.includes("fanout") && options.servers.includes("gateway")) ||
       options.suites.includes("push") || options.suites.includes("cross")
     if (needsApp) app = await startAppProcess(options.verbose)
@@ -593,12 +599,7 @@ const main = async (): Promise<number> => {
         deliveriesPerSecond: options.fanoutRate,
         durationMs: options.fanoutDurationMs,
         payloadBytes: options.payloadBytes,
-        load: {
-          workers: options.workers,
-          concurrency: options.concurrency,
-          sourceAddresses: options.sourceAddresses,
-          verbose: options.verbose
-        },
+        load,
         server: options,
         readyTimeoutMs: options.readyTimeoutMs,
         gatewayDefaultLimits: options.gatewayDefaultLimits,
@@ -643,14 +644,8 @@ const main = async (): Promise<number> => {
         durationMs: options.crossDurationMs,
         warmupMs: options.crossWarmupMs,
         payloadBytes: options.payloadBytes,
-        load: {
-          workers: options.workers,
-          concurrency: options.concurrency,
-          sourceAddresses: options.sourceAddresses,
-          verbose: options.verbose
-        },
-        verbose: options.verbose,
-        gatewayEnv: options.gatewayEnv,
+        load,
+        server: options,
         readyTimeoutMs: options.readyTimeoutMs,
         gatewayDefaultLimits: options.gatewayDefaultLimits,
         appUrl: app.url,

@@ -19,7 +19,7 @@ import type { ServerName } from "./report.ts"
 export const benchDir = dirname(fileURLToPath(import.meta.url))
 export const rootDir = resolve(benchDir, "../..")
 /** The stats agent, preloaded (`--import`) into every process whose CPU and memory the runner reads. */
-export const agentUrl = pathToFileURL(join(benchDir, "stats-agent.ts")).href
+const agentUrl = pathToFileURL(join(benchDir, "stats-agent.ts")).href
 
 /** One server process holds at most ~18k sockets (open files are capped at 20,000). */
 export const MAX_CONNECTIONS = 18_000
@@ -116,10 +116,27 @@ export interface ServerStartOptions {
   readonly gatewayEnv: Readonly<Record<string, string>>
 }
 
+/** How a suite that broadcasts to its subscribers starts its servers and their load (fan-out, cross-node). */
+export interface BroadcastSuiteSetup {
+  readonly load: Omit<LoadSettings, "topics">
+  /** Every gateway process is started with these (`--gateway-env`, `--verbose`). */
+  readonly server: ServerStartOptions
+  readonly readyTimeoutMs: number
+  readonly gatewayDefaultLimits: boolean
+  readonly appUrl: string
+  readonly secret: string
+  /** A directory for the gateway's config file. */
+  readonly configDir: string
+}
+
 /** Where the gateway finds its app and its config file. */
 export interface GatewaySetup {
   readonly appUrl: string
   readonly configFile: string | undefined
+  /** The node's name (`NODE_NAME`, and its label in the logs); "bench" when not given. */
+  readonly nodeName?: string
+  /** More environment (a cluster node's settings); `--gateway-env` still comes last. */
+  readonly env?: NodeJS.ProcessEnv
 }
 
 export interface BareSetup {
@@ -172,16 +189,17 @@ export const startServer = (
     ...baseEnv(),
     PORT: String(port),
     HOST: "127.0.0.1",
-    NODE_NAME: "bench",
+    NODE_NAME: gateway.nodeName ?? "bench",
     GATEWAY_APPS: APP_ID,
     BENCH_API: gateway.appUrl,
     LOG_LEVEL: "warn",
     MAX_CONNECTIONS: "20000",
     ...(gateway.configFile === undefined ? {} : { GATEWAY_CONFIG: gateway.configFile }),
+    ...gateway.env,
     ...options.gatewayEnv
   }
   // the same V8 flag as `npm start` (see the README's operations section)
-  const child = spawnManaged("gateway", [...nodeArgs, "--max-semi-space-size=32", join(rootDir, "src", "main.ts")], {
+  const child = spawnManaged(gateway.nodeName ?? "gateway", [...nodeArgs, "--max-semi-space-size=32", join(rootDir, "src", "main.ts")], {
     cwd: rootDir,
     env,
     verbose: options.verbose

@@ -27,7 +27,10 @@ beforeAll(async () => {
   chat = await startFakeApp({ auth: clientTokens })
   limited = await startFakeApp({
     auth: clientTokens,
-    schema: { ...defaultSchema, rateLimits: { default: { windowMs: 60_000, maxRequests: 4 } } }
+    schema: {
+      ...defaultSchema,
+      rateLimits: { default: { windowMs: 60_000, maxRequests: 4 }, byEvent: { shout: { windowMs: 60_000, maxRequests: 2 } } }
+    }
   })
   cluster = await startCluster({ nodes: 4, fakeApp: chat, apps: { limited }, postgres })
 }, 120_000)
@@ -194,5 +197,21 @@ describe("clients across nodes", () => {
       { via: "node-1", status: "error", reason: "rate_limited" },
       { via: "node-2", status: "error", reason: "rate_limited" }
     ])
+  })
+
+  it("an event's own limit (2 shouts per minute) is shared across both nodes too, and spends only what it allows", async () => {
+    showLogs()
+    const first = await join(0, "sam", "room:limits", "limited")
+    const second = await join(1, "sam", "room:limits", "limited")
+    const statuses: Array<string> = []
+    for (let i = 0; i < 4; i++) {
+      const channel = i % 2 === 0 ? first.channel : second.channel
+      const result = await push<{ reason?: unknown }>(channel, "shout", { n: i }, 10_000)
+      statuses.push(result.status === "ok" ? "ok" : String(result.response?.reason))
+    }
+    expect(statuses).toEqual(["ok", "ok", "rate_limited", "rate_limited"])
+    // the refused shouts took nothing from the client's default bucket (4, 2 of them spent)
+    expect((await push(first.channel, "echo", {}, 10_000)).status).toBe("ok")
+    expect((await push(second.channel, "echo", {}, 10_000)).status).toBe("ok")
   })
 })

@@ -55,10 +55,13 @@ let
     system.stateVersion = "25.11";
   };
 
-  gatewayNode = node: { ... }: {
+  gatewayNode = node: { pkgs, ... }: {
     networking.hostName = node.name;
     services.realtime-gateway = {
       enable = true;
+      # A mirror of the npm registry, when the inventory names one (docs/deploy.md).
+      package = lib.mkIf ((inventory.npmRegistry or null) != null)
+        (pkgs.callPackage ./package.nix { inherit (inventory) npmRegistry; });
       nodeName = node.name;
       port = inventory.httpPort;
       # Reachable by the load balancer; the network security group admits only it.
@@ -97,9 +100,37 @@ let
     networking.firewall.extraInputRules = ''
       ip saddr ${inventory.subnet} tcp dport ${toString inventory.postgres.port} accept
     '';
+    # The gateway role's password is the one in DATABASE_URL of the secrets
+    # file (hex, so that it needs no URL encoding): set at every boot, so that
+    # changing it there and restarting changes it here too.
+    systemd.services.realtime-gateway-database-password = {
+      description = "Set the realtime-gateway PostgreSQL role's password from ${secretsFile}";
+      wantedBy = [ "multi-user.target" ];
+      requires = [ "postgresql.service" ];
+      after = [ "postgresql.service" "postgresql-setup.service" ];
+      before = [ "realtime-gateway.service" ];
+      path = [ config.services.postgresql.package ];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        User = "postgres";
+        EnvironmentFile = secretsFile;
+      };
+      script = ''
+        credentials="''${DATABASE_URL#*://}"
+        credentials="''${credentials%%@*}"
+        case "$credentials" in
+          *:*) password="''${credentials#*:}" ;;
+          *) echo "DATABASE_URL in ${secretsFile} has no password" >&2; exit 1 ;;
+        esac
+        psql -v ON_ERROR_STOP=1 -v password="$password" -p ${toString inventory.postgres.port} <<'SQL'
+        ALTER ROLE "${inventory.postgres.user}" PASSWORD :'password';
+        SQL
+      '';
+    };
     systemd.services.realtime-gateway = {
-      after = [ "postgresql.service" ];
-      wants = [ "postgresql.service" ];
+      after = [ "postgresql.service" "realtime-gateway-database-password.service" ];
+      wants = [ "postgresql.service" "realtime-gateway-database-password.service" ];
     };
   };
 

@@ -54,6 +54,8 @@
             pkgs.opentofu
             pkgs.oci-cli
             pkgs.nixos-anywhere
+            pkgs.nixos-rebuild
+            pkgs.certbot
             pkgs.curl
             pkgs.jq
             pkgs.openssl

@@ -68,7 +68,7 @@ let
     NODE_NAME = cfg.nodeName;
     HOST = cfg.host;
     PORT = toString cfg.port;
-    GATEWAY_APPS = lib.concatStringsSep "," (lib.attrNames cfg.apps);
+    GATEWAY_APPS = if cfg.apps == { } then null else lib.concatStringsSep "," (lib.attrNames cfg.apps);
     ALLOWED_ORIGINS = if cfg.allowedOrigins == [ ] then null else lib.concatStringsSep "," cfg.allowedOrigins;
     TRUST_PROXY = lib.boolToString cfg.trustProxy;
     MAX_CONNECTIONS = toString cfg.maxConnections;

@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 tofu="${TOFU:-tofu}"
 http_port="$(jq -r .httpPort infra/inventory.json)"
 secrets_path=/etc/realtime-gateway/secrets.env
-ready_timeout_s="${READY_TIMEOUT_S:-180}"
+ready_timeout_s="${READY_TIMEOUT_S:-300}"
 ssh_options=(-o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10)
 
 outputs="$("$tofu" -chdir=infra output -json)"
@@ -130,6 +130,8 @@ case "$command" in
       ip="$(public_ip "$node")"
       say "$node: switching to this checkout's configuration (the gateway drains if it changed)"
       nixos-rebuild switch --flake ".#$node" --target-host "root@$ip" --build-host "root@$ip"
+      # switch restarts a running gateway that changed; one stopped by hand stays stopped
+      on_node "$node" systemctl start realtime-gateway.service
       wait_until_serving "$node"
     done
     ;;

@@ -94,7 +94,18 @@ require_all_serving() {
   done
 }
 
-nodes_or_all() { if [ "$#" -gt 0 ]; then printf '%s\n' "$@"; else all_nodes; fi; }
+# The nodes a rollout goes through: those named, or all of them once every one
+# serves.
+nodes_to_roll() {
+  if [ "$#" -eq 0 ]; then
+    require_all_serving
+    all_nodes
+    return
+  fi
+  local node
+  for node in "$@"; do require_node "$node"; done
+  printf '%s\n' "$@"
+}
 
 command="${1:-}"
 shift || true
@@ -123,9 +134,7 @@ case "$command" in
     done
     ;;
   deploy)
-    nodes="$(nodes_or_all "$@")"
-    for node in $nodes; do require_node "$node"; done
-    [ "$#" -gt 0 ] || require_all_serving
+    nodes="$(nodes_to_roll "$@")"
     for node in $nodes; do
       ip="$(public_ip "$node")"
       say "$node: switching to this checkout's configuration (the gateway drains if it changed)"
@@ -136,9 +145,7 @@ case "$command" in
     done
     ;;
   restart)
-    nodes="$(nodes_or_all "$@")"
-    for node in $nodes; do require_node "$node"; done
-    [ "$#" -gt 0 ] || require_all_serving
+    nodes="$(nodes_to_roll "$@")"
     for node in $nodes; do
       say "$node: restarting (drain, then start)"
       on_node "$node" systemctl restart realtime-gateway.service

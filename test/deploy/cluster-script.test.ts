@@ -121,6 +121,9 @@ describe("scripts/deploy/cluster.sh", () => {
     expect(refused.status).toBe(1)
     expect(refused.stderr).toContain("node-3 is not healthy behind the load balancer")
     expect(log().filter((line) => line.startsWith("nixos-rebuild"))).toEqual([])
+    const named = await run(["deploy", "node-1"])
+    expect(named.status).toBe(0)
+    expect(log().filter((line) => line.startsWith("nixos-rebuild"))).toEqual([expect.stringContaining(".#node-1 ")])
   })
 
   it("deploy builds each node's configuration on that node, then makes sure its gateway runs", async () => {

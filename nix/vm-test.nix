@@ -36,7 +36,7 @@ let
     socket.onerror = () => { console.log("socket error"); process.exit(1) }
   '';
 
-  gatewayNode = name: { pkgs, ... }: {
+  gatewayNode = name: { pkgs, nodes, ... }: {
     imports = [ gatewayModule ];
     networking.firewall.enable = true;
     environment.etc."realtime-gateway/cluster-secret".text = clusterSecret;
@@ -46,10 +46,12 @@ let
       openFirewall = true;
       cluster.databaseUrl = "postgres://gateway@db:5432/gateway";
       cluster.host = name;
-      cluster.allowedSubnets = [ "192.168.1.0/24" ];
+      # The two gateway nodes only: the client, on the same network, must not
+      # reach the cluster port.
+      cluster.allowedSubnets = map (node: "${node.networking.primaryIPAddress}/32") [ nodes.node1 nodes.node2 ];
       credentials.CLUSTER_SECRET = "/etc/realtime-gateway/cluster-secret";
     };
-    environment.systemPackages = [ pkgs.curl ];
+    environment.systemPackages = [ pkgs.curl pkgs.netcat ];
     virtualisation.memorySize = 1024;
   };
 in
@@ -70,7 +72,7 @@ pkgs.testers.runNixOSTest {
     node1 = gatewayNode "node1";
     node2 = gatewayNode "node2";
     client = { pkgs, ... }: {
-      environment.systemPackages = [ pkgs.nodejs_24 ];
+      environment.systemPackages = [ pkgs.nodejs_24 pkgs.curl pkgs.netcat ];
     };
   };
 
@@ -81,8 +83,10 @@ pkgs.testers.runNixOSTest {
         node.wait_for_unit("realtime-gateway.service")
         node.wait_until_succeeds("curl -sf http://127.0.0.1:4000/health/ready", timeout=120)
 
-    # Only the HTTP port is open to everyone; the cluster port to the subnet.
+    # The HTTP port is open to everyone, the cluster port to the other node only.
     client.succeed("curl -sf http://node1:4000/health/live")
+    node2.succeed("nc -z -w 5 node1 34431")
+    client.fail("nc -z -w 5 node1 34431")
 
     client.succeed("node ${phoenixClient} listen ws://node1:4000 > /tmp/listener.log 2>&1 &")
     client.wait_until_succeeds("grep -q joined /tmp/listener.log", timeout=60)

@@ -22,7 +22,7 @@ import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { PushHandler } from "./PushHandler.ts"
-import { Session } from "./Session.ts"
+import { bucketLimit, monotonicMs, Session } from "./Session.ts"
 import type { LifecycleEvent, SessionHub } from "./Session.ts"
 
 export interface SessionsShape {
@@ -95,6 +95,9 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
+        frameLimit: bucketLimit(config.limits.framesPerSecond, config.limits.frameBurst),
+        joinLimit: bucketLimit(config.limits.joinsPerSecond, config.limits.joinBurst),
+        churnLimit: bucketLimit(config.limits.channelChurnPerSecond, config.limits.channelChurnBurst),
         subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
         track: (session, topic, join) => {
@@ -140,7 +143,19 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             at: new Date().toISOString()
           })
         },
-        push: (session, frame, join) => pushHandler.handle(session, frame, join),
+        push: (session, frame, join, bytes) => pushHandler.handle(session, frame, join, bytes),
+        flooded: (session) => {
+          runInBackground(
+            Effect.logWarning(
+              `connection closed (1008): more than ${config.limits.frameBurst} frames at once, ` +
+                `or ${config.limits.framesPerSecond} per second sustained`
+            ).pipe(Effect.annotateLogs({
+              app_id: session.app.config.id,
+              client_id: session.identity.clientId,
+              connection_id: session.connectionId
+            }))
+          )
+        },
         failed: (session, error) => {
           runInBackground(
             Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(
@@ -169,7 +184,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
 
       const idleTimeoutMs = config.limits.idleTimeoutMs
       yield* Effect.sync(() => {
-        const deadline = Date.now() - idleTimeoutMs
+        const deadline = monotonicMs() - idleTimeoutMs
         for (const session of allSessions()) {
           if (session.lastSeen < deadline) session.close(CloseCode.normal, "idle timeout")
         }
@@ -188,7 +203,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         metadata: session.identity.metadata,
         node: config.nodeName,
         connected_at: new Date(session.connectedAt).toISOString(),
-        last_ping: new Date(session.lastSeen).toISOString(),
+        last_ping: new Date(Date.now() - (monotonicMs() - session.lastSeen)).toISOString(),
         topics: [...session.joins.keys()]
       })
 

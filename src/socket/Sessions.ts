@@ -25,6 +25,12 @@ import { PushHandler } from "./PushHandler.ts"
 import { bucketLimit, monotonicMs, Session } from "./Session.ts"
 import type { LifecycleEvent, SessionHub } from "./Session.ts"
 
+/** Where a listing of connections resumes (the last `connection_id` already listed) and how many it takes. */
+export interface ConnectionPage {
+  readonly after?: string | undefined
+  readonly limit: number
+}
+
 export interface SessionsShape {
   readonly open: (options: {
     readonly socket: WebSocket
@@ -38,7 +44,8 @@ export interface SessionsShape {
   readonly all: () => Iterable<Session>
   /** Closes every connection of the client on this node; answers how many. */
   readonly disconnectClient: (app: string, clientId: string) => number
-  readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
+  /** The app's connections on this node in `connection_id` order, those after `page.after` (when set), at most `page.limit`. */
+  readonly connections: (app: string, page: ConnectionPage) => ReadonlyArray<ConnectionInfo>
 }
 
 /** How often idle connections are looked for; an idle socket lives at most this much past its timeout. */
@@ -220,7 +227,14 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           for (const session of sessions) session.close(CloseCode.policyViolation, "disconnected by the app")
           return sessions.length
         },
-        connections: (app) => [...(byApp.get(app)?.values() ?? [])].flatMap((sessions) => [...sessions].map(toInfo))
+        connections: (app, { after, limit }) => {
+          const listed: Array<Session> = []
+          for (const sessions of byApp.get(app)?.values() ?? []) {
+            for (const session of sessions) if (after === undefined || session.connectionId > after) listed.push(session)
+          }
+          listed.sort((a, b) => (a.connectionId < b.connectionId ? -1 : 1))
+          return listed.slice(0, limit).map(toInfo)
+        }
       })
     })
   )

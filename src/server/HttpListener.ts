@@ -52,10 +52,14 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
         const headRead = (socket: Duplex) => {
           awaitingHead.delete(socket)
         }
+        // no listener per connection: one that closes before its head is forgotten by the sweep, or at the cap
+        const forgetClosed = () => {
+          for (const socket of awaitingHead.keys()) if (socket.destroyed) awaitingHead.delete(socket)
+        }
         server.on("connection", (socket: Socket) => {
+          if (awaitingHead.size >= maxPendingRequestHeads) forgetClosed()
           if (awaitingHead.size >= maxPendingRequestHeads) return socket.destroy()
           awaitingHead.set(socket, monotonicMs())
-          socket.once("close", () => headRead(socket))
         })
         server.on("request", (request: IncomingMessage) => headRead(request.socket))
         server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -70,6 +74,7 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
             awaitingHead.delete(socket)
             socket.destroy()
           }
+          forgetClosed()
         }).pipe(Effect.repeat(Schedule.spaced(Math.min(1_000, requestHeadTimeoutMs))), Effect.forkScoped)
 
         yield* Effect.callback<void, Error>((resume) => {

@@ -106,7 +106,7 @@ export class Session {
   private readonly hub: SessionHub
   private open = true
   private readonly frames: TokenBucket.TokenBucket
-  // made on the first join: many connections never join more than once
+  // made when first spent (a bucket not made yet is full): most connections join a few topics and stay
   private joinsAndLeaves: TokenBucket.TokenBucket | undefined
   private churn: TokenBucket.TokenBucket | undefined
 
@@ -237,8 +237,10 @@ export class Session {
    */
   private join(frame: Frame, now: number): void {
     const joins = (this.joinsAndLeaves ??= this.bucket(this.hub.joinLimit, now))
-    const churn = (this.churn ??= this.bucket(this.hub.churnLimit, now))
-    const wait = Math.max(TokenBucket.msUntilToken(joins, now), TokenBucket.msUntilToken(churn, now))
+    const wait = Math.max(
+      TokenBucket.msUntilToken(joins, now),
+      this.churn === undefined ? 0 : TokenBucket.msUntilToken(this.churn, now)
+    )
     if (wait > 0) return this.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: wait })
     TokenBucket.take(joins, now)
 
@@ -252,7 +254,7 @@ export class Session {
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
       return this.replyError(frame, ReplyReason.tooManyChannels)
     }
-    if (previous !== undefined) TokenBucket.take(churn, now)
+    if (previous !== undefined) TokenBucket.take((this.churn ??= this.bucket(this.hub.churnLimit, now)), now)
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
     this.joins.set(frame.topic, join)
     if (previous !== undefined) {

@@ -1,7 +1,8 @@
 /**
  * One client connection after a successful upgrade: it multiplexes channels
- * over the socket, answers heartbeats, enforces the per-connection channel cap,
- * and answers every push that carries a ref exactly once.
+ * over the socket, answers heartbeats, enforces the per-connection channel cap
+ * and rate limits (frames of any kind, joins and leaves, channel churn), and
+ * answers every push that carries a ref exactly once.
  *
  * Sessions are plain objects driven by `ws` events, not fibers: a node holds
  * many thousands of them, so each keeps only its own state and one reference

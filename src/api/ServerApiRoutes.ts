@@ -19,6 +19,7 @@ import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import type { ConnectionInfo } from "../cluster/messages.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
@@ -35,6 +36,25 @@ const BroadcastRequest = Schema.Struct({
 })
 const BroadcastBody = Schema.Union([BroadcastRequest, Schema.Array(BroadcastRequest)])
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
+
+/** Connections per page of `GET /connections`, by default and at most. */
+export const MAX_CONNECTIONS_PAGE = 1_000
+
+const ConnectionsQuery = Schema.Struct({
+  limit: Schema.optional(Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: MAX_CONNECTIONS_PAGE }))),
+  cursor: Schema.optional(Schema.String)
+})
+const decodeConnectionsQuery = HttpServerRequest.schemaSearchParams(ConnectionsQuery, { errors: "all" })
+
+/**
+ * A page of connections ends at (node, connection_id); the next one starts
+ * after it. The cursor is that pair, opaque to the app (base64url JSON).
+ */
+const CursorPosition = Schema.fromJsonString(Schema.Tuple([Schema.String, Schema.String]))
+const encodeCursor = (node: string, connectionId: string) =>
+  Buffer.from(JSON.stringify([node, connectionId])).toString("base64url")
+const decodeCursor = (cursor: string) =>
+  Schema.decodeUnknownEffect(CursorPosition)(Buffer.from(cursor, "base64url").toString("utf8"))
 
 /** A broadcast array past this is refused rather than buffered. */
 const MAX_BODY_SIZE = ByteSize.mebibytes(4)
@@ -109,13 +129,31 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ client_id: clientId, disconnected })
   })))
 
+  // Paginated, in (node, connection_id) order: nodes are asked one after the
+  // other, from the cursor's on, each for what the page still lacks, so that a
+  // page costs each node at most one page of work whatever the app's size.
   yield* router.add("GET", "/api/apps/:app/connections", handle(Effect.gen(function*() {
     const app = yield* authorizedApp
-    const nodes = yield* nodeRouter.nodes
-    const perNode = yield* Effect.forEach(nodes, (node) => nodeRouter.connections(node, app.config.id), {
-      concurrency: "unbounded"
-    })
-    return json({ connections: perNode.flat() })
+    const query = yield* decodeConnectionsQuery.pipe(
+      Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_query", errors: describeIssue(error.issue) }))
+    )
+    const limit = query.limit ?? MAX_CONNECTIONS_PAGE
+    const [fromNode, afterConnection] = query.cursor === undefined ? [undefined, undefined] : yield* decodeCursor(query.cursor).pipe(
+      Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_query", errors: [{ path: "cursor", message: "not a cursor this API gave" }] }))
+    )
+    const nodes = [...(yield* nodeRouter.nodes)].sort()
+    const connections: Array<ConnectionInfo> = []
+    for (const node of nodes) {
+      if (connections.length >= limit) break
+      if (fromNode !== undefined && node < fromNode) continue
+      const page = yield* nodeRouter.connections(node, app.config.id, {
+        after: node === fromNode ? afterConnection : undefined,
+        limit: limit - connections.length
+      })
+      connections.push(...page)
+    }
+    const last = connections.length >= limit ? connections.at(-1) : undefined
+    return json({ connections, next_cursor: last === undefined ? null : encodeCursor(last.node, last.connection_id) })
   })))
 
   yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handle(Effect.gen(function*() {

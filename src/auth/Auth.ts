@@ -12,6 +12,7 @@ import type { AppConfig } from "../config/GatewayConfig.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import type { UpstreamAnswer } from "../upstream/Upstream.ts"
 import type { UpstreamError } from "../upstream/errors.ts"
+import { addressKey } from "../ratelimit/addressKey.ts"
 import { compileGrants } from "../apps/Grants.ts"
 import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
@@ -130,6 +131,8 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
           url: app.authEndpoint,
           timeoutMs: app.timeouts.authMs,
           maxInFlight: app.rateLimits.maxConcurrentAuth,
+          // a token is the client's to vary at will; its address much less so
+          caller: addressKey(request.remoteIp),
           body: {
             token: request.token,
             app: app.id,

@@ -21,7 +21,7 @@ export const CloseClient = Rpc.make("CloseClient", {
   success: Schema.Number
 })
 export const ListConnections = Rpc.make("ListConnections", {
-  payload: { app: Schema.String },
+  payload: { app: Schema.String, after: Schema.optional(Schema.String), limit: Schema.Number },
   success: Schema.Array(ConnectionInfo)
 })
 export const TopicPresences = Rpc.make("TopicPresences", {
@@ -46,7 +46,7 @@ export const NodeInboxLayer = NodeInbox.toLayer(
     return NodeInbox.of({
       Deliver: ({ payload }) => local.deliver(payload.broadcasts),
       CloseClient: ({ payload }) => local.disconnectClient(payload.app, payload.clientId),
-      ListConnections: ({ payload }) => local.connections(payload.app),
+      ListConnections: ({ payload }) => local.connections(payload.app, payload),
       TopicPresences: ({ payload }) => local.presences(payload.app, payload.topic),
       ClientShared: ({ payload }) => local.clientShared(payload.app, payload.clientId)
     })

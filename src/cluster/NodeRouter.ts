@@ -18,6 +18,7 @@ import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
 import { Sessions } from "../socket/Sessions.ts"
+import type { ConnectionPage } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
 import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
 import { NodeInbox } from "./NodeInbox.ts"
@@ -36,7 +37,8 @@ export interface NodeRouterShape {
   readonly deliver: (node: string, broadcasts: ReadonlyArray<Broadcast>) => Effect.Effect<void>
   /** Closes every connection of the client on the node; answers how many. */
   readonly disconnectClient: (node: string, app: string, clientId: string) => Effect.Effect<number>
-  readonly connections: (node: string, app: string) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
+  /** A page of the app's connections on the node, in `connection_id` order. */
+  readonly connections: (node: string, app: string, page: ConnectionPage) => Effect.Effect<ReadonlyArray<ConnectionInfo>>
   /** The node's presences on a topic; undefined when it did not answer. */
   readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry> | undefined>
   /** Tells the node that the client pushes through other nodes too; answers the node's tokens left for it. */
@@ -64,7 +66,7 @@ export const localNode = Effect.gen(function*() {
         for (const broadcast of broadcasts) fanout.deliver(broadcast)
       }),
     disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
-    connections: (app: string) => Effect.sync(() => sessions.connections(app)),
+    connections: (app: string, page: ConnectionPage) => Effect.sync(() => sessions.connections(app, page)),
     presences: (app: string, topic: string) => Effect.sync(() => topics.localPresences(app, topic))
   }
 })
@@ -91,8 +93,10 @@ const routes = (
     node === nodeName
       ? local.disconnectClient(app, clientId)
       : other(node, "client disconnect", (inbox) => inbox.CloseClient({ app, clientId }), 0),
-  connections: (node, app) =>
-    node === nodeName ? local.connections(app) : other(node, "connection listing", (inbox) => inbox.ListConnections({ app }), []),
+  connections: (node, app, page) =>
+    node === nodeName
+      ? local.connections(app, page)
+      : other(node, "connection listing", (inbox) => inbox.ListConnections({ app, after: page.after, limit: page.limit }), []),
   presences: (node, app, topic) =>
     node === nodeName
       ? local.presences(app, topic)

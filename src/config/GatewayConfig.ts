@@ -84,6 +84,28 @@ export interface GatewayLimits {
   readonly idleTimeoutMs: number
   /** On SIGTERM, connections are closed (1012) spread over this window. */
   readonly drainWindowMs: number
+  /** Joins and leaves per connection: refilled per second, and the burst a connection may spend at once. */
+  readonly joinsPerSecond: number
+  readonly joinBurst: number
+  /**
+   * Leaves and re-joins per connection: refilled per second, and the burst;
+   * past it a join is refused, so that a join/leave flood cannot become a
+   * presence-diff or notification flood.
+   */
+  readonly channelChurnPerSecond: number
+  readonly channelChurnBurst: number
+  /** Frames of any kind per connection: refilled per second, and the burst; past it the connection is closed (1008). */
+  readonly framesPerSecond: number
+  readonly frameBurst: number
+  /** Bytes of one connection's pushes waiting for the app. */
+  readonly maxPushBytesInFlight: number
+  /** Pushes of all of one app's connections on this node waiting for the app, by count and by bytes. */
+  readonly maxAppPushesInFlight: number
+  readonly maxAppPushBytesInFlight: number
+  /** How long a new TCP connection may take to send its first request head. */
+  readonly requestHeadTimeoutMs: number
+  /** TCP connections still sending their first request head at once; more are dropped. */
+  readonly maxPendingRequestHeads: number
 }
 
 export interface GatewayConfigShape {
@@ -133,7 +155,18 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxFrameBytes: 1048576,
   maxOutboxBytes: 4194304,
   idleTimeoutMs: 60000,
-  drainWindowMs: 10000
+  drainWindowMs: 10000,
+  joinsPerSecond: 20,
+  joinBurst: 50,
+  channelChurnPerSecond: 1,
+  channelChurnBurst: 10,
+  framesPerSecond: 1_000,
+  frameBurst: 2_000,
+  maxPushBytesInFlight: 16 * 1024 * 1024,
+  maxAppPushesInFlight: 10_000,
+  maxAppPushBytesInFlight: 256 * 1024 * 1024,
+  requestHeadTimeoutMs: 10_000,
+  maxPendingRequestHeads: 1_000
 }
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
@@ -255,6 +288,17 @@ const Secret = Schema.RedactedFromValue(
   Schema.String.check(Schema.makeFilter((value: string) => value.length > 0 || "must not be empty"))
 )
 
+/** An HMAC key shorter than this is guessable offline from one signed call. */
+export const MIN_APP_SECRET_BYTES = 32
+
+const AppSecret = Schema.RedactedFromValue(
+  Schema.String.check(Schema.makeFilter((value: string) => {
+    const bytes = Buffer.byteLength(value)
+    return value.length === 0 ? "must not be empty"
+      : bytes >= MIN_APP_SECRET_BYTES || `too short: ${bytes} bytes, at least ${MIN_APP_SECRET_BYTES} needed (e.g. openssl rand -hex 32)`
+  }))
+)
+
 const DatabaseUrl = Schema.RedactedFromValue(Schema.String.check(Schema.makeFilter((value: string) => {
   if (!URL.canParse(value)) {
     return "invalid URL, expected postgres://user:password@host:port/database (value not shown: it may hold a password)"
@@ -289,7 +333,7 @@ const FileApp = Schema.Struct({
   authEndpoint: Schema.optionalKey(HttpUrl),
   messageEndpoint: Schema.optionalKey(HttpUrl),
   notifyEndpoint: Schema.optionalKey(NotifyEndpoint),
-  secret: Schema.optionalKey(Secret),
+  secret: Schema.optionalKey(AppSecret),
   allowedOrigins: Schema.optionalKey(OriginList),
   rateLimits: Schema.optionalKey(FileRateLimits),
   timeouts: Schema.optionalKey(FileTimeouts)
@@ -301,7 +345,18 @@ const FileLimits = Schema.Struct({
   maxFrameBytes: Schema.optionalKey(Count),
   maxOutboxBytes: Schema.optionalKey(Count),
   idleTimeoutMs: Schema.optionalKey(Millis),
-  drainWindowMs: Schema.optionalKey(Millis)
+  drainWindowMs: Schema.optionalKey(Millis),
+  joinsPerSecond: Schema.optionalKey(Count),
+  joinBurst: Schema.optionalKey(Count),
+  channelChurnPerSecond: Schema.optionalKey(Count),
+  channelChurnBurst: Schema.optionalKey(Count),
+  framesPerSecond: Schema.optionalKey(Count),
+  frameBurst: Schema.optionalKey(Count),
+  maxPushBytesInFlight: Schema.optionalKey(Count),
+  maxAppPushesInFlight: Schema.optionalKey(Count),
+  maxAppPushBytesInFlight: Schema.optionalKey(Count),
+  requestHeadTimeoutMs: Schema.optionalKey(Millis),
+  maxPendingRequestHeads: Schema.optionalKey(Count)
 })
 
 /** The JSON config file named by `GATEWAY_CONFIG`. Unknown keys are rejected. */
@@ -612,6 +667,9 @@ export const loadGatewayConfigResult = (
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
   const otlpEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT", HttpUrl) ?? fileConfig?.otlpEndpoint
   const fileLimits = fileConfig?.limits
+  /** A limit from its variable, else the file's `limits`, else its default. */
+  const limit = (variable: string, key: keyof GatewayLimits, schema: typeof Count) =>
+    read(variable, integerFromEnv(schema)) ?? fileLimits?.[key] ?? DEFAULT_LIMITS[key]
   const limits: GatewayLimits = {
     maxConnections: read("MAX_CONNECTIONS", integerFromEnv(Count)) ?? fileLimits?.maxConnections ??
       DEFAULT_LIMITS.maxConnections,
@@ -624,7 +682,18 @@ export const loadGatewayConfigResult = (
     idleTimeoutMs: read("IDLE_TIMEOUT_MS", integerFromEnv(Millis)) ?? fileLimits?.idleTimeoutMs ??
       DEFAULT_LIMITS.idleTimeoutMs,
     drainWindowMs: read("DRAIN_WINDOW_MS", integerFromEnv(Millis)) ?? fileLimits?.drainWindowMs ??
-      DEFAULT_LIMITS.drainWindowMs
+      DEFAULT_LIMITS.drainWindowMs,
+    joinsPerSecond: limit("JOINS_PER_SECOND", "joinsPerSecond", Count),
+    joinBurst: limit("JOIN_BURST", "joinBurst", Count),
+    channelChurnPerSecond: limit("CHANNEL_CHURN_PER_SECOND", "channelChurnPerSecond", Count),
+    channelChurnBurst: limit("CHANNEL_CHURN_BURST", "channelChurnBurst", Count),
+    framesPerSecond: limit("FRAMES_PER_SECOND", "framesPerSecond", Count),
+    frameBurst: limit("FRAME_BURST", "frameBurst", Count),
+    maxPushBytesInFlight: limit("MAX_PUSH_BYTES_IN_FLIGHT", "maxPushBytesInFlight", Count),
+    maxAppPushesInFlight: limit("MAX_APP_PUSHES_IN_FLIGHT", "maxAppPushesInFlight", Count),
+    maxAppPushBytesInFlight: limit("MAX_APP_PUSH_BYTES_IN_FLIGHT", "maxAppPushBytesInFlight", Count),
+    requestHeadTimeoutMs: limit("REQUEST_HEAD_TIMEOUT_MS", "requestHeadTimeoutMs", Millis),
+    maxPendingRequestHeads: limit("MAX_PENDING_REQUEST_HEADS", "maxPendingRequestHeads", Count)
   }
 
   const apps: Array<AppConfig> = []
@@ -721,7 +790,7 @@ const resolveApp = (
     }
   }
 
-  const secret = read(`${prefix}_SECRET`, Secret) ?? fileConfig?.secret
+  const secret = read(`${prefix}_SECRET`, AppSecret) ?? fileConfig?.secret
   const allowedOrigins = read(`${prefix}_ALLOWED_ORIGINS`, OriginListFromEnv) ?? fileConfig?.allowedOrigins ??
     globalOrigins
   const { authEndpoint, messageEndpoint, notifyEndpoint, schemaEndpoint } = endpoints

@@ -21,15 +21,42 @@ const messageText = (message: unknown): string => {
   return parts.map((part) => (typeof part === "string" ? part : JSON.stringify(part))).join(" ")
 }
 
+// C0 and C1 controls (newlines, ESC of ANSI sequences), DEL, and the Unicode line and paragraph separators
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+
+const escapeControl = (character: string) => {
+  switch (character) {
+    case "\n":
+      return "\\n"
+    case "\r":
+      return "\\r"
+    case "\t":
+      return "\\t"
+    default:
+      return `\\u${character.charCodeAt(0).toString(16).padStart(4, "0")}`
+  }
+}
+
+/**
+ * A value for a `pretty` line: control characters escaped, so that a string
+ * a client chose (a topic, a client id, an app's answer) can neither start a
+ * line that looks like another log line nor send escape sequences to the
+ * operator's terminal. JSON lines need nothing: JSON escapes them itself.
+ */
+export const prettyText = (text: string): string => text.replace(CONTROL_CHARACTERS, escapeControl)
+
 const makeLineLogger = (nodeName: string, format: LogFormat) =>
   Logger.make<unknown, void>(({ cause, date, fiber, logLevel, message }) => {
     const annotations = fiber.getRef(References.CurrentLogAnnotations)
     const error = cause.reasons.length > 0 ? Cause.pretty(cause) : undefined
     if (format === "pretty") {
-      const fields = Object.entries(annotations).map(([key, value]) => `${key}=${String(value)}`).join(" ")
+      const fields = Object.entries(annotations).map(([key, value]) => `${prettyText(key)}=${prettyText(String(value))}`)
+        .join(" ")
+      // the error's stack stays on its own indented lines; only its text is escaped
+      const errorLines = error?.split("\n").map((line) => `  ${prettyText(line)}`).join("\n")
       process.stdout.write(
-        `${date.toISOString()} ${logLevel.toUpperCase().padEnd(5)} ${messageText(message)}` +
-          `${fields ? ` ${fields}` : ""}${error ? `\n${error}` : ""}\n`
+        `${date.toISOString()} ${logLevel.toUpperCase().padEnd(5)} ${prettyText(messageText(message))}` +
+          `${fields ? ` ${fields}` : ""}${errorLines ? `\n${errorLines}` : ""}\n`
       )
       return
     }

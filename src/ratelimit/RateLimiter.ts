@@ -8,7 +8,7 @@
  * when one is empty the push is refused with the time until all refusing
  * buckets have a token again, and nothing is taken from any bucket. The
  * buckets belong to the client, not to a connection, so all connections of a
- * client share them. Connection attempts draw from a bucket per `(app, ip)`
+ * client share them. Connection attempts draw from a bucket per `(app, ip)` (IPv6: per /64)
  * holding the app's `connectionsPerIpPerMinute`, refilled over a minute.
  *
  * Checks are synchronous and return plain values: they run once per push.
@@ -23,6 +23,7 @@
  * spent tokens recently.
  */
 import { Clock, Context, Effect, Layer, Schedule } from "effect"
+import { addressKey } from "./addressKey.ts"
 import * as TokenBucket from "./TokenBucket.ts"
 
 /** `maxRequests` per `windowMs`, both positive integers. */
@@ -61,7 +62,7 @@ export interface RefusalCount {
 export interface RateLimiterShape {
   /** One push of `event` by (app, clientId) under `limits` (the app's current compiled schema limits). */
   readonly checkPush: (app: string, clientId: string, event: string, limits: RateLimits) => Decision
-  /** One connection attempt from `ip` for `app`. */
+  /** One connection attempt from `ip` for `app`; IPv6 addresses count by their /64 (see `addressKey`). */
   readonly checkConnection: (app: string, ip: string, perMinute: number) => Decision
   readonly refusals: () => ReadonlyArray<RefusalCount>
   /** The tokens left in the client's push buckets (buckets that do not exist are full and left out). */
@@ -203,7 +204,8 @@ const makeMemory = (now: () => number = Date.now): MemoryRateLimiter => {
     return ALLOWED
   }
 
-  const checkConnection = (app: string, ip: string, perMinute: number): Decision => {
+  const checkConnection = (app: string, remoteIp: string, perMinute: number): Decision => {
+    const ip = addressKey(remoteIp)
     const t = now()
     let ips = connections.get(app)
     const existing = ips?.get(ip)

@@ -3,14 +3,28 @@
  * (health and the server API), WebSocket upgrades go straight to the
  * transport, which drives `ws` itself so that the per-connection path stays
  * free of per-request fibers.
+ *
+ * Two things no client may do to it: hold connections open without ever
+ * finishing a request head (each new connection must send its first head
+ * within `requestHeadTimeoutMs`, and at most `maxPendingRequestHeads` may be
+ * at it at once; Node's own `headersTimeout` never fires on a head that is
+ * half sent), and kill it with accept errors (running out of file
+ * descriptors): those are logged, at most one line per interval with a
+ * count, and the listener goes on.
  */
 import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
+import type { IncomingMessage } from "node:http"
+import type { AddressInfo, Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Schedule } from "effect"
 import { HttpRouter } from "effect/http"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { monotonicMs } from "../socket/Session.ts"
 import { WebSocketTransport } from "../transport/WebSocketTransport.ts"
+
+/** Accept errors are reported at most once per this interval, with how many there were. */
+const ACCEPT_ERROR_REPORT_MS = 10_000
 
 export interface HttpListenerShape {
   /** The bound port (differs from the configured one when that was 0). */
@@ -27,15 +41,67 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
         const config = yield* GatewayConfig
         const transport = yield* WebSocketTransport
         const scope = yield* Effect.scope
+        const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
         const httpEffect = yield* HttpRouter.toHttpEffect(routes)
         const handler = yield* NodeHttpServer.makeHandler(httpEffect, { scope })
         const server = createServer({ keepAliveTimeout: 65_000 }, handler)
-        server.on("upgrade", transport.handleUpgrade)
+        const { requestHeadTimeoutMs, maxPendingRequestHeads } = config.limits
+
+        // new connection → when it was accepted, until its first request head is read
+        const awaitingHead = new Map<Duplex, number>()
+        const headRead = (socket: Duplex) => {
+          awaitingHead.delete(socket)
+        }
+        // no listener per connection: one that closes before its head is forgotten by the sweep, or at the cap
+        const forgetClosed = () => {
+          for (const socket of awaitingHead.keys()) if (socket.destroyed) awaitingHead.delete(socket)
+        }
+        server.on("connection", (socket: Socket) => {
+          if (awaitingHead.size >= maxPendingRequestHeads) forgetClosed()
+          if (awaitingHead.size >= maxPendingRequestHeads) return socket.destroy()
+          awaitingHead.set(socket, monotonicMs())
+        })
+        server.on("request", (request: IncomingMessage) => headRead(request.socket))
+        server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+          headRead(socket)
+          transport.handleUpgrade(request, socket, head)
+        })
+        // one sweep rather than a timer per connection; Maps iterate in insertion order, so the oldest come first
+        yield* Effect.sync(() => {
+          const deadline = monotonicMs() - requestHeadTimeoutMs
+          for (const [socket, acceptedAt] of awaitingHead) {
+            if (acceptedAt > deadline) break
+            awaitingHead.delete(socket)
+            socket.destroy()
+          }
+          forgetClosed()
+        }).pipe(Effect.repeat(Schedule.spaced(Math.min(1_000, requestHeadTimeoutMs))), Effect.forkScoped)
 
         yield* Effect.callback<void, Error>((resume) => {
-          server.once("error", (error) => resume(Effect.fail(error)))
-          server.listen(config.port, config.host, () => resume(Effect.void))
+          const failed = (error: Error) => resume(Effect.fail(error))
+          server.once("error", failed)
+          server.listen(config.port, config.host, () => {
+            server.off("error", failed)
+            resume(Effect.void)
+          })
         }).pipe(Effect.orDie)
+
+        // Past the start, an error of the listening socket is a failed accept
+        // (EMFILE, ENFILE, ENOBUFS): the connection is lost, the listener is not.
+        let acceptErrors = 0
+        let lastReportAt: number | undefined
+        server.on("error", (error: NodeJS.ErrnoException) => {
+          acceptErrors++
+          const now = monotonicMs()
+          if (lastReportAt !== undefined && now - lastReportAt < ACCEPT_ERROR_REPORT_MS) return
+          lastReportAt = now
+          const count = acceptErrors
+          acceptErrors = 0
+          runCallback(Effect.logError(
+            `listener could not accept ${count} connection(s): ${error.code ?? error.message}` +
+              " (file descriptors exhausted? raise LimitNOFILE / ulimit -n, or lower MAX_CONNECTIONS)"
+          ))
+        })
         // Upgraded WebSocket connections are closed by the sessions, not here:
         // waiting for them would wait on a finalizer that runs after this one.
         yield* Effect.addFinalizer(() =>

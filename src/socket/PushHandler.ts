@@ -12,6 +12,7 @@ import { Broadcaster } from "../fanout/Broadcaster.ts"
 import type { BroadcastFailed } from "../fanout/Broadcaster.ts"
 import type { UpstreamError } from "../upstream/errors.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
 import { parseMessageAnswer } from "./Actions.ts"
 import type { Action } from "./Actions.ts"
@@ -19,12 +20,20 @@ import type { Join, SendCheck, Session } from "./Session.ts"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
 
 /**
- * Pushes of one connection waiting for the app's answer; past this the
- * connection is asked to slow down, so that a client cannot pile up work
- * (and payloads) faster than the app answers.
+ * Pushes of one connection waiting for the app's answer; past this (or past
+ * the connection's bytes in flight, or its app's pushes or bytes in flight on
+ * this node) the push is asked to slow down, so that a client cannot pile up
+ * work and payloads faster than the app answers, nor one app's clients all
+ * of the node's memory.
  */
 const MAX_PUSHES_IN_FLIGHT = 256
 const IN_FLIGHT_RETRY_MS = 1_000
+
+/** What one app's pushes hold on this node while they wait for it. */
+interface AppInFlight {
+  pushes: number
+  bytes: number
+}
 
 /** The app's answer was not one the contract allows. */
 class AppAnswerRefused extends Schema.TaggedError<AppAnswerRefused>()("AppAnswerRefused", { detail: Schema.String }) {
@@ -58,13 +67,20 @@ const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the ev
 class PushInFlight {
   readonly session: Session
   readonly frame: Frame
+  private readonly bytes: number
+  private readonly app: AppInFlight
   private replied = false
   private ended = false
 
-  constructor(session: Session, frame: Frame) {
+  constructor(session: Session, frame: Frame, bytes: number, app: AppInFlight) {
     this.session = session
     this.frame = frame
+    this.bytes = bytes
+    this.app = app
     session.pushesInFlight++
+    session.pushBytesInFlight += bytes
+    app.pushes++
+    app.bytes += bytes
   }
 
   reply(status: "ok" | "error", response: unknown): void {
@@ -77,12 +93,16 @@ class PushInFlight {
     if (this.ended) return
     this.ended = true
     this.session.pushesInFlight--
+    this.session.pushBytesInFlight -= this.bytes
+    this.app.pushes--
+    this.app.bytes -= this.bytes
     this.reply(status, response)
   }
 }
 
 export interface PushHandlerShape {
-  readonly handle: (session: Session, frame: Frame, join: Join) => void
+  /** `bytes`: the size of the frame as received, what the push holds while it waits for the app. */
+  readonly handle: (session: Session, frame: Frame, join: Join, bytes: number) => void
 }
 
 /**
@@ -98,6 +118,13 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       const upstream = yield* Upstream
       const broadcaster = yield* Broadcaster
       const clientLimits = yield* ClientLimits
+      const { limits } = yield* GatewayConfig
+      const inFlightByApp = new Map<string, AppInFlight>()
+      const inFlightOf = (app: string) => {
+        let entry = inFlightByApp.get(app)
+        if (entry === undefined) inFlightByApp.set(app, entry = { pushes: 0, bytes: 0 })
+        return entry
+      }
       const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
 
       const annotations = (push: PushInFlight) => ({
@@ -181,7 +208,8 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
             client_type: identity.clientType,
             metadata: identity.metadata,
             connection_id: session.connectionId
-          }
+          },
+          caller: identity.clientId
         }, (error, answer) => {
           try {
             if (error !== undefined) return failed(push, error)
@@ -222,7 +250,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         return check
       }
 
-      const handle = (session: Session, frame: Frame, join: Join) => {
+      const handle = (session: Session, frame: Frame, join: Join, bytes: number) => {
         const event = session.app.schema?.event(frame.event)
         if (event === undefined) return session.replyError(frame, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
@@ -231,10 +259,16 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
-        if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT) {
+        const app = inFlightOf(session.app.config.id)
+        if (
+          session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT ||
+          session.pushBytesInFlight + bytes > limits.maxPushBytesInFlight ||
+          app.pushes >= limits.maxAppPushesInFlight ||
+          app.bytes + bytes > limits.maxAppPushBytesInFlight
+        ) {
           return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
         }
-        const push = new PushInFlight(session, frame)
+        const push = new PushInFlight(session, frame, bytes, app)
         const decision = clientLimits.check(
           session.app.config.id,
           session.identity.clientId,

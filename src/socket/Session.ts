@@ -1,7 +1,8 @@
 /**
  * One client connection after a successful upgrade: it multiplexes channels
- * over the socket, answers heartbeats, enforces the per-connection channel cap,
- * and answers every push that carries a ref exactly once.
+ * over the socket, answers heartbeats, enforces the per-connection channel cap
+ * and rate limits (frames of any kind, joins and leaves, channel churn), and
+ * answers every push that carries a ref exactly once.
  *
  * Sessions are plain objects driven by `ws` events, not fibers: a node holds
  * many thousands of them, so each keeps only its own state and one reference
@@ -17,10 +18,28 @@ import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../prot
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
+import * as TokenBucket from "../ratelimit/TokenBucket.ts"
 import { wireFrame } from "../transport/WireFrame.ts"
 
 /** Longest topic a client may join (also the V2 binary frame's limit for a topic field). */
 const MAX_TOPIC_LENGTH = MAX_BINARY_FIELD_BYTES
+
+/**
+ * Milliseconds of a monotonic clock, whole (token buckets count in whole ms):
+ * idle times and rate limits must not jump when the wall clock is stepped.
+ */
+export const monotonicMs = (): number => Math.floor(performance.now())
+
+/** A per-connection rate: `capacity` tokens (the burst), refilled evenly over `windowMs`. */
+export interface BucketLimit {
+  readonly capacity: number
+  readonly windowMs: number
+}
+
+export const bucketLimit = (perSecond: number, burst: number): BucketLimit => ({
+  capacity: burst,
+  windowMs: Math.max(1, Math.round((burst * 1000) / perSecond))
+})
 
 /** Lifecycle events the app is notified of (CONTRACT §3, notify). */
 export type LifecycleEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
@@ -29,6 +48,12 @@ export type LifecycleEvent = "connection:established" | "connection:closed" | "c
 export interface SessionHub {
   readonly maxChannelsPerConnection: number
   readonly maxOutboxBytes: number
+  /** Frames of any kind; past it the connection is closed (1008). */
+  readonly frameLimit: BucketLimit
+  /** Joins (refused past it) and leaves (which spend a token but are never refused). */
+  readonly joinLimit: BucketLimit
+  /** Leaves and re-joins of a joined topic; past it joins are refused (see `join`). */
+  readonly churnLimit: BucketLimit
   readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
@@ -36,7 +61,9 @@ export interface SessionHub {
   readonly untrack: (session: Session, topic: string, join: Join) => void
   readonly notify: (session: Session, event: LifecycleEvent, topic: string | null) => void
   /** Handles a push on a joined topic; must call `session.reply` exactly once when `frame.ref` is set. */
-  readonly push: (session: Session, frame: Frame, join: Join) => void
+  readonly push: (session: Session, frame: Frame, join: Join, bytes: number) => void
+  /** The session is being closed (1008) for sending frames faster than its limit. */
+  readonly flooded: (session: Session) => void
   readonly closed: (session: Session, code: number) => void
   /** An unexpected error while handling the session's frame (logged; the session is closed). */
   readonly failed: (session: Session, error: unknown) => void
@@ -66,16 +93,23 @@ export class Session {
   readonly app: RegisteredApp
   readonly identity: Identity
   readonly serializer: Serializer
+  /** Wall-clock time of the upgrade (for listings). */
   readonly connectedAt: number
+  /** `monotonicMs()` of the last frame received. */
   lastSeen: number
-  /** Pushes forwarded to the app and not answered yet (bounded by the push handler). */
+  /** Pushes forwarded to the app and not answered yet, and their frames' bytes (bounded by the push handler). */
   pushesInFlight = 0
+  pushBytesInFlight = 0
   readonly joins = new Map<string, Join>()
   private readonly socket: WebSocket
   /** The TCP socket under `socket`, which frames from `wireFrame` are written to directly. */
   private readonly stream: Duplex
   private readonly hub: SessionHub
   private open = true
+  private readonly frames: TokenBucket.TokenBucket
+  // made when first spent (a bucket not made yet is full): most connections join a few topics and stay
+  private joinsAndLeaves: TokenBucket.TokenBucket | undefined
+  private churn: TokenBucket.TokenBucket | undefined
 
   constructor(options: {
     readonly connectionId: string
@@ -94,7 +128,8 @@ export class Session {
     this.stream = options.stream
     this.hub = options.hub
     this.connectedAt = Date.now()
-    this.lastSeen = this.connectedAt
+    this.lastSeen = monotonicMs()
+    this.frames = TokenBucket.make(this.hub.frameLimit.capacity, this.hub.frameLimit.windowMs, this.lastSeen)
     this.socket.on("message", (data, isBinary) => {
       try {
         this.receive(data as Buffer, isBinary)
@@ -155,7 +190,16 @@ export class Session {
   }
 
   private receive(data: Buffer, isBinary: boolean): void {
-    this.lastSeen = Date.now()
+    // frames that arrive after the closing handshake began are not read
+    if (this.socket.readyState !== WebSocket.OPEN) return
+    const now = monotonicMs()
+    this.lastSeen = now
+    // every frame counts, heartbeats and refused ones too: a flood is refused before it costs a decode
+    if (!TokenBucket.take(this.frames, now)) {
+      this.hub.flooded(this)
+      this.close(CloseCode.policyViolation, "too many frames")
+      return
+    }
     const frame = this.serializer.decode(data, isBinary)
     if (frame === undefined) {
       this.close(CloseCode.invalidPayload, "invalid frame")
@@ -167,18 +211,40 @@ export class Session {
     }
     switch (frame.event) {
       case Event.join:
-        return this.join(frame)
+        return this.join(frame, now)
       case Event.leave:
-        return this.leave(frame)
+        return this.leave(frame, now)
       default: {
         const join = this.joins.get(frame.topic)
         if (join === undefined) return this.replyError(frame, ReplyReason.unmatchedTopic)
-        return this.hub.push(this, frame, join)
+        return this.hub.push(this, frame, join, data.length)
       }
     }
   }
 
-  private join(frame: Frame): void {
+  private bucket(limit: BucketLimit, now: number): TokenBucket.TokenBucket {
+    return TokenBucket.make(limit.capacity, limit.windowMs, now)
+  }
+
+  /**
+   * A join is refused (`rate_limited`) past the connection's joins and leaves
+   * per second, and past its channel churn: leaving a topic (or joining one
+   * already joined, which replaces the join) spends a churn token, and a join
+   * needs one left. Joining new topics costs no churn, so a client that joins
+   * its channels and stays is never held back, while one that cycles joins
+   * and leaves gets at most one cycle per churn token: every cycle is a
+   * presence join and leave for the topic's other subscribers and a
+   * `channel:joined`/`channel:left` for the app.
+   */
+  private join(frame: Frame, now: number): void {
+    const joins = (this.joinsAndLeaves ??= this.bucket(this.hub.joinLimit, now))
+    const wait = Math.max(
+      TokenBucket.msUntilToken(joins, now),
+      this.churn === undefined ? 0 : TokenBucket.msUntilToken(this.churn, now)
+    )
+    if (wait > 0) return this.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: wait })
+    TokenBucket.take(joins, now)
+
     const schema = this.app.schema
     // a topic that long matches no channel, and app-supplied patterns never run on it
     const match = frame.topic.length > MAX_TOPIC_LENGTH ? undefined : schema?.matchChannel(frame.topic)
@@ -189,6 +255,7 @@ export class Session {
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
       return this.replyError(frame, ReplyReason.tooManyChannels)
     }
+    if (previous !== undefined) TokenBucket.take((this.churn ??= this.bucket(this.hub.churnLimit, now)), now)
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
     this.joins.set(frame.topic, join)
     if (previous !== undefined) {
@@ -204,9 +271,12 @@ export class Session {
     if (match.channel.presence) this.hub.track(this, frame.topic, join)
   }
 
-  private leave(frame: Frame): void {
+  /** Never refused (it frees what a join took), but it spends a join token and a churn token when there are some. */
+  private leave(frame: Frame, now: number): void {
     const join = this.joins.get(frame.topic)
     if (join !== undefined) {
+      TokenBucket.take((this.joinsAndLeaves ??= this.bucket(this.hub.joinLimit, now)), now)
+      TokenBucket.take((this.churn ??= this.bucket(this.hub.churnLimit, now)), now)
       this.joins.delete(frame.topic)
       if (join.presence !== undefined) this.hub.untrack(this, frame.topic, join)
       this.hub.unsubscribe(this, frame.topic)

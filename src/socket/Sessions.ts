@@ -22,8 +22,14 @@ import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { PushHandler } from "./PushHandler.ts"
-import { Session } from "./Session.ts"
+import { bucketLimit, monotonicMs, Session } from "./Session.ts"
 import type { LifecycleEvent, SessionHub } from "./Session.ts"
+
+/** Where a listing of connections resumes (the last `connection_id` already listed) and how many it takes. */
+export interface ConnectionPage {
+  readonly after?: string | undefined
+  readonly limit: number
+}
 
 export interface SessionsShape {
   readonly open: (options: {
@@ -38,7 +44,8 @@ export interface SessionsShape {
   readonly all: () => Iterable<Session>
   /** Closes every connection of the client on this node; answers how many. */
   readonly disconnectClient: (app: string, clientId: string) => number
-  readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
+  /** The app's connections on this node in `connection_id` order, those after `page.after` (when set), at most `page.limit`. */
+  readonly connections: (app: string, page: ConnectionPage) => ReadonlyArray<ConnectionInfo>
 }
 
 /** How often idle connections are looked for; an idle socket lives at most this much past its timeout. */
@@ -95,6 +102,9 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
+        frameLimit: bucketLimit(config.limits.framesPerSecond, config.limits.frameBurst),
+        joinLimit: bucketLimit(config.limits.joinsPerSecond, config.limits.joinBurst),
+        churnLimit: bucketLimit(config.limits.channelChurnPerSecond, config.limits.channelChurnBurst),
         subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
         track: (session, topic, join) => {
@@ -140,7 +150,19 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             at: new Date().toISOString()
           })
         },
-        push: (session, frame, join) => pushHandler.handle(session, frame, join),
+        push: (session, frame, join, bytes) => pushHandler.handle(session, frame, join, bytes),
+        flooded: (session) => {
+          runInBackground(
+            Effect.logWarning(
+              `connection closed (1008): more than ${config.limits.frameBurst} frames at once, ` +
+                `or ${config.limits.framesPerSecond} per second sustained`
+            ).pipe(Effect.annotateLogs({
+              app_id: session.app.config.id,
+              client_id: session.identity.clientId,
+              connection_id: session.connectionId
+            }))
+          )
+        },
         failed: (session, error) => {
           runInBackground(
             Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(
@@ -169,7 +191,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
 
       const idleTimeoutMs = config.limits.idleTimeoutMs
       yield* Effect.sync(() => {
-        const deadline = Date.now() - idleTimeoutMs
+        const deadline = monotonicMs() - idleTimeoutMs
         for (const session of allSessions()) {
           if (session.lastSeen < deadline) session.close(CloseCode.normal, "idle timeout")
         }
@@ -188,7 +210,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         metadata: session.identity.metadata,
         node: config.nodeName,
         connected_at: new Date(session.connectedAt).toISOString(),
-        last_ping: new Date(session.lastSeen).toISOString(),
+        last_ping: new Date(Date.now() - (monotonicMs() - session.lastSeen)).toISOString(),
         topics: [...session.joins.keys()]
       })
 
@@ -205,7 +227,14 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           for (const session of sessions) session.close(CloseCode.policyViolation, "disconnected by the app")
           return sessions.length
         },
-        connections: (app) => [...(byApp.get(app)?.values() ?? [])].flatMap((sessions) => [...sessions].map(toInfo))
+        connections: (app, { after, limit }) => {
+          const listed: Array<Session> = []
+          for (const sessions of byApp.get(app)?.values() ?? []) {
+            for (const session of sessions) if (after === undefined || session.connectionId > after) listed.push(session)
+          }
+          listed.sort((a, b) => (a.connectionId < b.connectionId ? -1 : 1))
+          return listed.slice(0, limit).map(toInfo)
+        }
       })
     })
   )

@@ -35,6 +35,13 @@ export interface UpstreamRequest {
    * queue would only make a storm worse (auth during a reconnect storm).
    */
   readonly maxInFlight?: number
+  /**
+   * Who the call is made for (a client id, a remote address): the circuit
+   * breaker opens only on failures of several distinct callers, so that one
+   * client cannot shut the app's door on everyone. Calls the gateway makes
+   * for itself (schema fetches) leave it out.
+   */
+  readonly caller?: string
 }
 
 export interface UpstreamAnswer {
@@ -68,9 +75,9 @@ export interface UpstreamShape {
 
 /** Bytes accepted in an answer; larger answers fail the call. */
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024
-/** Calls (and connections) per app on the wire at once; further calls wait for one in the gateway. */
+/** Pushes and notifications (and their connections) per app on the wire at once; further ones wait for a place in the gateway. */
 const MAX_IN_FLIGHT_PER_APP = 256
-/** Notifications of one app on the wire at once: a quarter of its connections, so that a burst of them leaves the rest to auth and message calls. */
+/** Notifications of one app on the wire at once: a quarter of the places they share with pushes, so that a burst of them leaves the rest to pushes. */
 const NOTIFY_CONCURRENCY = 64
 /** How long a stopping node waits for the notifications still pending. */
 const NOTIFY_DRAIN_MS = 5_000
@@ -83,22 +90,35 @@ const IDLE_CONNECTION_MS = 30_000
 const NOTIFY_FIRST_RETRY_MS = 200
 const NOTIFY_TIMEOUT_MS = 5_000
 const BREAKER_FAILURE_THRESHOLD = 5
+/** Distinct callers among those consecutive failures before the breaker opens. */
+const BREAKER_DISTINCT_CALLERS = 3
 const BREAKER_OPEN_MS = 5_000
+/** Schema fetches of one app on the wire at once (their own places, never behind pushes). */
+const SCHEMA_CONCURRENCY = 2
 const NOTIFY_ATTEMPTS = 3
 
 const USER_AGENT = "realtime-gateway/0.1"
 
 /**
- * Opens after consecutive failures (no answer, or 5xx) and lets one trial call
- * through once the open period has passed; a success closes it again.
+ * Opens on evidence that the app is down, never on what one client can cause:
+ * only a call that got no answer (no connection, a reset, a timeout) or a
+ * 502/503/504 counts as a failure; any other answer, a 500 included, shows the
+ * app up and closes the count. It opens after `BREAKER_FAILURE_THRESHOLD`
+ * consecutive failures from at least `BREAKER_DISTINCT_CALLERS` distinct
+ * callers (a call without a caller counts as one of its own), and lets one
+ * trial call through once the open period has passed; a success closes it again.
+ * Time is monotonic (`performance.now()`): a wall-clock step cannot hold it open.
  */
 class CircuitBreaker {
   private failures = 0
+  private readonly failingCallers = new Set<string>()
+  private anonymousFailures = 0
+  private open = false
   private openUntil = 0
   private trialInFlight = false
 
   admit(now: number): boolean {
-    if (this.failures < BREAKER_FAILURE_THRESHOLD) return true
+    if (!this.open) return true
     if (now < this.openUntil || this.trialInFlight) return false
     this.trialInFlight = true
     return true
@@ -106,13 +126,29 @@ class CircuitBreaker {
 
   succeeded(): void {
     this.failures = 0
+    this.failingCallers.clear()
+    this.anonymousFailures = 0
+    this.open = false
     this.trialInFlight = false
   }
 
-  failed(now: number): void {
-    this.failures++
+  failed(now: number, caller: string | undefined): void {
     this.trialInFlight = false
-    if (this.failures >= BREAKER_FAILURE_THRESHOLD) this.openUntil = now + BREAKER_OPEN_MS
+    if (this.open) {
+      // the trial failed (or a call admitted before it opened): another open period
+      this.openUntil = now + BREAKER_OPEN_MS
+      return
+    }
+    this.failures++
+    if (caller === undefined) this.anonymousFailures++
+    else if (this.failingCallers.size < BREAKER_DISTINCT_CALLERS) this.failingCallers.add(caller)
+    if (
+      this.failures >= BREAKER_FAILURE_THRESHOLD &&
+      this.failingCallers.size + this.anonymousFailures >= BREAKER_DISTINCT_CALLERS
+    ) {
+      this.open = true
+      this.openUntil = now + BREAKER_OPEN_MS
+    }
   }
 
   /** The call was abandoned (its caller went away): it proves nothing either way. */
@@ -120,6 +156,9 @@ class CircuitBreaker {
     this.trialInFlight = false
   }
 }
+
+/** Answers that say the app (or the proxy in front of it) is down, rather than that one call went wrong. */
+const isDownStatus = (status: number) => status === 502 || status === 503 || status === 504
 
 /** Calls that fail fast while their app fails; notifications are only retried. */
 type GuardedCall = Exclude<UpstreamCall, "notify">
@@ -129,9 +168,11 @@ interface AppPool {
   readonly connections: Map<string, Http1Pool>
   /**
    * Calls wait here for one of the app's places on the wire, so that a call
-   * that timed out or was abandoned while waiting never goes out.
+   * that timed out or was abandoned while waiting never goes out. Auth and
+   * schema calls have places of their own: a hanging message endpoint that
+   * holds every place of the pushes never keeps a new connection waiting.
    */
-  readonly calls: TaskQueue
+  readonly queues: Record<UpstreamCall, TaskQueue>
   /** One per call kind: a client that makes the message endpoint fail must not block auth or schema fetches. */
   readonly breakers: Record<GuardedCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
@@ -183,9 +224,17 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const poolFor = (app: AppConfig): AppPool => {
         let pool = pools.get(app.id)
         if (pool === undefined) {
+          // notifications share the pushes' places: they are few at once (NOTIFY_CONCURRENCY) and can wait
+          const pushesAndNotifications = new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app))
           pool = {
             connections: new Map(),
-            calls: new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app)),
+            queues: {
+              message: pushesAndNotifications,
+              notify: pushesAndNotifications,
+              // auth calls are bounded before they get here (`maxInFlight`), so they never wait
+              auth: new TaskQueue(app.rateLimits.maxConcurrentAuth, logDefect(app)),
+              schema: new TaskQueue(SCHEMA_CONCURRENCY, logDefect(app))
+            },
             breakers: {
               schema: new CircuitBreaker(),
               auth: new CircuitBreaker(),
@@ -280,7 +329,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const { origin, path } = targetOf(request.url)
         const connections = connectionsTo(app, pool, origin)
         const text = connections.format(request.method, path, headersFor(app, body, request.headers), body)
-        if (breaker !== undefined && !breaker.admit(Date.now())) {
+        if (breaker !== undefined && !breaker.admit(performance.now())) {
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
@@ -292,7 +341,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           clearTimeout(timer)
           if (breaker !== undefined) {
             if (outcome === "ok") breaker.succeeded()
-            else if (outcome === "failed") breaker.failed(Date.now())
+            else if (outcome === "failed") breaker.failed(performance.now(), request.caller)
             else breaker.abandoned()
           }
           if (outcome === "abandoned") return
@@ -309,7 +358,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           abandonRequest?.()
         }
         let timer = breaker === undefined ? undefined : setTimeout(timedOut, request.timeoutMs)
-        pool.calls.add((release) => {
+        pool.queues[request.call].add((release) => {
           // timed out or abandoned while waiting for its turn: it never goes out
           if (finished) return release()
           if (timer === undefined) timer = setTimeout(timedOut, request.timeoutMs)
@@ -319,7 +368,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             if (error !== undefined) {
               finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: errorDetail(error) }), undefined, "failed")
             } else {
-              finish(undefined, answer, answer!.status < 500 ? "ok" : "failed")
+              finish(undefined, answer, isDownStatus(answer!.status) ? "failed" : "ok")
             }
           })
         })

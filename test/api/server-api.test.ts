@@ -170,6 +170,38 @@ describe("connections and clients", () => {
     await socket.close()
   })
 
+  it("pages through the connections with limit and next_cursor, each once, in connection_id order", async () => {
+    const sockets = await Promise.all(
+      Array.from({ length: 5 }, () => connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" }))
+    )
+    try {
+      const { body: all } = await answer(await api("/api/apps/chat/connections", { secret: "chat-secret" }))
+      expect(all.next_cursor).toBeNull()
+      const ids: Array<string> = all.connections.map((connection: { connection_id: string }) => connection.connection_id)
+      expect(ids.length).toBeGreaterThanOrEqual(5)
+      expect(ids).toEqual([...ids].sort())
+
+      const paged: Array<string> = []
+      let cursor: string | null = null
+      do {
+        const query: string = cursor === null ? "limit=2" : `limit=2&cursor=${cursor}`
+        const { status, body }: { status: number; body: any } = await answer(await api(`/api/apps/chat/connections?${query}`, { secret: "chat-secret" }))
+        expect(status).toBe(200)
+        expect(body.connections.length).toBeLessThanOrEqual(2)
+        paged.push(...body.connections.map((connection: { connection_id: string }) => connection.connection_id))
+        cursor = body.next_cursor
+      } while (cursor !== null)
+      expect(paged).toEqual(ids)
+
+      for (const query of ["limit=0", "limit=1001", "limit=two", "cursor=bm90LWEtY3Vyc29y"]) {
+        const { status, body } = await answer(await api(`/api/apps/chat/connections?${query}`, { secret: "chat-secret" }))
+        expect({ query, status, reason: body.reason }).toEqual({ query, status: 400, reason: "invalid_query" })
+      }
+    } finally {
+      await Promise.all(sockets.map((socket) => socket.close()))
+    }
+  })
+
   it("DELETE a client closes all its connections and answers the count; others stay", async () => {
     const first = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })
     const second = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-bob" })

@@ -62,7 +62,7 @@ describe("loadGatewayConfigResult", () => {
     const config = loadOk({
       GATEWAY_APPS: "solo-unicorn, chat",
       SOLO_UNICORN_API: "https://solo.example.com",
-      SOLO_UNICORN_SECRET: "solo-secret",
+      SOLO_UNICORN_SECRET: "solo-secret-0123456789abcdef0123456789",
       CHAT_API: "http://chat.internal:8080/api"
     })
     expect(config.apps.map((a) => a.id)).toEqual(["solo-unicorn", "chat"])
@@ -75,7 +75,7 @@ describe("loadGatewayConfigResult", () => {
       timeouts: DEFAULT_TIMEOUTS,
       rateLimits: DEFAULT_RATE_LIMITS
     })
-    expect(Redacted.value(app(config, "solo-unicorn").secret!)).toBe("solo-secret")
+    expect(Redacted.value(app(config, "solo-unicorn").secret!)).toBe("solo-secret-0123456789abcdef0123456789")
     expect(app(config, "chat").secret).toBeUndefined()
     expect(app(config, "chat").authEndpoint).toBe("http://chat.internal:8080/api/auth/websocket")
     expect(config).toMatchObject({
@@ -122,7 +122,7 @@ describe("loadGatewayConfigResult", () => {
         {
           id: "billing",
           api: "https://billing.example.com/gw/",
-          secret: "billing-secret",
+          secret: "billing-secret-0123456789abcdef01234567",
           allowedOrigins: ["https://billing.example.com"],
           timeouts: { authMs: 1000, messageMs: 2000 },
           rateLimits: { maxConcurrentAuth: 8 }
@@ -158,7 +158,7 @@ describe("loadGatewayConfigResult", () => {
       timeouts: { authMs: 1000, messageMs: 2000, schemaMs: 5000 },
       rateLimits: { connectionsPerIpPerMinute: 120, maxConcurrentAuth: 8 }
     })
-    expect(Redacted.value(app(config, "billing").secret!)).toBe("billing-secret")
+    expect(Redacted.value(app(config, "billing").secret!)).toBe("billing-secret-0123456789abcdef01234567")
     expect(app(config, "static")).toMatchObject({
       schemaEndpoint: "https://s.example.com/schema",
       authEndpoint: "https://s.example.com/auth",
@@ -179,7 +179,7 @@ describe("loadGatewayConfigResult", () => {
       limits: { maxConnections: 10, idleTimeoutMs: 1000 },
       allowedOrigins: ["https://file.example.com"],
       apps: [
-        { id: "billing", api: "https://billing.example.com", secret: "file-secret", allowedOrigins: ["https://a.example.com"] },
+        { id: "billing", api: "https://billing.example.com", secret: "file-secret-0123456789abcdef0123456789ab", allowedOrigins: ["https://a.example.com"] },
         { id: "kept", api: "https://kept.example.com" }
       ]
     }
@@ -192,7 +192,7 @@ describe("loadGatewayConfigResult", () => {
       ALLOWED_ORIGINS: "https://env.example.com",
       GATEWAY_APPS: "billing,extra",
       BILLING_API: "https://billing-v2.example.com",
-      BILLING_SECRET: "env-secret",
+      BILLING_SECRET: "env-secret-0123456789abcdef0123456789abc",
       BILLING_ALLOWED_ORIGINS: "https://b.example.com, https://c.example.com",
       EXTRA_API: "https://extra.example.com"
     }, file)
@@ -205,7 +205,7 @@ describe("loadGatewayConfigResult", () => {
     expect(config.allowedOrigins).toEqual(["https://env.example.com"])
     expect(config.apps.map((a) => a.id)).toEqual(["billing", "kept", "extra"])
     expect(app(config, "billing").authEndpoint).toBe("https://billing-v2.example.com/auth/websocket")
-    expect(Redacted.value(app(config, "billing").secret!)).toBe("env-secret")
+    expect(Redacted.value(app(config, "billing").secret!)).toBe("env-secret-0123456789abcdef0123456789abc")
     expect(app(config, "billing").allowedOrigins).toEqual(["https://b.example.com", "https://c.example.com"])
     expect(app(config, "kept").authEndpoint).toBe("https://kept.example.com/auth/websocket")
     expect(app(config, "kept").allowedOrigins).toEqual(["https://env.example.com"])
@@ -440,7 +440,7 @@ describe("loadGatewayConfigResult", () => {
   })
 
   describe("secrets", () => {
-    const SECRETS = ["app-secret-123", "file-secret-456", "admin-token-789", "db-password-000"]
+    const SECRETS = ["app-secret-123-0123456789abcdef0123456789", "file-secret-456-0123456789abcdef012345678", "admin-token-789", "db-password-000"]
 
     const containsNoSecret = (text: string) => {
       for (const secret of SECRETS) expect(text).not.toContain(secret)
@@ -450,17 +450,26 @@ describe("loadGatewayConfigResult", () => {
       const config = loadOk({
         GATEWAY_APPS: "a",
         A_API: "https://a.example.com",
-        A_SECRET: "app-secret-123",
+        A_SECRET: "app-secret-123-0123456789abcdef0123456789",
         GATEWAY_ADMIN_TOKEN: "admin-token-789",
         DATABASE_URL: "postgres://gw:db-password-000@db/gw",
         CLUSTER_NODES: "gw-host-1"
-      }, { apps: [{ id: "b", api: "https://b.example.com", secret: "file-secret-456" }] })
+      }, { apps: [{ id: "b", api: "https://b.example.com", secret: "file-secret-456-0123456789abcdef012345678" }] })
       containsNoSecret(String(config))
       containsNoSecret(JSON.stringify(config))
       containsNoSecret(inspect(config, { depth: Infinity }))
       containsNoSecret(`${config.apps[0]?.secret} ${config.apps[1]?.secret} ${config.adminToken} ${config.databaseUrl}`)
-      expect(Redacted.value(app(config, "a").secret!)).toBe("app-secret-123")
-      expect(Redacted.value(app(config, "b").secret!)).toBe("file-secret-456")
+      expect(Redacted.value(app(config, "a").secret!)).toBe("app-secret-123-0123456789abcdef0123456789")
+      expect(Redacted.value(app(config, "b").secret!)).toBe("file-secret-456-0123456789abcdef012345678")
+    })
+
+    it("of apps shorter than 32 bytes are refused, from the environment and from the file", () => {
+      expect(problemsOf({ GATEWAY_APPS: "a", A_API: "https://a.example.com", A_SECRET: "app-secret-123" }, {
+        apps: [{ id: "b", api: "https://b.example.com", secret: "x".repeat(31) }, { id: "c", api: "https://c.example.com", secret: "é".repeat(16) }]
+      })).toEqual([
+        { key: "GATEWAY_CONFIG apps[0].secret", message: "too short: 31 bytes, at least 32 needed (e.g. openssl rand -hex 32)" },
+        { key: "A_SECRET", message: "too short: 14 bytes, at least 32 needed (e.g. openssl rand -hex 32)" }
+      ])
     })
 
     it("never appear in problems", () => {
@@ -477,10 +486,10 @@ describe("loadGatewayConfigResult", () => {
       }
       const invalidValues = failure(load({
         GATEWAY_APPS: "a",
-        A_API: "htp://user:app-secret-123@a.example.com",
+        A_API: "htp://user:app-secret-123-0123456789abcdef0123456789@a.example.com",
         DATABASE_URL: "db-password-000",
         GATEWAY_ADMIN_TOKEN: "admin-token-789"
-      }, { adminToken: ["admin-token-789"], apps: [{ id: "b", api: "https://b.example.com", secret: { v: "file-secret-456" } }] }))
+      }, { adminToken: ["admin-token-789"], apps: [{ id: "b", api: "https://b.example.com", secret: { v: "file-secret-456-0123456789abcdef012345678" } }] }))
       expect(invalidValues.problems.map((problem) => problem.key)).toEqual([
         "GATEWAY_CONFIG adminToken",
         "GATEWAY_CONFIG apps[0].secret",
@@ -619,7 +628,7 @@ describe("a process started with a bad configuration", () => {
     const dir = mkdtempSync(join(tmpdir(), "gateway-config-"))
     try {
       const path = join(dir, "config.json")
-      writeFileSync(path, JSON.stringify({ logLevel: "loud", apps: [{ id: "solo-unicorn", secret: "s3cret-value" }] }))
+      writeFileSync(path, JSON.stringify({ logLevel: "loud", apps: [{ id: "solo-unicorn", secret: "s3cret-value-0123456789abcdef012345" }] }))
       const { code, stderr, stdout } = await run(mode, {
         GATEWAY_CONFIG: path,
         PORT: "http",
@@ -638,6 +647,18 @@ describe("a process started with a bad configuration", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+
+  it("exits with 78 naming the key of an app secret shorter than 32 bytes, never showing it", async () => {
+    const { code, stderr, stdout } = await run("layer", {
+      GATEWAY_APPS: "a",
+      A_API: "https://a.example.com",
+      A_SECRET: "short-s3cret-31-bytes-long-xxxx"
+    })
+    expect({ code, stdout }).toEqual({ code: 78, stdout: "" })
+    expect(stderr).toBe(
+      "config error: A_SECRET: too short: 31 bytes, at least 32 needed (e.g. openssl rand -hex 32)\n"
+    )
   })
 
   it("starts normally with a good configuration", async () => {

@@ -38,7 +38,8 @@ beforeAll(async () => {
       "token-bob": { client_id: "bob", permissions: ["user:bob"] }
     }
   })
-  gateway = await startTestGateway({ apps: [{ id: "chat", fakeApp: app }], limits: { maxFrameBytes: 64 * 1024 } })
+  // joins per connection have their own tests (limits.test.ts): here 100 joins at once must all be answered
+  gateway = await startTestGateway({ apps: [{ id: "chat", fakeApp: app }], limits: { maxFrameBytes: 64 * 1024, joinBurst: 200 } })
 })
 afterAll(async () => {
   await gateway.close()

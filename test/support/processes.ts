@@ -18,9 +18,18 @@ export interface GatewayProcess {
   readonly stop: () => Promise<void>
 }
 
-/** Starts `src/main.ts` with the given environment added to this process's. */
-export const startGatewayProcess = (env: Readonly<Record<string, string>>): GatewayProcess => {
-  const child = spawn(process.execPath, ["src/main.ts"], {
+/**
+ * Starts `src/main.ts` with the given environment added to this process's;
+ * `maxOpenFiles` starts it under that `ulimit -n`.
+ */
+export const startGatewayProcess = (
+  env: Readonly<Record<string, string>>,
+  options: { readonly maxOpenFiles?: number } = {}
+): GatewayProcess => {
+  const command = options.maxOpenFiles === undefined
+    ? [process.execPath, ["src/main.ts"]] as const
+    : ["bash", ["-c", `ulimit -n ${options.maxOpenFiles} && exec "$0" src/main.ts`, process.execPath]] as const
+  const child = spawn(command[0], [...command[1]], {
     cwd: new URL("../..", import.meta.url).pathname,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]

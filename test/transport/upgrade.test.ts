@@ -258,6 +258,30 @@ describe("behind a load balancer", () => {
       await fake.close()
     }
   })
+
+  it("IPv6 clients count by their /64: another address of the same /64 shares the budget, another /64 does not", async () => {
+    const fake = await startFakeApp()
+    const proxied = await startTestGateway({
+      trustProxy: true,
+      apps: [{ id: "chat", fakeApp: fake, rateLimits: { connectionsPerIpPerMinute: 2 } }]
+    })
+    try {
+      const url = `${proxied.socketUrl}/websocket?app=chat&token=token-alice`
+      const from = (address: string) => ({ "x-forwarded-for": address })
+      const sockets = [await rawSocket(url, [], from("2001:db8:1:2::1")), await rawSocket(url, [], from("2001:0db8:0001:0002:ffff:ffff:ffff:fffe"))]
+      expect(await upgradeRejection(url, from("2001:db8:1:2:abcd::9"))).toMatchObject({ status: 429, body: { reason: "rate_limited" } })
+      // the auth call still gets the client's own address
+      expect(fake.requestsOf("auth").map((request) => request.body.remote_ip)).toEqual([
+        "2001:db8:1:2::1",
+        "2001:0db8:0001:0002:ffff:ffff:ffff:fffe"
+      ])
+      sockets.push(await rawSocket(url, [], from("2001:db8:1:3::1")))
+      await Promise.all(sockets.map((socket) => socket.close()))
+    } finally {
+      await proxied.close()
+      await fake.close()
+    }
+  })
 })
 
 describe("capacity and schema availability", () => {

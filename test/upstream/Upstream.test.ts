@@ -159,39 +159,76 @@ describe("Upstream", () => {
     }
   })
 
-  it("an app's breaker opens after 5 failures of one call kind: calls fail at once; other kinds and apps go on", async () => {
-    const failing = await startFakeApp()
-    try {
-      const app = makeAppConfig({ id: "breaker", api: failing.url })
-      const callApp = (call: "message" | "auth") =>
-        Effect.runPromise(Effect.result(upstream.call(app, {
-          call,
+  describe("the circuit breaker", () => {
+    const callerOf = (app: ReturnType<typeof makeAppConfig>, url: string) => (caller: string, call: "message" | "auth" = "message") =>
+      Effect.runPromise(Effect.result(upstream.call(app, { call, method: "POST", url, body: {}, timeoutMs: 2_000, caller })))
+
+    it("is not opened by one client: its 500s, 503s and timeouts reach the app every time, and others go on", async () => {
+      const failing = await startFakeApp()
+      try {
+        const app = makeAppConfig({ id: "one-client", api: failing.url, timeouts: { messageMs: 200 } })
+        const callApp = callerOf(app, failing.endpoints.message)
+        // the app answers 500 to anything (as it might to one crafted payload): an answer, so the app is up
+        failing.fail("message", { status: 500 })
+        for (let n = 0; n < 10; n++) expect(await callApp(`client-${n % 3}`)).toMatchObject({ _tag: "Success", success: { status: 500 } })
+        // down-like failures, but all caused by one client
+        failing.fail("message", { status: 503 })
+        for (let n = 0; n < 10; n++) expect(await callApp("mallory")).toMatchObject({ _tag: "Success", success: { status: 503 } })
+        failing.fail("message", "hang", { times: 6 })
+        for (let n = 0; n < 6; n++) {
+          expect(await Effect.runPromise(Effect.result(upstream.call(app, {
+            call: "message", method: "POST", url: failing.endpoints.message, body: {}, timeoutMs: 100, caller: "mallory"
+          })))).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamTimeout" } })
+        }
+        expect(failing.requestsOf("message")).toHaveLength(26)
+        failing.fail("message", "ok")
+        expect(await callApp("alice")).toMatchObject({ _tag: "Success", success: { status: 200 } })
+      } finally {
+        await failing.close()
+      }
+    })
+
+    it("opens when several clients' calls find the app down (502/503/504): calls fail at once; other kinds and apps go on", async () => {
+      const failing = await startFakeApp()
+      try {
+        const app = makeAppConfig({ id: "breaker", api: failing.url })
+        const callApp = callerOf(app, failing.endpoints.message)
+        failing.fail("message", { status: 503 })
+        for (let n = 0; n < 5; n++) expect(await callApp(`client-${n % 3}`)).toMatchObject({ _tag: "Success", success: { status: 503 } })
+        const sent = failing.requestsOf("message").length
+        expect(await callApp("client-9")).toMatchObject({
+          _tag: "Failure",
+          failure: { _tag: "UpstreamUnreachable", detail: "circuit breaker open" }
+        })
+        expect(failing.requestsOf("message")).toHaveLength(sent)
+        // auth calls of the same app, and the same call kind of another app, are not held back
+        expect(await callerOf(app, failing.endpoints.auth)("client-9", "auth")).toMatchObject({ _tag: "Success" })
+        const other = await Effect.runPromise(upstream.call(signedApp(), {
+          call: "message",
           method: "POST",
-          url: call === "message" ? failing.endpoints.message : failing.endpoints.auth,
+          url: signed.endpoints.message,
           body: {},
           timeoutMs: 2_000
-        })))
-      failing.fail("message", { status: 500 })
-      for (let n = 0; n < 5; n++) expect(await callApp("message")).toMatchObject({ _tag: "Success", success: { status: 500 } })
-      const sent = failing.requestsOf("message").length
-      expect(await callApp("message")).toMatchObject({
+        }))
+        expect(other.status).toBe(200)
+      } finally {
+        await failing.close()
+      }
+    })
+
+    it("opens when the app refuses connections", async () => {
+      const gone = await startFakeApp()
+      const app = makeAppConfig({ id: "gone", api: gone.url })
+      await gone.close()
+      const callApp = callerOf(app, gone.endpoints.message)
+      for (let n = 0; n < 5; n++) {
+        expect(await callApp(`client-${n}`)).toMatchObject({ _tag: "Failure", failure: { _tag: "UpstreamUnreachable" } })
+      }
+      expect(await callApp("client-9")).toMatchObject({
         _tag: "Failure",
         failure: { _tag: "UpstreamUnreachable", detail: "circuit breaker open" }
       })
-      expect(failing.requestsOf("message")).toHaveLength(sent)
-      // auth calls of the same app, and the same call kind of another app, are not held back
-      expect(await callApp("auth")).toMatchObject({ _tag: "Success" })
-      const other = await Effect.runPromise(upstream.call(signedApp(), {
-        call: "message",
-        method: "POST",
-        url: signed.endpoints.message,
-        body: {},
-        timeoutMs: 2_000
-      }))
-      expect(other.status).toBe(200)
-    } finally {
-      await failing.close()
-    }
+    })
   })
 
   it("a call with maxInFlight refuses at once past it, and frees its place when answered or abandoned", async () => {

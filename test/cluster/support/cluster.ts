@@ -391,7 +391,7 @@ export interface Cluster {
   stop(): Promise<void>
 }
 
-export const SECRET = "cluster-test-secret"
+export const SECRET = "cluster-test-secret-0123456789abcdef"
 
 const envName = (appId: string) => appId.toUpperCase().replaceAll("-", "_")
 

@@ -24,14 +24,15 @@
  * So with the gateway configured for an app whose backend is this server,
  * `demo-alice` can join `room:lobby` and `user:alice` but not `user:bob`.
  *
- * If a `secret` is given, requests must carry a valid `x-gateway-signature`
- * (`sha256=` + hex HMAC-SHA256 of the raw body), as a production app should
- * check.
+ * If a `secret` is given, requests must carry a valid `x-gateway-timestamp`
+ * and `x-gateway-signature` within 5 minutes of this clock, as a production
+ * app should check.
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto"
+import { createHash } from "node:crypto"
 import { createServer } from "node:http"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
 
 export interface DemoAppOptions {
   /** 0 picks a free port. */
@@ -107,11 +108,7 @@ const sendJson = (res: ServerResponse, status: number, value: unknown, headers: 
   res.end(body)
 }
 
-const validSignature = (secret: string, rawBody: string, header: string | Array<string> | undefined): boolean => {
-  const given = typeof header === "string" && header.startsWith("sha256=") ? header.slice(7).toLowerCase() : ""
-  const expected = createHmac("sha256", secret).update(rawBody, "utf8").digest("hex")
-  return given.length === expected.length && timingSafeEqual(Buffer.from(given), Buffer.from(expected))
-}
+const firstValue = (header: string | Array<string> | undefined) => Array.isArray(header) ? header[0] : header
 
 const noneMatch = (header: string | undefined): boolean =>
   header !== undefined &&
@@ -161,9 +158,17 @@ export const startDemoApp = async (options: DemoAppOptions): Promise<DemoApp> =>
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const rawBody = await readBody(req)
-    if (options.secret !== undefined && !validSignature(options.secret, rawBody, req.headers["x-gateway-signature"])) {
-      sendJson(res, 401, { error: "bad signature" })
-      return
+    if (options.secret !== undefined) {
+      const problem = verifySignature(
+        options.secret,
+        rawBody,
+        firstValue(req.headers[TIMESTAMP_HEADER]),
+        firstValue(req.headers[SIGNATURE_HEADER])
+      )
+      if (problem !== undefined) {
+        sendJson(res, 401, { error: problem })
+        return
+      }
     }
     const path = (req.url ?? "/").split("?")[0]
     const endpoint = `${req.method} ${path}`

@@ -13,10 +13,11 @@
  * gateway's internals: it checks the gateway from the outside, as a real app
  * would see it.
  */
-import { createHmac, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
+import type { SignatureProblem } from "../contract/Signature.ts"
 
 // ---------------------------------------------------------------------------
 // Contract types (as the gateway sends and expects them)
@@ -151,8 +152,13 @@ export interface RecordedRequest<K extends RecordedKind = RecordedKind> {
   readonly body: RequestBodies[K]
   /** `Date.now()` when the body was fully received. */
   readonly at: number
-  /** Set only when the fake has a `secret`: whether `x-gateway-signature` matched the body. */
+  /**
+   * Set only when the fake has a `secret`: whether `x-gateway-signature` matched
+   * `x-gateway-timestamp` and the body, with the timestamp within the tolerance.
+   */
   readonly signatureValid?: boolean
+  /** Why the signature was refused, when it was. */
+  readonly signatureProblem?: SignatureProblem
 }
 
 // ---------------------------------------------------------------------------
@@ -212,10 +218,12 @@ export interface FakeAppOptions {
   readonly auth?: AuthHandler | TokenTable
   /** Initial message handler; echoes the payload as a reply when omitted. */
   readonly messageHandler?: MessageHandler
-  /** When set, `x-gateway-signature` is checked and the outcome recorded in `signatureValid`. */
+  /** When set, `x-gateway-timestamp` and `x-gateway-signature` are checked and the outcome recorded in `signatureValid`. */
   readonly secret?: string
-  /** With a `secret`, answer 401 to requests whose signature is missing or wrong (default: only record). */
+  /** With a `secret`, answer 401 to requests whose signature is missing, wrong or stale (default: only record). */
   readonly enforceSignature?: boolean
+  /** How far a signed call's timestamp may be from this clock; 300 s (CONTRACT §3) when omitted. */
+  readonly signatureToleranceSeconds?: number
   /** Endpoint paths, when the app under test is configured with non-default ones. */
   readonly paths?: Partial<Readonly<Record<CallKind, string>>>
 }
@@ -332,13 +340,6 @@ const parseJson = (raw: string): unknown => {
   } catch {
     return undefined
   }
-}
-
-const signatureMatches = (secret: string, rawBody: string, header: string | undefined): boolean => {
-  if (header === undefined || !header.startsWith("sha256=")) return false
-  const expected = Buffer.from(createHmac("sha256", secret).update(rawBody, "utf8").digest("hex"), "utf8")
-  const given = Buffer.from(header.slice("sha256=".length).toLowerCase(), "utf8")
-  return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
 /** `If-None-Match` may list several tags, weak ones, or `*`. */
@@ -496,9 +497,14 @@ export const startFakeApp = async (options: FakeAppOptions = {}): Promise<FakeAp
     const url = incoming.url ?? "/"
     const path = url.split("?")[0] ?? url
     const kind = kindOf(method, path)
-    const signatureValid = secret === undefined
-      ? undefined
-      : signatureMatches(secret, rawBody, headerValue(incoming.headers, "x-gateway-signature"))
+    const signatureProblem = secret === undefined ? undefined : verifySignature(
+      secret,
+      rawBody,
+      headerValue(incoming.headers, TIMESTAMP_HEADER),
+      headerValue(incoming.headers, SIGNATURE_HEADER),
+      { toleranceSeconds: options.signatureToleranceSeconds }
+    )
+    const signatureValid = secret === undefined ? undefined : signatureProblem === undefined
     seq += 1
     const request: RecordedRequest = {
       seq,
@@ -510,12 +516,13 @@ export const startFakeApp = async (options: FakeAppOptions = {}): Promise<FakeAp
       rawBody,
       body: parseJson(rawBody) as RequestBodies[RecordedKind],
       at: Date.now(),
-      ...(signatureValid === undefined ? {} : { signatureValid })
+      ...(signatureValid === undefined ? {} : { signatureValid }),
+      ...(signatureProblem === undefined ? {} : { signatureProblem })
     }
     record(request)
 
-    if (signatureValid === false && options.enforceSignature === true) {
-      sendJson(res, 401, { error: "bad signature" })
+    if (signatureProblem !== undefined && options.enforceSignature === true) {
+      sendJson(res, 401, { error: signatureProblem })
       return
     }
 

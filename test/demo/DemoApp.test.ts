@@ -119,13 +119,23 @@ describe("demo app", () => {
     expect((await fetch(`${app.url}/nope`)).status).toBe(404)
   })
 
-  it("checks signatures when given a secret", async () => {
+  it("checks signatures and their timestamp when given a secret", async () => {
     const app = await start({ secret: "demo-secret" })
     const body = JSON.stringify(message("echo", { body: "signed" }))
-    const signature = `sha256=${createHmac("sha256", "demo-secret").update(body).digest("hex")}`
-    const ok = await post(`${app.url}/messages`, body, { "x-gateway-signature": signature })
+    const signed = (nowMs: number) => {
+      const timestamp = String(Math.floor(nowMs / 1000))
+      return {
+        "x-gateway-timestamp": timestamp,
+        "x-gateway-signature": `sha256=${createHmac("sha256", "demo-secret").update(`${timestamp}.${body}`).digest("hex")}`
+      }
+    }
+    const ok = await post(`${app.url}/messages`, body, signed(Date.now()))
     expect(await ok.json()).toEqual({ action: "reply", data: { body: "signed" } })
     expect((await post(`${app.url}/messages`, body)).status).toBe(401)
-    expect((await post(`${app.url}/messages`, body, { "x-gateway-signature": "sha256=abc" })).status).toBe(401)
+    expect((await post(`${app.url}/messages`, body, { ...signed(Date.now()), "x-gateway-signature": "sha256=abc" })).status)
+      .toBe(401)
+    const replayed = await post(`${app.url}/messages`, body, signed(Date.now() - 301_000))
+    expect(replayed.status).toBe(401)
+    expect(await replayed.json()).toEqual({ error: "stale_timestamp" })
   })
 })

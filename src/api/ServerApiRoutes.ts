@@ -19,7 +19,8 @@ import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
-import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
+import { BroadcastBody } from "../contract/ServerApi.ts"
+import { Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -28,12 +29,6 @@ class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   errors: Schema.optional(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
 }) {}
 
-const BroadcastRequest = Schema.Struct({
-  topic: Schema.NonEmptyString,
-  event: AppEventName,
-  payload: Schema.optional(Schema.Unknown)
-})
-const BroadcastBody = Schema.Union([BroadcastRequest, Schema.Array(BroadcastRequest)])
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
 
 /** A broadcast array past this is refused rather than buffered. */

@@ -16,11 +16,21 @@
 import { createServer } from "node:http"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import type { AuthAnswer, AuthRequest } from "../contract/Auth.ts"
+import type { Action, MessageRequest } from "../contract/Messages.ts"
+import type { Notification, NotifyEvent as ContractNotifyEvent } from "../contract/Notifications.ts"
+import type {
+  ChannelDefinition,
+  EventInput,
+  RateLimit as ContractRateLimit,
+  SchemaDocumentInput,
+  VariableRule
+} from "../contract/SchemaDocument.ts"
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
 import type { SignatureProblem } from "../contract/Signature.ts"
 
 // ---------------------------------------------------------------------------
-// Contract types (as the gateway sends and expects them)
+// Contract types (as the gateway sends and expects them, from `contract/`)
 // ---------------------------------------------------------------------------
 
 /** The four calls the gateway makes on an app. */
@@ -28,98 +38,21 @@ export type CallKind = "schema" | "auth" | "message" | "notify"
 
 export const callKinds: ReadonlyArray<CallKind> = ["schema", "auth", "message", "notify"]
 
-export interface SchemaVariable {
-  readonly type?: string
-  readonly enum?: ReadonlyArray<string>
-  readonly format?: string
-  readonly pattern?: string
-}
+// The contract's shapes under the names this kit has always used.
 
-export interface SchemaChannel {
-  /** `:`-separated segments; `{var}` binds one segment, `*` is a wildcard. */
-  readonly pattern: string
-  readonly description?: string
-  readonly variables?: Readonly<Record<string, SchemaVariable>>
-  /** Permission templates such as `read:{resource}:{id}`. */
-  readonly permissions?: { readonly join?: ReadonlyArray<string>; readonly send?: ReadonlyArray<string> }
-  readonly presence?: boolean
-}
-
-export interface SchemaEvent {
-  readonly name: string
-  readonly allowedChannels: ReadonlyArray<string>
-  readonly payload?: unknown
-}
-
-export interface RateLimit {
-  readonly windowMs: number
-  readonly maxRequests: number
-}
-
-export interface SchemaDocument {
-  readonly version: string
-  readonly channels: ReadonlyArray<SchemaChannel>
-  readonly events: ReadonlyArray<SchemaEvent>
-  readonly rateLimits?: {
-    readonly default: RateLimit
-    readonly byEvent?: Readonly<Record<string, RateLimit>>
-  }
-}
-
-export interface AuthRequestBody {
-  readonly token: string
-  readonly app: string
-  readonly client_type: string
-  readonly connection_type: string
-  readonly remote_ip: string
-  readonly user_agent: string
-}
-
+/** A channel-schema document as an app writes it. */
+export type SchemaDocument = SchemaDocumentInput
+export type SchemaChannel = typeof ChannelDefinition.Encoded
+export type SchemaEvent = typeof EventInput.Encoded
+export type SchemaVariable = typeof VariableRule.Encoded
+export type RateLimit = typeof ContractRateLimit.Encoded
+export type AuthRequestBody = AuthRequest
 /** A successful auth answer. */
-export interface AuthIdentity {
-  readonly client_id: string
-  readonly client_type?: string
-  readonly metadata?: unknown
-  readonly permissions?: ReadonlyArray<string>
-}
-
-export interface MessageRequestBody {
-  readonly app: string
-  readonly event: string
-  readonly payload: unknown
-  readonly channel: string
-  readonly ref: string | null
-  readonly client_id: string
-  readonly client_type: string
-  readonly metadata: unknown
-  readonly connection_id: string
-}
-
-export type MessageAction =
-  | { readonly action: "reply"; readonly data: unknown }
-  | {
-    readonly action: "broadcast"
-    readonly event: string
-    readonly data: unknown
-    readonly topic?: string
-    readonly exclude_sender?: boolean
-  }
-  | { readonly action: "noreply" }
-  | { readonly action: "error"; readonly reason: unknown }
-
-export type NotifyEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
-
-export interface NotifyRequestBody {
-  readonly app: string
-  readonly event: NotifyEvent
-  readonly channel: string | null
-  readonly client_id: string
-  readonly client_type: string
-  readonly metadata: unknown
-  readonly connection_id: string
-  readonly node: string
-  readonly at: string | number
-}
+export type AuthIdentity = typeof AuthAnswer.Encoded
+export type MessageRequestBody = MessageRequest
+export type MessageAction = typeof Action.Encoded
+export type NotifyEvent = ContractNotifyEvent
+export type NotifyRequestBody = Notification
 
 /** Parsed request body by call kind. */
 export interface RequestBodies {

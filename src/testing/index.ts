@@ -5,4 +5,5 @@
  */
 export * from "./FakeApp.ts"
 export * from "./PhoenixClient.ts"
+export * from "./SchemaBuilders.ts"
 export * from "./TestGateway.ts"

@@ -16,6 +16,7 @@ import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse 
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
+import { Problem } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
@@ -26,7 +27,7 @@ import { Broadcaster } from "../fanout/Broadcaster.ts"
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   status: Schema.Number,
   reason: Schema.String,
-  errors: Schema.optional(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
+  errors: Schema.optional(Schema.Array(Problem))
 }) {}
 
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })

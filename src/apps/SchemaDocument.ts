@@ -33,26 +33,23 @@ import type { AnySchema, ErrorObject, Format, ValidateFunction } from "ajv"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import type * as AjvCoreModule from "ajv/dist/core.js"
 import addFormats from "ajv-formats"
-import { Effect, Result, Schema, SchemaIssue, Struct } from "effect"
+import { Effect, Result, Schema, Struct } from "effect"
 import * as Contract from "../contract/SchemaDocument.ts"
 import type { VariableFormat } from "../contract/SchemaDocument.ts"
-import { formatJsonPath } from "../protocol/json.ts"
+import { describeIssue, Problem } from "../contract/Problems.ts"
 
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
 
 /** One problem of a rejected document; `path` looks like `channels[0].variables.id.pattern` ("" = the document itself). */
-export interface DocumentProblem {
-  readonly path: string
-  readonly message: string
-}
+export type DocumentProblem = Problem
 
 export class InvalidSchemaDocument extends Schema.TaggedError<InvalidSchemaDocument>()("InvalidSchemaDocument", {
   /** Human-readable list of every problem with its path, one per line. */
   reason: Schema.String,
   /** The same problems, structured (absent when the error did not come from decoding, e.g. unparsable JSON). */
-  issues: Schema.optionalKey(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
+  issues: Schema.optionalKey(Schema.Array(Problem))
 }) {
   // Logs and `Cause` renderings show `message`; without this it would be empty.
   override get message(): string {
@@ -581,14 +578,8 @@ export const invalidSchemaDocument = (problems: ReadonlyArray<DocumentProblem>):
     issues: problems
   })
 
-const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
-
 /** Every problem of a failed Schema decode as `{path, message}`, for answers and logs. */
-export const describeIssue = (issue: SchemaIssue.Issue): ReadonlyArray<DocumentProblem> =>
-  formatIssues(issue).issues.map((problem) => ({
-    path: formatJsonPath(problem.path ?? []),
-    message: problem.message
-  }))
+export { describeIssue }
 
 const decodeShape = Schema.decodeUnknownEffect(SchemaDocument, { errors: "all" })
 

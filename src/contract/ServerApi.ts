@@ -1,6 +1,7 @@
 /** The server API (CONTRACT §4): what an app calls on the gateway, bodies and answers. */
 import { Schema } from "effect"
 import { AppEventName } from "./Messages.ts"
+import { Problem } from "./Problems.ts"
 
 export const BroadcastRequest = Schema.Struct({
   topic: Schema.NonEmptyString,
@@ -46,9 +47,6 @@ export const PresenceAnswer = Schema.Struct({ topic: Schema.String, presences: P
 
 /** `POST /api/apps/:app/schema/refresh`, 200: the version now in force. */
 export const SchemaRefreshAnswer = Schema.Struct({ version: Schema.String })
-
-/** One problem of an invalid body; `path` looks like `[0].event`. */
-export const Problem = Schema.Struct({ path: Schema.String, message: Schema.String })
 
 /** Every refusal: 400 `invalid_json` / `invalid_body` (with `errors`), 401, 404, 502, 503. */
 export const ApiError = Schema.Struct({

@@ -7,6 +7,7 @@
 export * from "./Auth.ts"
 export * from "./Messages.ts"
 export * from "./Notifications.ts"
+export * from "./Problems.ts"
 export * from "./SchemaDocument.ts"
 export * from "./ServerApi.ts"
 export * from "./Signature.ts"

@@ -91,6 +91,9 @@ export const withAllowedChannels = (input: typeof EventInput) =>
     encode: SchemaGetter.transform((event: typeof EventShape.Encoded): typeof EventInput.Type => event)
   }))
 
+/** An event as an app writes it. */
+export type SchemaEventInput = typeof EventInput.Encoded
+
 export const EventDefinition = withAllowedChannels(EventInput)
 export type EventDefinition = typeof EventDefinition.Type
 

@@ -5,7 +5,7 @@
  * - the example app and its integration test (`examples/demo/`, importing
  *   `realtime-gateway/app` and `realtime-gateway/testing` by name) type-check
  *   and pass against a real gateway, on Node and on Bun;
- * - the SDK's fetch handler serves the app under `Bun.serve`;
+ * - the SDK's fetch handler serves the app under `Bun.serve` and `Deno.serve`;
  * - an app that pushes or handles a payload of the wrong type fails `tsc`
  *   with a message naming the line and the types.
  *
@@ -24,6 +24,17 @@ const run = promisify(execFile)
 const root = new URL("../..", import.meta.url).pathname
 const repoModules = join(root, "node_modules")
 const bun = join(repoModules, "bun", "bin", "bun.exe")
+const deno = join(repoModules, "deno", "deno")
+
+/** Fetches the app's schema document through the runtime's own server; prints `status etagMatches version`. */
+const schemaFetch = (serveLine: string, port: string, stopLine: string) => [
+  "import { makeDemoApp } from \"./app.ts\"",
+  "const app = makeDemoApp()",
+  serveLine,
+  `const answer = await fetch(\`http://127.0.0.1:\${${port}}\${app.paths.schema}\`)`,
+  "console.log(answer.status, answer.headers.get(\"etag\") === app.etag, (await answer.json()).version)",
+  stopLine
+].join("\n")
 
 let project: string
 
@@ -123,15 +134,26 @@ describe("the packed package, installed in a fresh project", () => {
     const test = await run(bun, ["test", "./app.test.ts"], { cwd: project, timeout: 120_000 })
     expect(test.stderr).toContain("5 pass")
     expect(test.stderr).toContain("0 fail")
-    writeFileSync(join(project, "serve-on-bun.mjs"), [
-      "import { makeDemoApp } from \"./app.ts\"",
-      "const app = makeDemoApp()",
+    writeFileSync(join(project, "serve-on-bun.mjs"), schemaFetch(
       "const server = Bun.serve({ port: 0, hostname: \"127.0.0.1\", fetch: app.fetch })",
-      "const answer = await fetch(`http://127.0.0.1:${server.port}${app.paths.schema}`)",
-      "console.log(answer.status, answer.headers.get(\"etag\") === app.etag, (await answer.json()).version)",
+      "server.port",
       "server.stop(true)"
-    ].join("\n"))
+    ))
     const served = await run(bun, ["serve-on-bun.mjs"], { cwd: project, timeout: 60_000 })
+    expect(served.stdout.trim()).toBe("200 true 1")
+  })
+
+  it("serves the app with Deno.serve", async () => {
+    writeFileSync(join(project, "serve-on-deno.ts"), schemaFetch(
+      "const server = Deno.serve({ port: 0, hostname: \"127.0.0.1\", onListen: () => {} }, app.fetch)",
+      "server.addr.port",
+      "await server.shutdown()"
+    ))
+    const served = await run(deno, ["run", "-A", "--node-modules-dir=manual", "serve-on-deno.ts"], {
+      cwd: project,
+      timeout: 60_000,
+      env: { ...process.env, DENO_NO_UPDATE_CHECK: "1", DENO_DIR: join(project, ".deno") }
+    })
     expect(served.stdout.trim()).toBe("200 true 1")
   })
 

@@ -22,7 +22,7 @@
  * gateway turns into `api_error` / `auth_service_error`.
  */
 import { createHash } from "node:crypto"
-import { Cause, Effect, Exit, Schema } from "effect"
+import { Cause, Effect, Exit, Result, Schema } from "effect"
 import { HttpEffect, HttpRouter } from "effect/http"
 import { AuthAnswer, AuthRequest } from "../contract/Auth.ts"
 import { MessageActions, MessageRequest } from "../contract/Messages.ts"
@@ -266,6 +266,19 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
     return new Response(documentBody, { status: 200, headers: { "content-type": "application/json", etag } })
   }
 
+  /** A handler's answer as a 200 once the contract's Schema accepts it; otherwise a 500, reported. */
+  const checkedAnswer = (
+    call: CallKind,
+    answer: unknown,
+    check: (answer: unknown) => Result.Result<unknown, Schema.SchemaError>,
+    what: string
+  ): Response => {
+    const checked = check(answer)
+    if (Result.isSuccess(checked)) return json(200, answer)
+    onError(call, new Error(`${what} is outside the contract: ${checked.failure.message}`))
+    return refusal(500, "invalid_answer")
+  }
+
   const answerAuth = async (body: unknown): Promise<Response> => {
     const decoded = decodeAuthRequest(body)
     if (decoded._tag === "Failure") return refusal(400, "invalid_body", describeIssue(decoded.failure.issue))
@@ -277,12 +290,7 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
       return refusal(500, "auth_failed")
     }
     if (exit.value === null) return refusal(401, "unauthorized")
-    const checked = checkAuthAnswer(exit.value)
-    if (checked._tag === "Failure") {
-      onError("auth", new Error(`the auth answer is outside the contract: ${checked.failure.message}`))
-      return refusal(500, "invalid_answer")
-    }
-    return json(200, exit.value)
+    return checkedAnswer("auth", exit.value, checkAuthAnswer, "the auth answer")
   }
 
   const answerMessage = async (body: unknown): Promise<Response> => {
@@ -302,12 +310,7 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
       onError("message", error)
       return refusal(500, "message_failed")
     }
-    const checked = checkActions(exit.value)
-    if (checked._tag === "Failure") {
-      onError("message", new Error(`the answer to "${message.event}" is outside the contract: ${checked.failure.message}`))
-      return refusal(500, "invalid_answer")
-    }
-    return json(200, exit.value)
+    return checkedAnswer("message", exit.value, checkActions, `the answer to "${message.event}"`)
   }
 
   const answerNotify = async (body: unknown): Promise<Response> => {

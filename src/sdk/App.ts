@@ -135,7 +135,7 @@ export interface AppDefinition<E extends Events> {
   readonly notify?: (notification: Notification) => Handled<void>
   /** Paths when the gateway is configured with other endpoints. */
   readonly paths?: Partial<Readonly<Record<CallKind, string>>>
-  /** A handler failed unexpectedly or answered outside the contract (default: `console.error`). */
+  /** A call was refused for its signature, or a handler failed unexpectedly or answered outside the contract (default: `console.error`). */
   readonly onError?: (call: CallKind, error: unknown) => void
 }
 
@@ -252,7 +252,7 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
   const paths: Readonly<Record<CallKind, string>> = { ...defaultPaths, ...definition.paths }
   const kindOfPath = new Map<string, CallKind>(Object.entries(paths).map(([kind, path]) => [path, kind as CallKind]))
   const onError = definition.onError ??
-    ((call, error) => console.error(`realtime app: the ${call} handler failed`, error))
+    ((call, error) => console.error(`realtime app, ${call} call:`, error))
   const payloadDecoders = new Map(
     Object.entries(definition.events).map(([name, event]) => [name, decoderOf(Schema.toCodecJson(event.payload))])
   )
@@ -343,7 +343,11 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
         request.headers.get(SIGNATURE_HEADER),
         { toleranceSeconds: definition.signatureToleranceSeconds }
       )
-      if (problem !== undefined) return refusal(401, problem)
+      if (problem !== undefined) {
+        // a wrong secret on either side looks like this on every call: worth a line in the app's log
+        onError(kind, new Error(`refused a call without a valid signature (${problem})`))
+        return refusal(401, problem)
+      }
     }
     if (kind === "schema") return answerSchema(request)
     let body: unknown

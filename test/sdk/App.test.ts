@@ -145,6 +145,7 @@ describe("the fetch handler", () => {
     const replayed = await app.fetch(signed("/messages", messageBody("say", { text: "hi" }), Date.now() - 301_000))
     expect(replayed.status).toBe(401)
     expect(await replayed.json()).toEqual({ reason: "stale_timestamp" })
+    expect(failures.at(-1)).toBe("message: Error: refused a call without a valid signature (stale_timestamp)")
   })
 
   it("answers auth: the identity, 401 for null, 403 for AuthRefused, 500 for an answer outside the contract", async () => {

@@ -9,9 +9,9 @@
  * message handler, and failure switches (an HTTP status, a request that never
  * answers, invalid JSON, a dropped connection, a slow answer).
  *
- * Only `node:http` and `node:crypto` are used, so it does not depend on the
- * gateway's internals: it checks the gateway from the outside, as a real app
- * would see it.
+ * Besides `node:http`, it uses only the contract (`contract/`: the shapes'
+ * types and the signature check), not the gateway's internals: it checks the
+ * gateway from the outside, as a real app would see it.
  */
 import { createServer } from "node:http"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"

@@ -20,6 +20,13 @@ const summaryLine = {
 }
 
 export default defineConfig({
+  // The package's own entry points (`examples/` imports them as an app would) are its sources here.
+  resolve: {
+    alias: {
+      "realtime-gateway/app": new URL("./src/sdk/index.ts", import.meta.url).pathname,
+      "realtime-gateway/testing": new URL("./src/testing/index.ts", import.meta.url).pathname
+    }
+  },
   test: {
     testTimeout: 30_000,
     hookTimeout: 60_000,
@@ -27,7 +34,7 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "gateway", include: ["test/**/*.test.ts"], exclude: ["test/cluster/**"] }
+        test: { name: "gateway", include: ["test/**/*.test.ts", "examples/**/*.test.ts"], exclude: ["test/cluster/**"] }
       },
       {
         // Each cluster file runs four or more gateway processes and PostgreSQL:

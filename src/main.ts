@@ -7,7 +7,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Effect, Exit, Layer, Runtime } from "effect"
 import { loadFromProcess, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
-import { startDemoApp } from "./demo/DemoApp.ts"
+import { startDemoApp } from "../examples/demo/app.ts"
 import { makeGatewayLayer } from "./Gateway.ts"
 import * as Logging from "./observability/Logging.ts"
 

@@ -16,25 +16,21 @@ import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse 
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
+import { Problem } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
-import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
+import { BroadcastBody } from "../contract/ServerApi.ts"
+import { Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   status: Schema.Number,
   reason: Schema.String,
-  errors: Schema.optional(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
+  errors: Schema.optional(Schema.Array(Problem))
 }) {}
 
-const BroadcastRequest = Schema.Struct({
-  topic: Schema.NonEmptyString,
-  event: AppEventName,
-  payload: Schema.optional(Schema.Unknown)
-})
-const BroadcastBody = Schema.Union([BroadcastRequest, Schema.Array(BroadcastRequest)])
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
 
 /** Connections per page of `GET /connections`, by default and at most. */

@@ -4,9 +4,10 @@
  * variables), which events may be pushed on them, the permissions both need,
  * the payload each event accepts, and optional rate limits.
  *
- * This module owns the document's shape (an effect Schema) and the small
- * languages embedded in it, because a document is only accepted when every
- * part of it can later be compiled:
+ * The document's shape is declared in `contract/SchemaDocument.ts` (shared
+ * with the SDK and the test kit); this module adds to it the rules of the
+ * small languages embedded in it, because a document is only accepted when
+ * every part of it can later be compiled:
  *
  * - topic patterns (`room:{id}`, `user-{id}:inbox`, `room:*`), see
  *   {@link parseTopicPattern};
@@ -32,24 +33,23 @@ import type { AnySchema, ErrorObject, Format, ValidateFunction } from "ajv"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import type * as AjvCoreModule from "ajv/dist/core.js"
 import addFormats from "ajv-formats"
-import { Effect, Result, Schema, SchemaGetter, SchemaIssue } from "effect"
-import { formatJsonPath } from "../protocol/json.ts"
+import { Effect, Result, Schema, Struct } from "effect"
+import * as Contract from "../contract/SchemaDocument.ts"
+import type { VariableFormat } from "../contract/SchemaDocument.ts"
+import { describeIssue, Problem } from "../contract/Problems.ts"
 
 // ---------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------
 
 /** One problem of a rejected document; `path` looks like `channels[0].variables.id.pattern` ("" = the document itself). */
-export interface DocumentProblem {
-  readonly path: string
-  readonly message: string
-}
+export type DocumentProblem = Problem
 
 export class InvalidSchemaDocument extends Schema.TaggedError<InvalidSchemaDocument>()("InvalidSchemaDocument", {
   /** Human-readable list of every problem with its path, one per line. */
   reason: Schema.String,
   /** The same problems, structured (absent when the error did not come from decoding, e.g. unparsable JSON). */
-  issues: Schema.optionalKey(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
+  issues: Schema.optionalKey(Schema.Array(Problem))
 }) {
   // Logs and `Cause` renderings show `message`; without this it would be empty.
   override get message(): string {
@@ -195,7 +195,7 @@ export const parseTemplate = (template: string): Result.Result<ParsedTemplate, s
 // ---------------------------------------------------------------------------
 
 /** An event's `payload`: a JSON Schema (object or boolean) or the shorthand form. */
-export type PayloadSpec = { readonly [key: string]: unknown } | boolean
+export type PayloadSpec = Contract.PayloadSpec
 
 /** One payload validation failure; `path` is a JSON Pointer into the payload ("" = the payload itself). */
 export interface PayloadError {
@@ -386,12 +386,7 @@ export const compilePayloadSpec = (
 // Variable rules
 // ---------------------------------------------------------------------------
 
-export const VariableType = Schema.Literals(["string", "integer", "number", "uuid", "boolean"])
-export type VariableType = typeof VariableType.Type
-
-/** Formats usable on a topic segment (formats whose values contain `:` could never match one). */
-export const VariableFormat = Schema.Literals(["uuid", "email", "hostname", "ipv4", "date"])
-export type VariableFormat = typeof VariableFormat.Type
+export { VariableFormat, VariableType } from "../contract/SchemaDocument.ts"
 
 /** Any version, either case; also used for variables of type "uuid". */
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -423,25 +418,9 @@ export const compileVariablePattern = (pattern: string): Result.Result<RegExp, s
   }
 }
 
-// A version or an enum entry may be written as a number; topic segments and
-// versions are strings, so numbers are kept as their decimal text.
-const StringOrNumber = Schema.Union([Schema.String, Schema.flip(Schema.FiniteFromString)]).annotate({
-  expected: "a string or a number"
-})
-
 const NUMERIC_TYPES: ReadonlySet<string> = new Set(["integer", "number"])
 
-export const VariableRule = Schema.Struct({
-  type: Schema.optionalKey(VariableType),
-  enum: Schema.optionalKey(Schema.Array(StringOrNumber)),
-  format: Schema.optionalKey(VariableFormat),
-  pattern: Schema.optionalKey(Schema.String),
-  minLength: Schema.optionalKey(Schema.Natural),
-  maxLength: Schema.optionalKey(Schema.Natural),
-  minimum: Schema.optionalKey(Schema.Finite),
-  maximum: Schema.optionalKey(Schema.Finite),
-  description: Schema.optionalKey(Schema.String)
-}).check(Schema.makeFilter((rule) => {
+export const VariableRule = Contract.VariableRule.check(Schema.makeFilter((rule) => {
   const issues: Array<Schema.FilterIssue> = []
   if (rule.pattern !== undefined) {
     const compiled = compileVariablePattern(rule.pattern)
@@ -469,18 +448,9 @@ export type VariableRule = typeof VariableRule.Type
 // Channels
 // ---------------------------------------------------------------------------
 
-const PermissionList = Schema.Array(Schema.String)
-
-export const ChannelDefinition = Schema.Struct({
-  pattern: Schema.String,
-  description: Schema.optionalKey(Schema.String),
-  variables: Schema.optionalKey(Schema.Record(Schema.String, VariableRule)),
-  permissions: Schema.optionalKey(Schema.Struct({
-    join: Schema.optionalKey(PermissionList),
-    send: Schema.optionalKey(PermissionList)
-  })),
-  presence: Schema.optionalKey(Schema.Boolean)
-}).check(Schema.makeFilter((channel) => {
+export const ChannelDefinition = Contract.ChannelDefinition.mapFields(Struct.assign({
+  variables: Schema.optionalKey(Schema.Record(Schema.String, VariableRule))
+})).check(Schema.makeFilter((channel) => {
   const issues: Array<Schema.FilterIssue> = []
   const parsed = parseTopicPattern(channel.pattern)
   if (Result.isFailure(parsed)) return { path: ["pattern"], issue: parsed.failure }
@@ -514,24 +484,11 @@ export type ChannelDefinition = typeof ChannelDefinition.Type
 // Events
 // ---------------------------------------------------------------------------
 
-const PayloadSpecSchema = Schema.Union([Schema.Record(Schema.String, Schema.Unknown), Schema.Boolean]).annotate({
-  expected: "a JSON Schema or a shorthand object such as {\"title\": \"string\"}"
-})
-
-const EventPermissions = Schema.Struct({ send: Schema.optionalKey(PermissionList) })
-
 const sameList = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean =>
   a.length === b.length && a.every((value, index) => value === b[index])
 
 /** The event as written: `allowedChannels` or its alias `channels`. */
-const EventInput = Schema.Struct({
-  name: Schema.NonEmptyString,
-  description: Schema.optionalKey(Schema.String),
-  allowedChannels: Schema.optionalKey(PermissionList),
-  channels: Schema.optionalKey(PermissionList),
-  payload: Schema.optionalKey(PayloadSpecSchema),
-  permissions: Schema.optionalKey(EventPermissions)
-}).check(Schema.makeFilter((event) => {
+const EventInput = Contract.EventInput.check(Schema.makeFilter((event) => {
   const { allowedChannels, channels } = event
   if (allowedChannels === undefined && channels === undefined) {
     return { path: ["allowedChannels"], issue: "missing allowedChannels (or its alias channels), use [\"*\"] for any topic" }
@@ -556,38 +513,14 @@ const EventInput = Schema.Struct({
   return issues
 }))
 
-const EventShape = Schema.Struct({
-  name: Schema.NonEmptyString,
-  description: Schema.optionalKey(Schema.String),
-  allowedChannels: PermissionList,
-  payload: Schema.optionalKey(PayloadSpecSchema),
-  permissions: Schema.optionalKey(EventPermissions)
-})
-
-export const EventDefinition = EventInput.pipe(Schema.decodeTo(EventShape, {
-  decode: SchemaGetter.transform((input: typeof EventInput.Type): typeof EventShape.Encoded => {
-    const { channels, allowedChannels, ...rest } = input
-    return { ...rest, allowedChannels: allowedChannels ?? channels ?? [] }
-  }),
-  encode: SchemaGetter.transform((event: typeof EventShape.Encoded): typeof EventInput.Type => event)
-}))
+export const EventDefinition = Contract.withAllowedChannels(EventInput)
 export type EventDefinition = typeof EventDefinition.Type
 
 // ---------------------------------------------------------------------------
 // Rate limits
 // ---------------------------------------------------------------------------
 
-const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
-
-export const RateLimit = Schema.Struct({ windowMs: PositiveInt, maxRequests: PositiveInt })
-export type RateLimit = typeof RateLimit.Type
-
-export const RateLimits = Schema.Struct({
-  default: Schema.optionalKey(RateLimit),
-  // Keys are event names; names the document does not define are allowed (e.g. "phx_join").
-  byEvent: Schema.optionalKey(Schema.Record(Schema.String, RateLimit))
-})
-export type RateLimits = typeof RateLimits.Type
+export { RateLimit, RateLimits } from "../contract/SchemaDocument.ts"
 
 // ---------------------------------------------------------------------------
 // The document
@@ -598,12 +531,10 @@ const patternVariables = (pattern: string): ReadonlyArray<string> => {
   return Result.isSuccess(parsed) ? parsed.success.variables : []
 }
 
-export const SchemaDocument = Schema.Struct({
-  version: StringOrNumber,
+export const SchemaDocument = Contract.SchemaDocument.mapFields(Struct.assign({
   channels: Schema.Array(ChannelDefinition),
-  events: Schema.Array(EventDefinition),
-  rateLimits: Schema.optionalKey(RateLimits)
-}).check(Schema.makeFilter((doc) => {
+  events: Schema.Array(EventDefinition)
+})).check(Schema.makeFilter((doc) => {
   const issues: Array<Schema.FilterIssue> = []
   const firstIndex = new Map<string, number>()
   // Event-level send permissions are filled with the variables of the channel
@@ -647,14 +578,8 @@ export const invalidSchemaDocument = (problems: ReadonlyArray<DocumentProblem>):
     issues: problems
   })
 
-const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
-
 /** Every problem of a failed Schema decode as `{path, message}`, for answers and logs. */
-export const describeIssue = (issue: SchemaIssue.Issue): ReadonlyArray<DocumentProblem> =>
-  formatIssues(issue).issues.map((problem) => ({
-    path: formatJsonPath(problem.path ?? []),
-    message: problem.message
-  }))
+export { describeIssue }
 
 const decodeShape = Schema.decodeUnknownEffect(SchemaDocument, { errors: "all" })
 

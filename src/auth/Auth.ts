@@ -9,6 +9,7 @@
  */
 import { Context, Effect, Layer, Schema } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
+import type { AuthAnswer, AuthRequest as AuthRequestBody } from "../contract/Auth.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import type { UpstreamAnswer } from "../upstream/Upstream.ts"
 import type { UpstreamError } from "../upstream/errors.ts"
@@ -18,13 +19,7 @@ import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
 
 /** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
-export const AuthAnswer = Schema.Struct({
-  client_id: Schema.NonEmptyString,
-  client_type: Schema.optional(Schema.String),
-  metadata: Schema.optional(Schema.Record(Schema.String, Schema.Unknown)),
-  permissions: Schema.optional(Schema.Array(Schema.String))
-})
-export type AuthAnswer = typeof AuthAnswer.Type
+export { AuthAnswer } from "../contract/Auth.ts"
 
 /**
  * The body of a 200 answer, decoded by hand: it runs for every connection,
@@ -140,7 +135,7 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
             connection_type: "websocket",
             remote_ip: request.remoteIp,
             user_agent: request.userAgent
-          }
+          } satisfies AuthRequestBody
         }, (error, answer) => {
           let outcome: AuthError | Identity
           try {

@@ -4,20 +4,11 @@
  * is declared here once.
  */
 import { Schema } from "effect"
+import { RateLimit } from "../contract/SchemaDocument.ts"
 import type { RateLimits } from "../ratelimit/RateLimiter.ts"
 
 /** One live connection, as the server API lists it (CONTRACT §4). */
-export const ConnectionInfo = Schema.Struct({
-  connection_id: Schema.String,
-  client_id: Schema.String,
-  client_type: Schema.String,
-  metadata: Schema.Record(Schema.String, Schema.Unknown),
-  node: Schema.String,
-  connected_at: Schema.String,
-  last_ping: Schema.String,
-  topics: Schema.Array(Schema.String)
-})
-export type ConnectionInfo = typeof ConnectionInfo.Type
+export { ConnectionInfo, PresenceState } from "../contract/ServerApi.ts"
 
 /**
  * One presence of a client on a topic: `key` is the client id, `ref` the
@@ -31,10 +22,6 @@ export const PresenceEntry = Schema.Struct({
 })
 export type PresenceEntry = typeof PresenceEntry.Type
 
-/** Phoenix's presence state: client id → its metas, one per connection that joined. */
-export const PresenceState = Schema.Record(Schema.String, Schema.Struct({ metas: Schema.Array(Schema.Unknown) }))
-export type PresenceState = typeof PresenceState.Type
-
 /** A broadcast on its way to a node's subscribers. */
 export const BroadcastMessage = Schema.Struct({
   /** Unique per broadcast, so that a delivery repeated after a cluster retry is dropped. */
@@ -47,8 +34,6 @@ export const BroadcastMessage = Schema.Struct({
   excludeConnectionId: Schema.optional(Schema.String)
 })
 export type BroadcastMessage = typeof BroadcastMessage.Type
-
-const RateLimit = Schema.Struct({ windowMs: Schema.Number, maxRequests: Schema.Number })
 
 /** An app's push limits as they travel to a Client entity (the schema's `rateLimits`, compiled). */
 export const RateLimitsMessage = Schema.Struct({

@@ -23,12 +23,7 @@ export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("Broa
 }
 
 /** Events an app may broadcast: `phx_` events are the protocol's own (a broadcast `phx_close` would close channels). */
-export const isAppEventName = (event: unknown): event is string =>
-  typeof event === "string" && event.length > 0 && !event.startsWith("phx_")
-
-export const AppEventName = Schema.NonEmptyString.check(
-  Schema.makeFilter((event: string) => isAppEventName(event) || "events starting with phx_ are reserved")
-)
+export { AppEventName, isAppEventName } from "../contract/Messages.ts"
 
 export interface BroadcasterShape {
   readonly publish: (broadcast: Omit<Broadcast, "id">) => Effect.Effect<void, BroadcastFailed>

@@ -23,14 +23,12 @@
  * spent tokens recently.
  */
 import { Clock, Context, Effect, Layer, Schedule } from "effect"
+import type { RateLimit } from "../contract/SchemaDocument.ts"
 import { addressKey } from "./addressKey.ts"
 import * as TokenBucket from "./TokenBucket.ts"
 
 /** `maxRequests` per `windowMs`, both positive integers. */
-export interface RateLimit {
-  readonly windowMs: number
-  readonly maxRequests: number
-}
+export type { RateLimit } from "../contract/SchemaDocument.ts"
 
 /** The push limits of an app's current schema (structurally the compiled schema's `rateLimits`). */
 export interface RateLimits {

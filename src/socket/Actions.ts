@@ -2,31 +2,16 @@
  * The actions an app answers a forwarded message with (CONTRACT §3): one
  * action or an array of them.
  *
- * `MessageAnswer` is the definition; `parseMessageAnswer` is the decoder the
+ * `MessageAnswer` (in the contract) is the definition; `parseMessageAnswer` is the decoder the
  * push path runs, written by hand because it runs for every push and the
  * generic decoder cost a measurable share of a round trip. A test holds the
  * two to the same verdicts.
  */
-import { Schema } from "effect"
-import { AppEventName, isAppEventName } from "../fanout/Broadcaster.ts"
+import { isAppEventName } from "../contract/Messages.ts"
+import type { Action } from "../contract/Messages.ts"
 import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 
-export const Action = Schema.Union([
-  Schema.Struct({ action: Schema.Literal("reply"), data: Schema.optional(Schema.Unknown) }),
-  Schema.Struct({
-    action: Schema.Literal("broadcast"),
-    event: AppEventName,
-    data: Schema.optional(Schema.Unknown),
-    topic: Schema.optional(Schema.NonEmptyString),
-    exclude_sender: Schema.optional(Schema.Boolean)
-  }),
-  Schema.Struct({ action: Schema.Literal("noreply") }),
-  Schema.Struct({ action: Schema.Literal("error"), reason: Schema.Unknown })
-])
-export type Action = typeof Action.Type
-
-/** The body of a 200 answer of the message endpoint. */
-export const MessageAnswer = Schema.fromJsonString(Schema.Union([Action, Schema.Array(Action)]))
+export { Action, MessageAnswer } from "../contract/Messages.ts"
 
 const isOptional = (value: unknown, is: (value: unknown) => boolean) => value === undefined || is(value)
 const isNonEmptyString = (value: unknown) => typeof value === "string" && value.length > 0

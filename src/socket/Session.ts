@@ -14,6 +14,7 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { ChannelMatch, CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
+import type { NotifyEvent } from "../contract/Notifications.ts"
 import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
@@ -42,7 +43,7 @@ export const bucketLimit = (perSecond: number, burst: number): BucketLimit => ({
 })
 
 /** Lifecycle events the app is notified of (CONTRACT §3, notify). */
-export type LifecycleEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
+export type LifecycleEvent = NotifyEvent
 
 /** Node-wide services and limits every session uses; one instance per node. */
 export interface SessionHub {

@@ -9,17 +9,28 @@
  * message handler, and failure switches (an HTTP status, a request that never
  * answers, invalid JSON, a dropped connection, a slow answer).
  *
- * Only `node:http` and `node:crypto` are used, so it does not depend on the
- * gateway's internals: it checks the gateway from the outside, as a real app
- * would see it.
+ * Besides `node:http`, it uses only the contract (`contract/`: the shapes'
+ * types and the signature check), not the gateway's internals: it checks the
+ * gateway from the outside, as a real app would see it.
  */
-import { createHmac, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
+import type { AuthAnswer, AuthRequest } from "../contract/Auth.ts"
+import type { Action, MessageRequest } from "../contract/Messages.ts"
+import type { Notification, NotifyEvent as ContractNotifyEvent } from "../contract/Notifications.ts"
+import type {
+  ChannelDefinition,
+  EventInput,
+  RateLimit as ContractRateLimit,
+  SchemaDocumentInput,
+  VariableRule
+} from "../contract/SchemaDocument.ts"
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
+import type { SignatureProblem } from "../contract/Signature.ts"
 
 // ---------------------------------------------------------------------------
-// Contract types (as the gateway sends and expects them)
+// Contract types (as the gateway sends and expects them, from `contract/`)
 // ---------------------------------------------------------------------------
 
 /** The four calls the gateway makes on an app. */
@@ -27,98 +38,21 @@ export type CallKind = "schema" | "auth" | "message" | "notify"
 
 export const callKinds: ReadonlyArray<CallKind> = ["schema", "auth", "message", "notify"]
 
-export interface SchemaVariable {
-  readonly type?: string
-  readonly enum?: ReadonlyArray<string>
-  readonly format?: string
-  readonly pattern?: string
-}
+// The contract's shapes under the names this kit has always used.
 
-export interface SchemaChannel {
-  /** `:`-separated segments; `{var}` binds one segment, `*` is a wildcard. */
-  readonly pattern: string
-  readonly description?: string
-  readonly variables?: Readonly<Record<string, SchemaVariable>>
-  /** Permission templates such as `read:{resource}:{id}`. */
-  readonly permissions?: { readonly join?: ReadonlyArray<string>; readonly send?: ReadonlyArray<string> }
-  readonly presence?: boolean
-}
-
-export interface SchemaEvent {
-  readonly name: string
-  readonly allowedChannels: ReadonlyArray<string>
-  readonly payload?: unknown
-}
-
-export interface RateLimit {
-  readonly windowMs: number
-  readonly maxRequests: number
-}
-
-export interface SchemaDocument {
-  readonly version: string
-  readonly channels: ReadonlyArray<SchemaChannel>
-  readonly events: ReadonlyArray<SchemaEvent>
-  readonly rateLimits?: {
-    readonly default: RateLimit
-    readonly byEvent?: Readonly<Record<string, RateLimit>>
-  }
-}
-
-export interface AuthRequestBody {
-  readonly token: string
-  readonly app: string
-  readonly client_type: string
-  readonly connection_type: string
-  readonly remote_ip: string
-  readonly user_agent: string
-}
-
+/** A channel-schema document as an app writes it. */
+export type SchemaDocument = SchemaDocumentInput
+export type SchemaChannel = typeof ChannelDefinition.Encoded
+export type SchemaEvent = typeof EventInput.Encoded
+export type SchemaVariable = typeof VariableRule.Encoded
+export type RateLimit = typeof ContractRateLimit.Encoded
+export type AuthRequestBody = AuthRequest
 /** A successful auth answer. */
-export interface AuthIdentity {
-  readonly client_id: string
-  readonly client_type?: string
-  readonly metadata?: unknown
-  readonly permissions?: ReadonlyArray<string>
-}
-
-export interface MessageRequestBody {
-  readonly app: string
-  readonly event: string
-  readonly payload: unknown
-  readonly channel: string
-  readonly ref: string | null
-  readonly client_id: string
-  readonly client_type: string
-  readonly metadata: unknown
-  readonly connection_id: string
-}
-
-export type MessageAction =
-  | { readonly action: "reply"; readonly data: unknown }
-  | {
-    readonly action: "broadcast"
-    readonly event: string
-    readonly data: unknown
-    readonly topic?: string
-    readonly exclude_sender?: boolean
-  }
-  | { readonly action: "noreply" }
-  | { readonly action: "error"; readonly reason: unknown }
-
-export type NotifyEvent = "connection:established" | "connection:closed" | "channel:joined" | "channel:left"
-
-export interface NotifyRequestBody {
-  readonly app: string
-  readonly event: NotifyEvent
-  readonly channel: string | null
-  readonly client_id: string
-  readonly client_type: string
-  readonly metadata: unknown
-  readonly connection_id: string
-  readonly node: string
-  readonly at: string | number
-}
+export type AuthIdentity = typeof AuthAnswer.Encoded
+export type MessageRequestBody = MessageRequest
+export type MessageAction = typeof Action.Encoded
+export type NotifyEvent = ContractNotifyEvent
+export type NotifyRequestBody = Notification
 
 /** Parsed request body by call kind. */
 export interface RequestBodies {
@@ -151,8 +85,13 @@ export interface RecordedRequest<K extends RecordedKind = RecordedKind> {
   readonly body: RequestBodies[K]
   /** `Date.now()` when the body was fully received. */
   readonly at: number
-  /** Set only when the fake has a `secret`: whether `x-gateway-signature` matched the body. */
+  /**
+   * Set only when the fake has a `secret`: whether `x-gateway-signature` matched
+   * `x-gateway-timestamp` and the body, with the timestamp within the tolerance.
+   */
   readonly signatureValid?: boolean
+  /** Why the signature was refused, when it was. */
+  readonly signatureProblem?: SignatureProblem
 }
 
 // ---------------------------------------------------------------------------
@@ -212,10 +151,12 @@ export interface FakeAppOptions {
   readonly auth?: AuthHandler | TokenTable
   /** Initial message handler; echoes the payload as a reply when omitted. */
   readonly messageHandler?: MessageHandler
-  /** When set, `x-gateway-signature` is checked and the outcome recorded in `signatureValid`. */
+  /** When set, `x-gateway-timestamp` and `x-gateway-signature` are checked and the outcome recorded in `signatureValid`. */
   readonly secret?: string
-  /** With a `secret`, answer 401 to requests whose signature is missing or wrong (default: only record). */
+  /** With a `secret`, answer 401 to requests whose signature is missing, wrong or stale (default: only record). */
   readonly enforceSignature?: boolean
+  /** How far a signed call's timestamp may be from this clock; 300 s (CONTRACT §3) when omitted. */
+  readonly signatureToleranceSeconds?: number
   /** Endpoint paths, when the app under test is configured with non-default ones. */
   readonly paths?: Partial<Readonly<Record<CallKind, string>>>
 }
@@ -332,13 +273,6 @@ const parseJson = (raw: string): unknown => {
   } catch {
     return undefined
   }
-}
-
-const signatureMatches = (secret: string, rawBody: string, header: string | undefined): boolean => {
-  if (header === undefined || !header.startsWith("sha256=")) return false
-  const expected = Buffer.from(createHmac("sha256", secret).update(rawBody, "utf8").digest("hex"), "utf8")
-  const given = Buffer.from(header.slice("sha256=".length).toLowerCase(), "utf8")
-  return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
 /** `If-None-Match` may list several tags, weak ones, or `*`. */
@@ -496,9 +430,14 @@ export const startFakeApp = async (options: FakeAppOptions = {}): Promise<FakeAp
     const url = incoming.url ?? "/"
     const path = url.split("?")[0] ?? url
     const kind = kindOf(method, path)
-    const signatureValid = secret === undefined
-      ? undefined
-      : signatureMatches(secret, rawBody, headerValue(incoming.headers, "x-gateway-signature"))
+    const signatureProblem = secret === undefined ? undefined : verifySignature(
+      secret,
+      rawBody,
+      headerValue(incoming.headers, TIMESTAMP_HEADER),
+      headerValue(incoming.headers, SIGNATURE_HEADER),
+      { toleranceSeconds: options.signatureToleranceSeconds }
+    )
+    const signatureValid = secret === undefined ? undefined : signatureProblem === undefined
     seq += 1
     const request: RecordedRequest = {
       seq,
@@ -510,12 +449,13 @@ export const startFakeApp = async (options: FakeAppOptions = {}): Promise<FakeAp
       rawBody,
       body: parseJson(rawBody) as RequestBodies[RecordedKind],
       at: Date.now(),
-      ...(signatureValid === undefined ? {} : { signatureValid })
+      ...(signatureValid === undefined ? {} : { signatureValid }),
+      ...(signatureProblem === undefined ? {} : { signatureProblem })
     }
     record(request)
 
-    if (signatureValid === false && options.enforceSignature === true) {
-      sendJson(res, 401, { error: "bad signature" })
+    if (signatureProblem !== undefined && options.enforceSignature === true) {
+      sendJson(res, 401, { error: signatureProblem })
       return
     }
 

@@ -5,14 +5,14 @@
  * keep-alive connection pool, concurrency bound and circuit breaker: a slow or
  * dead app can only fail its own calls. Requests carry `x-request-id`,
  * `x-gateway-app`, `x-gateway-node`, a W3C `traceparent`, and, when the app has a
- * secret, `x-gateway-signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+ * secret, `x-gateway-timestamp` and `x-gateway-signature` (`contract/Signature.ts`).
  *
  * The service returns raw answers and typed failures; what they mean for a
  * client (`unauthorized`, `api_timeout`, ...) is decided by the caller.
  */
-import { createHmac } from "node:crypto"
 import { Context, Effect, Layer, Redacted } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
+import { signatureHeaders } from "../contract/Signature.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
@@ -179,9 +179,6 @@ interface AppPool {
   readonly notifications: NotificationQueue<UpstreamRequest>
 }
 
-const sign = (secret: Redacted.Redacted<string>, body: string) =>
-  `sha256=${createHmac("sha256", Redacted.value(secret)).update(body).digest("hex")}`
-
 const noop = () => {}
 
 const errorDetail = (cause: unknown): string => {
@@ -274,7 +271,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
           ...extra
         }
         if (body !== undefined) headers["content-type"] = "application/json"
-        if (app.secret !== undefined) headers["x-gateway-signature"] = sign(app.secret, body ?? "")
+        if (app.secret !== undefined) Object.assign(headers, signatureHeaders(Redacted.value(app.secret), body ?? ""))
         return headers
       }
 

@@ -1,11 +1,17 @@
 import { createHmac } from "node:crypto"
 import { describe, expect, it } from "vitest"
-import { demoSchema, startDemoApp } from "../../src/demo/DemoApp.ts"
+/**
+ * The bundled demo app (`examples/demo/app.ts`, written with the SDK) over
+ * HTTP, as the gateway calls it; `examples/demo/app.test.ts` drives it through
+ * a real gateway.
+ */
+import { makeDemoApp, startDemoApp } from "../../examples/demo/app.ts"
+import type { DemoAppOptions } from "../../examples/demo/app.ts"
+import type { Served } from "../../src/sdk/index.ts"
 import { closedAfterEach, postJson } from "../support/http.ts"
-import type { DemoApp, DemoAppOptions } from "../../src/demo/DemoApp.ts"
 
-const apps = closedAfterEach<DemoApp>()
-const start = async (options: Partial<DemoAppOptions> = {}): Promise<DemoApp> => {
+const apps = closedAfterEach<Served>()
+const start = async (options: DemoAppOptions = {}): Promise<Served> => {
   const app = await startDemoApp({ port: 0, ...options })
   apps.push(app)
   return app
@@ -31,7 +37,7 @@ describe("demo app", () => {
     const res = await fetch(`${app.url}/messages-schema`)
     expect(res.status).toBe(200)
     const schema = await res.json()
-    expect(schema).toEqual(demoSchema)
+    expect(schema).toEqual(makeDemoApp().document)
     expect(schema).toMatchObject({
       version: "1",
       channels: [
@@ -39,12 +45,13 @@ describe("demo app", () => {
         { pattern: "user:{user_id}", permissions: { join: ["user:{user_id}"] } }
       ],
       events: [
-        { name: "echo", allowedChannels: ["room:*", "user:*"], payload: { body: "string" } },
-        { name: "shout", allowedChannels: ["room:*"], payload: { body: "string" } }
+        { name: "echo", allowedChannels: ["room:*", "user:*"], payload: { type: "object", required: ["body"] } },
+        { name: "shout", allowedChannels: ["room:*"], payload: { type: "object", required: ["body"] } }
       ]
     })
     const etag = res.headers.get("etag")
     expect(etag).toMatch(/^"[0-9a-f]+"$/)
+    // derived from the content, so every demo instance (and restart) serves the same ETag
 
     const other = await start()
     expect((await fetch(`${other.url}/messages-schema`)).headers.get("etag")).toBe(etag)
@@ -119,13 +126,23 @@ describe("demo app", () => {
     expect((await fetch(`${app.url}/nope`)).status).toBe(404)
   })
 
-  it("checks signatures when given a secret", async () => {
+  it("checks signatures and their timestamp when given a secret", async () => {
     const app = await start({ secret: "demo-secret" })
     const body = JSON.stringify(message("echo", { body: "signed" }))
-    const signature = `sha256=${createHmac("sha256", "demo-secret").update(body).digest("hex")}`
-    const ok = await post(`${app.url}/messages`, body, { "x-gateway-signature": signature })
+    const signed = (nowMs: number) => {
+      const timestamp = String(Math.floor(nowMs / 1000))
+      return {
+        "x-gateway-timestamp": timestamp,
+        "x-gateway-signature": `sha256=${createHmac("sha256", "demo-secret").update(`${timestamp}.${body}`).digest("hex")}`
+      }
+    }
+    const ok = await post(`${app.url}/messages`, body, signed(Date.now()))
     expect(await ok.json()).toEqual({ action: "reply", data: { body: "signed" } })
     expect((await post(`${app.url}/messages`, body)).status).toBe(401)
-    expect((await post(`${app.url}/messages`, body, { "x-gateway-signature": "sha256=abc" })).status).toBe(401)
+    expect((await post(`${app.url}/messages`, body, { ...signed(Date.now()), "x-gateway-signature": "sha256=abc" })).status)
+      .toBe(401)
+    const replayed = await post(`${app.url}/messages`, body, signed(Date.now() - 301_000))
+    expect(replayed.status).toBe(401)
+    expect(await replayed.json()).toEqual({ reason: "stale_timestamp" })
   })
 })

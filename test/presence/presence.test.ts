@@ -3,10 +3,8 @@
  * `Presence` class: the joiner's state, other members' joins and leaves,
  * one client with two connections, and a channel without presence.
  */
-import { Presence } from "phoenix"
-import type { Channel } from "phoenix"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { connectSocket, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import { connectSocket, rawSocket, startFakeApp, startTestGateway, watchPresence } from "../../src/testing/index.ts"
 import type { FakeApp, TestGateway } from "../../src/testing/index.ts"
 
 let app: FakeApp
@@ -25,36 +23,6 @@ afterAll(async () => {
   await gateway.close()
   await app.close()
 })
-
-/** A `Presence` on a channel, with a way to wait until its list satisfies a condition. */
-const watchPresence = (channel: Channel) => {
-  const presence = new Presence(channel)
-  const waiters = new Set<() => void>()
-  presence.onSync(() => {
-    for (const waiter of waiters) waiter()
-  })
-  const list = () =>
-    Object.fromEntries(
-      presence.list((key, { metas }) => [key, metas.map((meta: Record<string, unknown>) => meta)] as const)
-    ) as Record<string, ReadonlyArray<Record<string, unknown>>>
-  const until = (predicate: (current: ReturnType<typeof list>) => boolean, timeoutMs = 5_000) =>
-    new Promise<ReturnType<typeof list>>((resolve, reject) => {
-      const check = () => {
-        const current = list()
-        if (!predicate(current)) return
-        waiters.delete(check)
-        clearTimeout(timer)
-        resolve(current)
-      }
-      const timer = setTimeout(() => {
-        waiters.delete(check)
-        reject(new Error(`presence never matched; last list: ${JSON.stringify(list())}`))
-      }, timeoutMs)
-      waiters.add(check)
-      check()
-    })
-  return { presence, list, until }
-}
 
 describe("presence", () => {
   it("the joiner sees itself; others see joins and leaves with metas", async () => {

@@ -8,7 +8,7 @@
  */
 import type { Socket } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { collect, connectSocket, push, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import { collect, connectSocket, push, rawSocket, schemaDocument, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import { closedAfterEach } from "../support/http.ts"
 import type { AuthHandler, ConnectedSocket, FakeApp, MessageHandler, PushResult, RawSocket, TestGateway } from "../../src/testing/index.ts"
 
@@ -18,7 +18,7 @@ let gateway: TestGateway
 const MAX_OUTBOX_BYTES = 64 * 1024
 const BLOB_BYTES = 64 * 1024
 
-const schema = {
+const schema = schemaDocument({
   version: "1",
   channels: [{ pattern: "room:{room_id}" }, { pattern: "locked:{id}", permissions: { send: ["write:{id}"] } }],
   events: [
@@ -34,7 +34,7 @@ const schema = {
       bulk: { windowMs: 60_000, maxRequests: 10 }
     }
   }
-}
+})
 
 /** `flood` broadcasts `{n, blob}` of BLOB_BYTES to room:big; anything else is echoed. */
 const handler: MessageHandler = (body) => {
@@ -51,7 +51,7 @@ const tokenIsClient: AuthHandler = (body) =>
 
 beforeAll(async () => {
   app = await startFakeApp({ auth: tokenIsClient, messageHandler: handler })
-  app.setSchemaRaw(JSON.stringify(schema))
+  app.setSchema(schema)
   gateway = await startTestGateway({
     apps: [
       { id: "chat", fakeApp: app },

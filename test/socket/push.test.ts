@@ -7,7 +7,16 @@
  * reply per ref; and one hanging app not slowing another app's pushes.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { collect, connectSocket, nextMessage, push, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import {
+  collect,
+  connectSocket,
+  nextMessage,
+  push,
+  rawSocket,
+  schemaDocument,
+  startFakeApp,
+  startTestGateway
+} from "../../src/testing/index.ts"
 import type {
   ConnectedSocket,
   FakeApp,
@@ -22,7 +31,7 @@ import type {
 let app: FakeApp
 let gateway: TestGateway
 
-const schema = {
+const schema = schemaDocument({
   version: "1",
   channels: [
     { pattern: "room:{room_id}", variables: { room_id: { type: "string", pattern: "^[a-z0-9-]{1,32}$" } } },
@@ -47,7 +56,7 @@ const schema = {
     },
     { name: "moderate", allowedChannels: ["room:*"], permissions: { send: ["moderate:{room_id}"] } }
   ]
-}
+})
 
 const tokens = {
   "token-alice": {
@@ -76,7 +85,7 @@ const scripted: MessageHandler = (body) => {
 
 beforeAll(async () => {
   app = await startFakeApp({ auth: tokens, messageHandler: scripted })
-  app.setSchemaRaw(JSON.stringify(schema))
+  app.setSchema(schema)
   gateway = await startTestGateway({
     apps: [
       { id: "chat", fakeApp: app },

@@ -5,14 +5,14 @@
  * checks that another connection keeps working.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { connectSocket, push, rawSocket, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import { connectSocket, push, rawSocket, schemaDocument, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { ConnectedSocket, FakeApp, TestGateway } from "../../src/testing/index.ts"
 
 let app: FakeApp
 let gateway: TestGateway
 const v2Url = (token = "token-alice") => `${gateway.socketUrl}/websocket?app=chat&token=${token}&vsn=2.0.0`
 
-const schema = {
+const schema = schemaDocument({
   version: "1",
   channels: [
     { pattern: "room:{room_id}", variables: { room_id: { type: "string", pattern: "^[a-z0-9-]{1,32}$" } } },
@@ -28,7 +28,7 @@ const schema = {
     { name: "echo", allowedChannels: ["room:*", "user:*"] },
     { name: "typed", allowedChannels: ["room:*"], payload: { body: "string" } }
   ]
-}
+})
 
 beforeAll(async () => {
   app = await startFakeApp({

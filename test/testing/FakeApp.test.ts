@@ -24,7 +24,14 @@ const messageBody = (event: string, payload: unknown): MessageRequestBody => ({
   connection_id: "c1"
 })
 
-const sign = (secret: string, body: string) => `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`
+/** The two signature headers, computed here from CONTRACT §3 rather than with the kit's own helper. */
+const sign = (secret: string, body: string, nowMs = Date.now()) => {
+  const timestamp = String(Math.floor(nowMs / 1000))
+  return {
+    "x-gateway-timestamp": timestamp,
+    "x-gateway-signature": `sha256=${createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex")}`
+  }
+}
 
 describe("FakeApp", () => {
   it("listens on 127.0.0.1 and exposes its endpoint URLs", async () => {
@@ -250,23 +257,45 @@ describe("FakeApp", () => {
   })
 
   describe("signatures", () => {
-    it("records whether x-gateway-signature matches the raw body", async () => {
+    it("records whether x-gateway-signature matches the timestamp and the raw body", async () => {
       const app = await start({ secret: "s3cret" })
       const body = JSON.stringify({ token: "token-alice" })
-      await post(app.endpoints.auth, body, { "x-gateway-signature": sign("s3cret", body) })
-      await post(app.endpoints.auth, body, { "x-gateway-signature": sign("other", body) })
+      await post(app.endpoints.auth, body, sign("s3cret", body))
+      await post(app.endpoints.auth, body, sign("other", body))
       await post(app.endpoints.auth, body)
-      await fetch(app.endpoints.schema, { headers: { "x-gateway-signature": sign("s3cret", "") } })
-      expect(app.requests.map((r) => r.signatureValid)).toEqual([true, false, false, true])
+      await fetch(app.endpoints.schema, { headers: sign("s3cret", "") })
+      // the signature of another timestamp
+      await post(app.endpoints.auth, body, { ...sign("s3cret", body), "x-gateway-timestamp": String(Math.floor(Date.now() / 1000) + 1) })
+      expect(app.requests.map((r) => r.signatureValid)).toEqual([true, false, false, true, false])
+      expect(app.requests.map((r) => r.signatureProblem)).toEqual([
+        undefined,
+        "invalid_signature",
+        "missing_signature",
+        undefined,
+        "invalid_signature"
+      ])
       // Recording only, by default: the bad ones were still answered.
-      expect(app.requestsOf("auth")).toHaveLength(3)
+      expect(app.requestsOf("auth")).toHaveLength(4)
     })
 
     it("refuses bad signatures with enforceSignature", async () => {
       const app = await start({ secret: "s3cret", enforceSignature: true })
       const body = JSON.stringify({ token: "token-alice" })
-      expect((await post(app.endpoints.auth, body, { "x-gateway-signature": sign("s3cret", body) })).status).toBe(200)
-      expect((await post(app.endpoints.auth, body, { "x-gateway-signature": "sha256=00" })).status).toBe(401)
+      expect((await post(app.endpoints.auth, body, sign("s3cret", body))).status).toBe(200)
+      expect((await post(app.endpoints.auth, body, { ...sign("s3cret", body), "x-gateway-signature": "sha256=00" })).status)
+        .toBe(401)
+    })
+
+    it("refuses a correctly signed call replayed outside the 5-minute window", async () => {
+      const app = await start({ secret: "s3cret", enforceSignature: true })
+      const body = JSON.stringify({ token: "token-alice" })
+      const sixMinutesAgo = Date.now() - 6 * 60_000
+      const replayed = await post(app.endpoints.auth, body, sign("s3cret", body, sixMinutesAgo))
+      expect(replayed.status).toBe(401)
+      expect(await replayed.json()).toEqual({ error: "stale_timestamp" })
+      // four minutes either way is within the window
+      expect((await post(app.endpoints.auth, body, sign("s3cret", body, Date.now() - 4 * 60_000))).status).toBe(200)
+      expect((await post(app.endpoints.auth, body, sign("s3cret", body, Date.now() + 4 * 60_000))).status).toBe(200)
     })
 
     it("leaves signatureValid unset without a secret", async () => {

@@ -40,7 +40,8 @@ afterAll(async () => {
 const signedApp = () => makeAppConfig({ id: "signed", api: signed.url, secret: "s3cret" })
 
 describe("Upstream", () => {
-  it("sends the contract's headers and a valid HMAC-SHA256 signature of the raw body", async () => {
+  it("sends the contract's headers, a timestamp and a valid HMAC-SHA256 signature of the timestamp and raw body", async () => {
+    const before = Math.floor(Date.now() / 1000)
     const answer = await Effect.runPromise(upstream.call(signedApp(), {
       call: "message",
       method: "POST",
@@ -51,8 +52,11 @@ describe("Upstream", () => {
     expect(answer.status).toBe(200)
     const request = signed.requestsOf("message").at(-1)!
     expect(request.signatureValid).toBe(true)
+    const timestamp = request.headers["x-gateway-timestamp"] as string
+    expect(Number(timestamp)).toBeGreaterThanOrEqual(before)
+    expect(Number(timestamp)).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000))
     expect(request.headers["x-gateway-signature"]).toBe(
-      `sha256=${createHmac("sha256", "s3cret").update(request.rawBody).digest("hex")}`
+      `sha256=${createHmac("sha256", "s3cret").update(`${timestamp}.${request.rawBody}`).digest("hex")}`
     )
     expect(request.headers).toMatchObject({
       "content-type": "application/json",
@@ -62,6 +66,21 @@ describe("Upstream", () => {
       "x-request-id": expect.stringMatching(/^[0-9a-f]{32}$/),
       traceparent: expect.stringMatching(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/)
     })
+  })
+
+  it("signs the schema GET over its timestamp and an empty body", async () => {
+    await Effect.runPromise(upstream.call(signedApp(), {
+      call: "schema",
+      method: "GET",
+      url: signed.endpoints.schema,
+      timeoutMs: 1_000
+    }))
+    const request = signed.requestsOf("schema").at(-1)!
+    const timestamp = request.headers["x-gateway-timestamp"] as string
+    expect(request.headers["x-gateway-signature"]).toBe(
+      `sha256=${createHmac("sha256", "s3cret").update(`${timestamp}.`).digest("hex")}`
+    )
+    expect(request.signatureValid).toBe(true)
   })
 
   it("calls an endpoint set apart from the app's api on its own origin, with its path and query as given", async () => {
@@ -94,6 +113,7 @@ describe("Upstream", () => {
     }))
     const request = slow.requestsOf("message").at(-1)!
     expect(request.headers["x-gateway-signature"]).toBeUndefined()
+    expect(request.headers["x-gateway-timestamp"]).toBeUndefined()
     const signedRequest = signed.requests.at(-1)!
     expect(JSON.stringify(signedRequest.headers)).not.toContain("s3cret")
   })

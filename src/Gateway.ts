@@ -23,6 +23,7 @@ import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Metrics } from "./observability/Metrics.ts"
+import { Tracing } from "./observability/Tracing.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
@@ -59,6 +60,9 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const entities = clustered
     ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
     : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
+  const tracing = config.otlpEndpoint === undefined
+    ? Tracing.layerOff
+    : Tracing.layerOtlp({ endpoint: config.otlpEndpoint, nodeName: config.nodeName })
   const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )
@@ -71,6 +75,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(appBoundary),
     Layer.provideMerge(limits),
     Layer.provideMerge(base),
+    Layer.provideMerge(tracing),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )
 }

@@ -21,6 +21,7 @@ import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -54,6 +55,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
   const metrics = yield* Metrics
+  const tracing = yield* Tracing
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
   const clientEntity = yield* Client.client
@@ -93,14 +95,19 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
       Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) }))
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
-    // one after the other: broadcasts to the same topic keep the order they were given in
     const appMetrics = metrics.forApp(app.config.id)
-    for (const { topic, event, payload } of broadcasts) {
+    // one after the other: broadcasts to the same topic keep the order they were given in
+    yield* Effect.forEach(broadcasts, ({ topic, event, payload }) => {
       appMetrics.broadcast("server_api")
-      yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
+      return broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
         Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
       )
-    }
+    }, { discard: true }).pipe(
+      tracing.around("gateway.server_api.broadcast", {
+        "gateway.app_id": app.config.id,
+        "gateway.broadcasts": broadcasts.length
+      })
+    )
     return json({ accepted: broadcasts.length }, 202)
   })))
 

@@ -15,7 +15,7 @@ const TOKEN = "client-token-4c7e2a9f1b6d3e8a"
 const WRONG_TOKEN = "wrong-token-8f1e3b7a2c9d4e6f"
 const APP_SECRET = "app-secret-9a2f7c4e1b8d3f6a0e5c"
 const ADMIN_TOKEN = "admin-token-6b3e9d1f4a7c2e8b5d0f"
-const FLOOD = 80
+const FLOOD = 150
 
 let app: FakeApp
 beforeAll(async () => {

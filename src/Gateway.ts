@@ -7,6 +7,7 @@
  */
 import { Layer } from "effect"
 import { HealthRoutes } from "./api/HealthRoutes.ts"
+import { MetricsRoutes } from "./api/MetricsRoutes.ts"
 import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
@@ -21,6 +22,8 @@ import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
+import { Metrics } from "./observability/Metrics.ts"
+import { Tracing } from "./observability/Tracing.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
@@ -45,7 +48,8 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
     runtime,
-    Lifecycle.layer
+    Lifecycle.layer,
+    config.metrics ? Metrics.layer : Metrics.layerDisabled
   )
   const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
     Layer.provideMerge(RateLimiter.layerMemory)
@@ -56,7 +60,10 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const entities = clustered
     ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
     : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
-  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, ServerApiRoutes)).pipe(
+  const tracing = config.otlpEndpoint === undefined
+    ? Tracing.layerOff
+    : Tracing.layerOtlp({ endpoint: config.otlpEndpoint, nodeName: config.nodeName })
+  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )
 
@@ -68,6 +75,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(appBoundary),
     Layer.provideMerge(limits),
     Layer.provideMerge(base),
+    Layer.provideMerge(tracing),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )
 }

@@ -23,6 +23,8 @@ import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import { BroadcastBody } from "../contract/ServerApi.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
+import { Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
 class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -68,6 +70,8 @@ const secretMatches = (app: RegisteredApp, header: string | undefined) => {
 export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
+  const metrics = yield* Metrics
+  const tracing = yield* Tracing
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
   const clientEntity = yield* Client.client
@@ -107,12 +111,19 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
       Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) }))
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
+    const appMetrics = metrics.forApp(app.config.id)
     // one after the other: broadcasts to the same topic keep the order they were given in
-    for (const { topic, event, payload } of broadcasts) {
-      yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
+    yield* Effect.forEach(broadcasts, ({ topic, event, payload }) => {
+      appMetrics.broadcast("server_api")
+      return broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
         Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
       )
-    }
+    }, { discard: true }).pipe(
+      tracing.around("gateway.server_api.broadcast", {
+        "gateway.app_id": app.config.id,
+        "gateway.broadcasts": broadcasts.length
+      })
+    )
     return json({ accepted: broadcasts.length }, 202)
   })))
 

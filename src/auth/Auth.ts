@@ -17,6 +17,7 @@ import { addressKey } from "../ratelimit/addressKey.ts"
 import { compileGrants } from "../apps/Grants.ts"
 import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 
 /** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
 export { AuthAnswer } from "../contract/Auth.ts"
@@ -60,6 +61,8 @@ export interface AuthRequest {
   readonly clientType: string
   readonly remoteIp: string
   readonly userAgent: string
+  /** The connect's span: the auth call's span is its child. */
+  readonly span: TraceSpan
 }
 
 /** The identity of an authenticated connection, shared by all its channels. */
@@ -128,6 +131,7 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
           maxInFlight: app.rateLimits.maxConcurrentAuth,
           // a token is the client's to vary at will; its address much less so
           caller: addressKey(request.remoteIp),
+          parent: request.span,
           body: {
             token: request.token,
             app: app.id,

@@ -14,6 +14,8 @@ import { Context, Effect, Layer, Schedule } from "effect"
 import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
+import { catalogue, Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
@@ -59,12 +61,14 @@ export const localNode = Effect.gen(function*() {
   const sessions = yield* Sessions
   const topics = yield* TopicRegistry
   const clientLimits = yield* ClientLimits
+  const tracing = yield* Tracing
   return {
     clientShared: (app: string, clientId: string) => Effect.sync(() => clientLimits.markShared(app, clientId)),
+    // the entry point of broadcasts on the node that delivers them, another node's or this one's
     deliver: (broadcasts: ReadonlyArray<Broadcast>) =>
       Effect.sync(() => {
         for (const broadcast of broadcasts) fanout.deliver(broadcast)
-      }),
+      }).pipe(tracing.around("gateway.deliver", { "gateway.broadcasts": broadcasts.length }, "consumer")),
     disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
     connections: (app: string, page: ConnectionPage) => Effect.sync(() => sessions.connections(app, page)),
     presences: (app: string, topic: string) => Effect.sync(() => topics.localPresences(app, topic))
@@ -170,6 +174,9 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         )
         yield* refresh
         yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
+        const metrics = yield* Metrics
+        const unwatchLinks = metrics.watch(catalogue.clusterNodeLinks, () => liveNodes.length - 1)
+        yield* Effect.addFinalizer(() => Effect.sync(unwatchLinks))
 
         // another node, through its inbox, with a timeout: a dead node's inbox has no runner
         const other: OtherNode = (node, what, call, otherwise) =>

@@ -138,6 +138,8 @@ export interface GatewayConfigShape {
   readonly log: { readonly level: LogLevel; readonly format: LogFormat }
   /** OTLP/HTTP traces endpoint; `undefined` = tracing off. */
   readonly otlpEndpoint: string | undefined
+  /** Whether metrics are counted and served at `/metrics` (on unless turned off). */
+  readonly metrics: boolean
   readonly limits: GatewayLimits
 }
 
@@ -374,6 +376,7 @@ export const GatewayConfigFile = Schema.Struct({
   logLevel: Schema.optionalKey(LogLevelValue),
   logFormat: Schema.optionalKey(LogFormatValue),
   otlpEndpoint: Schema.optionalKey(HttpUrl),
+  metrics: Schema.optionalKey(Schema.Boolean),
   limits: Schema.optionalKey(FileLimits),
   apps: Schema.optionalKey(Schema.Array(FileApp))
 })
@@ -666,6 +669,7 @@ export const loadGatewayConfigResult = (
   const logLevel = read("LOG_LEVEL", lowerCased(LogLevelValue)) ?? fileConfig?.logLevel ?? "info"
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
   const otlpEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT", HttpUrl) ?? fileConfig?.otlpEndpoint
+  const metrics = read("METRICS", lowerCased(BooleanFromEnv)) ?? fileConfig?.metrics ?? true
   const fileLimits = fileConfig?.limits
   /** A limit from its variable, else the file's `limits`, else its default. */
   const limit = (variable: string, key: keyof GatewayLimits, schema: typeof Count) =>
@@ -735,6 +739,7 @@ export const loadGatewayConfigResult = (
     cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
     log: { level: logLevel, format: logFormat },
     otlpEndpoint,
+    metrics,
     limits
   })
 }
@@ -868,6 +873,7 @@ export interface GatewayConfigInit {
   readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
   readonly log?: { readonly level?: LogLevel; readonly format?: LogFormat }
   readonly otlpEndpoint?: string | undefined
+  readonly metrics?: boolean
   readonly limits?: Partial<GatewayLimits>
 }
 
@@ -895,6 +901,7 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     },
     log: { level: init.log?.level ?? "info", format: init.log?.format ?? "json" },
     otlpEndpoint: init.otlpEndpoint,
+    metrics: init.metrics ?? true,
     limits: { ...DEFAULT_LIMITS, ...init.limits }
   }
 }

@@ -6,6 +6,9 @@
  */
 import { Cause, Context, Effect, Layer, Schema } from "effect"
 import type { Frame } from "../protocol/Frame.ts"
+import { LogSampler } from "../observability/Logging.ts"
+import { NO_SPAN, Tracing } from "../observability/Tracing.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
@@ -59,6 +62,9 @@ const replyReasonOf = (error: PushFailure): ReplyReason => {
 /** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
 const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
 
+/** The `reason` label of pushes the app answered with an `error` action (its own reasons are not labels). */
+const APP_ERROR_REASON = "app_error"
+
 /**
  * One push on its way through the app: it is answered exactly once (a second
  * answer is ignored) and, when it ends, it is answered if it was not yet and
@@ -69,14 +75,19 @@ class PushInFlight {
   readonly frame: Frame
   private readonly bytes: number
   private readonly app: AppInFlight
+  /** The push's span, ended with it. */
+  readonly span: TraceSpan
+  /** The span of the app's actions, while they are applied. */
+  actionsSpan: TraceSpan = NO_SPAN
   private replied = false
   private ended = false
 
-  constructor(session: Session, frame: Frame, bytes: number, app: AppInFlight) {
+  constructor(session: Session, frame: Frame, bytes: number, app: AppInFlight, span: TraceSpan) {
     this.session = session
     this.frame = frame
     this.bytes = bytes
     this.app = app
+    this.span = span
     session.pushesInFlight++
     session.pushBytesInFlight += bytes
     app.pushes++
@@ -97,6 +108,9 @@ class PushInFlight {
     this.app.pushes--
     this.app.bytes -= this.bytes
     this.reply(status, response)
+    const failure = status === "error" ? (response as { readonly reason?: string }).reason ?? "error" : undefined
+    this.actionsSpan.end(failure)
+    this.span.end(failure)
   }
 }
 
@@ -125,7 +139,10 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         if (entry === undefined) inFlightByApp.set(app, entry = { pushes: 0, bytes: 0 })
         return entry
       }
+      const tracing = yield* Tracing
       const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
+      // an app that fails fails every push: its lines are sampled
+      const sampler = new LogSampler(runCallback, { level: "Warn" })
 
       const annotations = (push: PushInFlight) => ({
         app_id: push.session.app.config.id,
@@ -137,18 +154,24 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       })
 
       const failed = (push: PushInFlight, error: PushFailure) => {
-        push.end("error", { reason: replyReasonOf(error) })
+        const reason = replyReasonOf(error)
+        push.session.metrics.pushRefused(reason)
+        push.end("error", { reason })
+        if (!sampler.admit("forwarded message failed")) return
         runCallback(Effect.logWarning("forwarded message failed", error.message).pipe(Effect.annotateLogs(annotations(push))))
       }
 
       /** A bug must cost this push only: it is answered `api_error` and logged. */
       const defect = (push: PushInFlight, cause: unknown) => {
+        push.session.metrics.pushRefused(ReplyReason.apiError)
         push.end("error", { reason: ReplyReason.apiError })
+        if (!sampler.admit("push failed unexpectedly")) return
         runCallback(Effect.logError("push failed unexpectedly", cause).pipe(Effect.annotateLogs(annotations(push))))
       }
 
       /** Applies the actions from `index` on, in order; a broadcast is awaited before the next action. */
       const applyActions = (push: PushInFlight, actions: ReadonlyArray<Action>, index: number): void => {
+        if (index === 0) push.actionsSpan = tracing.start("gateway.push.actions", "internal", push.span)
         for (let i = index; i < actions.length; i++) {
           const action = actions[i]!
           switch (action.action) {
@@ -156,19 +179,21 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
               push.reply("ok", action.data === undefined ? {} : action.data)
               break
             case "error":
+              push.session.metrics.pushRefused(APP_ERROR_REASON)
               push.reply("error", { reason: action.reason })
               break
             case "noreply":
               break
             case "broadcast":
+              push.session.metrics.broadcast("app_action")
               runCallback(
-                broadcaster.publish({
+                withinSpan(push.actionsSpan, broadcaster.publish({
                   app: push.session.app.config.id,
                   topic: action.topic ?? push.frame.topic,
                   event: action.event,
                   payload: action.data === undefined ? {} : action.data,
                   ...(action.exclude_sender === true ? { excludeConnectionId: push.session.connectionId } : {})
-                }),
+                })),
                 {
                   onExit: (exit) => {
                     try {
@@ -196,6 +221,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           method: "POST",
           url: app.messageEndpoint,
           timeoutMs: app.timeouts.messageMs,
+          parent: push.span,
           body: {
             app: app.id,
             event: frame.event,
@@ -229,6 +255,8 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
 
       const decided = (push: PushInFlight, decision: Decision) => {
         if (!decision.allowed) {
+          push.session.metrics.rateLimited("push")
+          push.session.metrics.pushRefused(ReplyReason.rateLimited)
           return push.end("error", { reason: ReplyReason.rateLimited, retry_after_ms: decision.retryAfterMs })
         }
         forward(push)
@@ -250,25 +278,65 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         return check
       }
 
+      /** Effect code run for a push (a broadcast action) joins its trace. */
+      const withinSpan = <A, E>(span: TraceSpan, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+        span.effectSpan === undefined ? effect : Effect.withParentSpan(effect, span.effectSpan)
+
+      const refuse = (
+        session: Session,
+        frame: Frame,
+        span: TraceSpan,
+        reason: ReplyReason,
+        extra?: Record<string, unknown>
+      ) => {
+        session.metrics.pushRefused(reason)
+        session.replyError(frame, reason, extra)
+        span.end(reason)
+      }
+
+      /** A push that failed a check of its own: its validation span and its push span end with the reason. */
+      const invalid = (
+        session: Session,
+        frame: Frame,
+        span: TraceSpan,
+        validation: TraceSpan,
+        reason: ReplyReason,
+        extra?: Record<string, unknown>
+      ) => {
+        validation.end(reason)
+        refuse(session, frame, span, reason, extra)
+      }
+
       const handle = (session: Session, frame: Frame, join: Join, bytes: number) => {
+        const span = tracing.start("gateway.push", "server")
+        const validation = tracing.start("gateway.push.validate", "internal", span)
+        if (tracing.enabled) {
+          session.annotate(span, frame.topic)
+          span.attribute("gateway.event", frame.event)
+        }
         const event = session.app.schema?.event(frame.event)
-        if (event === undefined) return session.replyError(frame, ReplyReason.invalidEventForChannel)
+        session.metrics.messageIn(event)
+        if (event === undefined) return invalid(session, frame, span, validation, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
-        if (check !== "allowed") return session.replyError(frame, check)
+        if (check !== "allowed") return invalid(session, frame, span, validation, check)
         const errors = frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
-        if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
+        if (errors !== undefined) return invalid(session, frame, span, validation, ReplyReason.invalidPayload, { errors })
+        validation.end()
         const app = inFlightOf(session.app.config.id)
+        if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT || app.pushes >= limits.maxAppPushesInFlight) {
+          session.metrics.rateLimited("pushes_in_flight")
+          return refuse(session, frame, span, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
+        }
         if (
-          session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT ||
           session.pushBytesInFlight + bytes > limits.maxPushBytesInFlight ||
-          app.pushes >= limits.maxAppPushesInFlight ||
           app.bytes + bytes > limits.maxAppPushBytesInFlight
         ) {
-          return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
+          session.metrics.rateLimited("push_bytes_in_flight")
+          return refuse(session, frame, span, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
         }
-        const push = new PushInFlight(session, frame, bytes, app)
+        const push = new PushInFlight(session, frame, bytes, app, span)
         const decision = clientLimits.check(
           session.app.config.id,
           session.identity.clientId,

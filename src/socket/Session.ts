@@ -15,6 +15,8 @@ import type { ChannelMatch, CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
 import type { NotifyEvent } from "../contract/Notifications.ts"
+import type { AppMetrics, ClosedBy } from "../observability/Metrics.ts"
+import type { TraceSpan, TracingShape } from "../observability/Tracing.ts"
 import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
@@ -55,6 +57,7 @@ export interface SessionHub {
   readonly joinLimit: BucketLimit
   /** Leaves and re-joins of a joined topic; past it joins are refused (see `join`). */
   readonly churnLimit: BucketLimit
+  readonly tracing: TracingShape
   readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
@@ -65,10 +68,21 @@ export interface SessionHub {
   readonly push: (session: Session, frame: Frame, join: Join, bytes: number) => void
   /** The session is being closed (1008) for sending frames faster than its limit. */
   readonly flooded: (session: Session) => void
-  readonly closed: (session: Session, code: number) => void
+  /** The connection is gone: `code` and `reason` as the closing handshake had them (1006 without one). */
+  readonly closed: (session: Session, closure: Closure) => void
   /** An unexpected error while handling the session's frame (logged; the session is closed). */
   readonly failed: (session: Session, error: unknown) => void
 }
+
+/** How a connection ended. */
+export interface Closure {
+  readonly code: number
+  readonly reason: string
+  readonly closedBy: ClosedBy
+}
+
+/** Longest close reason a client sends that is kept (the protocol allows 123 bytes). */
+const MAX_CLIENT_REASON_LENGTH = 123
 
 /** One joined channel of a session. */
 export interface Join {
@@ -94,6 +108,7 @@ export class Session {
   readonly app: RegisteredApp
   readonly identity: Identity
   readonly serializer: Serializer
+  readonly metrics: AppMetrics
   /** Wall-clock time of the upgrade (for listings). */
   readonly connectedAt: number
   /** `monotonicMs()` of the last frame received. */
@@ -111,12 +126,15 @@ export class Session {
   // made when first spent (a bucket not made yet is full): most connections join a few topics and stay
   private joinsAndLeaves: TokenBucket.TokenBucket | undefined
   private churn: TokenBucket.TokenBucket | undefined
+  /** Set when this side ended the connection, with why. */
+  private serverReason: string | undefined
 
   constructor(options: {
     readonly connectionId: string
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer
+    readonly metrics: AppMetrics
     readonly socket: WebSocket
     readonly stream: Duplex
     readonly hub: SessionHub
@@ -125,6 +143,7 @@ export class Session {
     this.app = options.app
     this.identity = options.identity
     this.serializer = options.serializer
+    this.metrics = options.metrics
     this.socket = options.socket
     this.stream = options.stream
     this.hub = options.hub
@@ -140,7 +159,7 @@ export class Session {
         this.close(CloseCode.internalError, "internal error")
       }
     })
-    this.socket.on("close", (code) => this.onClose(code))
+    this.socket.on("close", (code, reason) => this.onClose(code, reason))
     this.socket.on("error", () => this.socket.terminate())
     this.hub.notify(this, "connection:established", null)
   }
@@ -159,7 +178,8 @@ export class Session {
     if (this.socket.readyState !== WebSocket.OPEN) return
     // `ws` counts what is queued on the TCP socket, so this covers these writes too
     if (this.socket.bufferedAmount > this.hub.maxOutboxBytes) {
-      this.terminate()
+      this.metrics.slowConsumerDisconnected()
+      this.terminate("slow consumer: outbox over the limit")
       return
     }
     this.stream.write(frame)
@@ -182,11 +202,13 @@ export class Session {
 
   close(code: number, reason: string): void {
     if (!this.open) return
+    this.serverReason ??= reason
     this.socket.close(code, reason)
   }
 
   /** Drops the connection without a closing handshake (the client is not reading). */
-  terminate(): void {
+  terminate(reason: string): void {
+    if (this.open) this.serverReason ??= reason
     this.socket.terminate()
   }
 
@@ -238,23 +260,30 @@ export class Session {
    * `channel:joined`/`channel:left` for the app.
    */
   private join(frame: Frame, now: number): void {
+    const span = this.hub.tracing.start("gateway.join", "server")
+    if (this.hub.tracing.enabled) this.annotate(span, frame.topic)
     const joins = (this.joinsAndLeaves ??= this.bucket(this.hub.joinLimit, now))
     const wait = Math.max(
       TokenBucket.msUntilToken(joins, now),
       this.churn === undefined ? 0 : TokenBucket.msUntilToken(this.churn, now)
     )
-    if (wait > 0) return this.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: wait })
+    if (wait > 0) {
+      this.metrics.rateLimited("joins")
+      return this.refuseJoin(frame, ReplyReason.rateLimited, span, { retry_after_ms: wait })
+    }
     TokenBucket.take(joins, now)
 
     const schema = this.app.schema
     // a topic that long matches no channel, and app-supplied patterns never run on it
     const match = frame.topic.length > MAX_TOPIC_LENGTH ? undefined : schema?.matchChannel(frame.topic)
-    if (match === undefined) return this.replyError(frame, ReplyReason.invalidChannelPattern)
-    if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.replyError(frame, ReplyReason.unauthorized)
+    if (match === undefined) return this.refuseJoin(frame, ReplyReason.invalidChannelPattern, span)
+    if (!this.identity.grants.allowsAll(match.joinPermissions)) {
+      return this.refuseJoin(frame, ReplyReason.unauthorized, span)
+    }
 
     const previous = this.joins.get(frame.topic)
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
-      return this.replyError(frame, ReplyReason.tooManyChannels)
+      return this.refuseJoin(frame, ReplyReason.tooManyChannels, span)
     }
     if (previous !== undefined) TokenBucket.take((this.churn ??= this.bucket(this.hub.churnLimit, now)), now)
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
@@ -268,8 +297,24 @@ export class Session {
       this.hub.subscribe(this, frame.topic)
     }
     this.reply(frame, "ok", {})
+    this.metrics.joined("ok")
     this.hub.notify(this, "channel:joined", frame.topic)
     if (match.channel.presence) this.hub.track(this, frame.topic, join)
+    span.end()
+  }
+
+  private refuseJoin(frame: Frame, reason: ReplyReason, span: TraceSpan, extra?: Record<string, unknown>): void {
+    this.metrics.joined(reason)
+    this.replyError(frame, reason, extra)
+    span.end(reason)
+  }
+
+  /** The attributes every span of this connection's frames carries. */
+  annotate(span: TraceSpan, topic: string): void {
+    span.attribute("gateway.app_id", this.app.config.id)
+    span.attribute("gateway.client_id", this.identity.clientId)
+    span.attribute("gateway.connection_id", this.connectionId)
+    span.attribute("gateway.topic", topic)
   }
 
   /** Never refused (it frees what a join took), but it spends a join token and a churn token when there are some. */
@@ -287,9 +332,12 @@ export class Session {
     this.send(this.serializer.encodePush(join?.joinRef ?? frame.joinRef, frame.topic, Event.close, {}))
   }
 
-  private onClose(code: number): void {
+  private onClose(code: number, reason: Buffer): void {
     if (!this.open) return
     this.open = false
+    const closure: Closure = this.serverReason !== undefined
+      ? { code, reason: this.serverReason, closedBy: "server" }
+      : { code, reason: reason.toString("utf8", 0, MAX_CLIENT_REASON_LENGTH), closedBy: "client" }
     for (const [topic, join] of this.joins) {
       if (join.presence !== undefined) this.hub.untrack(this, topic, join)
       this.hub.unsubscribe(this, topic)
@@ -297,6 +345,6 @@ export class Session {
     }
     this.joins.clear()
     this.hub.notify(this, "connection:closed", null)
-    this.hub.closed(this, code)
+    this.hub.closed(this, closure)
   }
 }

@@ -14,7 +14,10 @@ import { Context, Effect, Layer, Redacted } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { signatureHeaders } from "../contract/Signature.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
-import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
+import { Metrics } from "../observability/Metrics.ts"
+import type { AppMetrics, BreakerState, CallOutcome } from "../observability/Metrics.ts"
+import { newRequestId, newTraceparent, Tracing } from "../observability/Tracing.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 import { Http1Pool } from "./Http1Pool.ts"
@@ -42,6 +45,8 @@ export interface UpstreamRequest {
    * for itself (schema fetches) leave it out.
    */
   readonly caller?: string
+  /** The span this call is part of; the call's own span is its child, and its `traceparent` goes to the app. */
+  readonly parent?: TraceSpan
 }
 
 export interface UpstreamAnswer {
@@ -155,6 +160,12 @@ class CircuitBreaker {
   abandoned(): void {
     this.trialInFlight = false
   }
+
+  /** 0 closed, 1 open, 2 half-open: the open period is over and the next call is the trial. */
+  state(now: number): BreakerState {
+    if (!this.open) return 0
+    return now < this.openUntil || this.trialInFlight ? 1 : 2
+  }
 }
 
 /** Answers that say the app (or the proxy in front of it) is down, rather than that one call went wrong. */
@@ -177,9 +188,30 @@ interface AppPool {
   readonly breakers: Record<GuardedCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   readonly notifications: NotificationQueue<UpstreamRequest>
+  readonly metrics: AppMetrics
 }
 
 const noop = () => {}
+
+const CALL_SPAN_NAMES: Record<UpstreamCall, string> = {
+  auth: "app.auth",
+  message: "app.message",
+  schema: "app.schema",
+  notify: "app.notify"
+}
+
+/** The metrics outcome of a finished call: its answer's status class, or how it failed. */
+const callOutcome = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined): CallOutcome => {
+  if (error === undefined) return answer!.status < 400 ? "ok" : answer!.status < 500 ? "rejected" : "error_status"
+  switch (error._tag) {
+    case "UpstreamTimeout":
+      return "timeout"
+    case "UpstreamOverloaded":
+      return "overloaded"
+    default:
+      return "unreachable"
+  }
+}
 
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
@@ -195,6 +227,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
     Upstream,
     Effect.gen(function*() {
       const config = yield* GatewayConfig
+      const metrics = yield* Metrics
+      const tracing = yield* Tracing
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
@@ -223,6 +257,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         if (pool === undefined) {
           // notifications share the pushes' places: they are few at once (NOTIFY_CONCURRENCY) and can wait
           const pushesAndNotifications = new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app))
+          const appMetrics = metrics.forApp(app.id)
           pool = {
             connections: new Map(),
             queues: {
@@ -253,22 +288,34 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                     Effect.annotateLogs({ app_id: app.id })
                   )
                 ),
+              countDropped: (why) => appMetrics.notificationsDropped(why, 1),
               onDefect: logDefect(app)
-            })
+            }),
+            metrics: appMetrics
+          }
+          for (const call of ["schema", "auth", "message"] as const) {
+            const breaker = pool.breakers[call]
+            appMetrics.watchBreaker(call, () => breaker.state(performance.now()))
           }
           pools.set(app.id, pool)
         }
         return pool
       }
 
-      const headersFor = (app: AppConfig, body: string | undefined, extra: Readonly<Record<string, string>> | undefined) => {
+      const headersFor = (
+        app: AppConfig,
+        body: string | undefined,
+        extra: Readonly<Record<string, string>> | undefined,
+        span: TraceSpan
+      ) => {
         const headers: Record<string, string> = {
           "user-agent": USER_AGENT,
           "x-request-id": newRequestId(),
           "x-gateway-app": app.id,
           "x-gateway-node": config.nodeName,
-          traceparent: extra?.["traceparent"] ?? newTraceparent(),
-          ...extra
+          ...extra,
+          // the call's own span, so that the app's spans join the trace; untraced, a fresh id (or the notification's)
+          traceparent: tracing.enabled ? span.traceparent() : extra?.["traceparent"] ?? newTraceparent()
         }
         if (body !== undefined) headers["content-type"] = "application/json"
         if (app.secret !== undefined) Object.assign(headers, signatureHeaders(Redacted.value(app.secret), body ?? ""))
@@ -325,11 +372,15 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const body = request.body === undefined ? undefined : JSON.stringify(request.body)
         const { origin, path } = targetOf(request.url)
         const connections = connectionsTo(app, pool, origin)
-        const text = connections.format(request.method, path, headersFor(app, body, request.headers), body)
+        const span = tracing.start(CALL_SPAN_NAMES[request.call], "client", request.parent)
+        const text = connections.format(request.method, path, headersFor(app, body, request.headers, span), body)
         if (breaker !== undefined && !breaker.admit(performance.now())) {
+          pool.metrics.appCall(request.call, "breaker_open", 0)
+          span.end("circuit breaker open")
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
+        const startedAt = performance.now()
         let abandonRequest: (() => void) | undefined
         let finished = false
         const finish = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined, outcome: "ok" | "failed" | "abandoned") => {
@@ -341,7 +392,14 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             else if (outcome === "failed") breaker.failed(performance.now(), request.caller)
             else breaker.abandoned()
           }
-          if (outcome === "abandoned") return
+          if (outcome === "abandoned") {
+            span.attribute("gateway.abandoned", true)
+            span.end()
+            return
+          }
+          pool.metrics.appCall(request.call, callOutcome(error, answer), (performance.now() - startedAt) / 1000)
+          if (answer !== undefined) span.attribute("http.response.status_code", answer.status)
+          span.end(error?.message ?? (answer!.status >= 500 ? `answered ${answer!.status}` : undefined))
           try {
             done(error, answer)
           } catch (defect) {
@@ -383,6 +441,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         if (limit === undefined) return exchange(app, pool, request, breaker, done)
         const inFlight = pool.inFlight.get(request.call) ?? 0
         if (inFlight >= limit) {
+          pool.metrics.appCall(request.call, "overloaded", 0)
           done(new UpstreamOverloaded({ app: app.id, call: request.call, limit }), undefined)
           return noop
         }
@@ -423,13 +482,15 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const url = app.notifyEndpoint
         if (url === undefined) return
         const pool = poolFor(app)
-        // one trace for all attempts of one notification
+        // one trace for all attempts of one notification: traced, each attempt is a span under this one
+        const queued = tracing.start("gateway.notify", "producer")
+        queued.end()
         pool.notifications.add({
           call: "notify",
           method: "POST",
           url,
           body,
-          headers: { traceparent: newTraceparent() },
+          ...(tracing.enabled ? { parent: queued } : { headers: { traceparent: newTraceparent() } }),
           timeoutMs: NOTIFY_TIMEOUT_MS
         })
       }

@@ -21,14 +21,14 @@ import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 
-/** A refusal of a server API call; turned into its JSON answer in one place. */
-class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
+/** A refusal of a server or admin API call; turned into its JSON answer in one place. */
+export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   status: Schema.Number,
   reason: Schema.String,
   errors: Schema.optional(Schema.Array(Schema.Struct({ path: Schema.String, message: Schema.String })))
 }) {}
 
-const BroadcastRequest = Schema.Struct({
+export const BroadcastRequest = Schema.Struct({
   topic: Schema.NonEmptyString,
   event: AppEventName,
   payload: Schema.optional(Schema.Unknown)
@@ -39,7 +39,25 @@ const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: 
 /** A broadcast array past this is refused rather than buffered. */
 const MAX_BODY_SIZE = ByteSize.mebibytes(4)
 
-const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+
+/** The request's JSON body; `invalid_json` when it is not JSON or is over 4 MiB. */
+export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
+  Effect.flatMap((request) => request.json),
+  Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
+  Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
+)
+
+/** Answers a refusal with its status and `{reason, errors?}`. */
+export const handleRefusals = <R>(effect: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiRefusal, R>) =>
+  effect.pipe(
+    Effect.catchTag("ApiRefusal", (refusal) =>
+      Effect.succeed(json(
+        refusal.errors === undefined ? { reason: refusal.reason } : { reason: refusal.reason, errors: refusal.errors },
+        refusal.status
+      ))
+    )
+  )
 
 const secretMatches = (app: RegisteredApp, header: string | undefined) => {
   const secret = app.config.secret
@@ -68,23 +86,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return app
   })
 
-  const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
-    Effect.flatMap((request) => request.json),
-    Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
-    Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
-  )
-
-  const handle = <R>(effect: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiRefusal, R>) =>
-    effect.pipe(
-      Effect.catchTag("ApiRefusal", (refusal) =>
-        Effect.succeed(json(
-          refusal.errors === undefined ? { reason: refusal.reason } : { reason: refusal.reason, errors: refusal.errors },
-          refusal.status
-        ))
-      )
-    )
-
-  yield* router.add("POST", "/api/apps/:app/broadcast", handle(Effect.gen(function*() {
+  yield* router.add("POST", "/api/apps/:app/broadcast", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const body = yield* jsonBody
     const decoded = yield* decodeBroadcastBody(body).pipe(
@@ -100,7 +102,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ accepted: broadcasts.length }, 202)
   })))
 
-  yield* router.add("DELETE", "/api/apps/:app/clients/:client_id", handle(Effect.gen(function*() {
+  yield* router.add("DELETE", "/api/apps/:app/clients/:client_id", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { client_id: clientId } = yield* HttpRouter.params
     const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
@@ -109,7 +111,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ client_id: clientId, disconnected })
   })))
 
-  yield* router.add("GET", "/api/apps/:app/connections", handle(Effect.gen(function*() {
+  yield* router.add("GET", "/api/apps/:app/connections", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const nodes = yield* nodeRouter.nodes
     const perNode = yield* Effect.forEach(nodes, (node) => nodeRouter.connections(node, app.config.id), {
@@ -118,7 +120,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ connections: perNode.flat() })
   })))
 
-  yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handle(Effect.gen(function*() {
+  yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { topic } = yield* HttpRouter.params
     const presences = yield* topics.presences(app.config.id, topic ?? "").pipe(
@@ -127,7 +129,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ topic, presences })
   })))
 
-  yield* router.add("POST", "/api/apps/:app/schema/refresh", handle(Effect.gen(function*() {
+  yield* router.add("POST", "/api/apps/:app/schema/refresh", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     return yield* apps.refresh(app.config.id).pipe(
       Effect.map((version) => json({ version })),

@@ -38,6 +38,8 @@ export interface SessionsShape {
   readonly all: () => Iterable<Session>
   /** Closes every connection of the client on this node; answers how many. */
   readonly disconnectClient: (app: string, clientId: string) => number
+  /** Closes every connection of the app on this node (the app was removed); answers how many. */
+  readonly closeApp: (app: string) => number
   readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
 }
 
@@ -203,6 +205,11 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         disconnectClient: (app, clientId) => {
           const sessions = [...(byApp.get(app)?.get(clientId) ?? [])]
           for (const session of sessions) session.close(CloseCode.policyViolation, "disconnected by the app")
+          return sessions.length
+        },
+        closeApp: (app) => {
+          const sessions = [...(byApp.get(app)?.values() ?? [])].flatMap((clients) => [...clients])
+          for (const session of sessions) session.close(CloseCode.policyViolation, "app removed")
           return sessions.length
         },
         connections: (app) => [...(byApp.get(app)?.values() ?? [])].flatMap((sessions) => [...sessions].map(toInfo))

@@ -64,6 +64,13 @@ export interface UpstreamShape {
    * rather than queued without bound.
    */
   readonly notify: (app: AppConfig, body: unknown) => void
+  /**
+   * Forgets the app's pool (connections, breakers, pending notifications), so
+   * that its next call starts afresh with the settings it carries. `finish`:
+   * calls already made end on the old connections (the app was changed).
+   * `stop`: calls in flight or waiting fail now (the app was removed).
+   */
+  readonly retire: (appId: string, how: "finish" | "stop") => void
 }
 
 /** Bytes accepted in an answer; larger answers fail the call. */
@@ -136,6 +143,8 @@ interface AppPool {
   readonly breakers: Record<GuardedCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   readonly notifications: NotificationQueue<UpstreamRequest>
+  /** Retired with `stop`: nothing more goes out. */
+  stopped: boolean
 }
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
@@ -208,7 +217,8 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                   )
                 ),
               onDefect: logDefect(app)
-            })
+            }),
+            stopped: false
           }
           pools.set(app.id, pool)
         }
@@ -312,6 +322,10 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         pool.calls.add((release) => {
           // timed out or abandoned while waiting for its turn: it never goes out
           if (finished) return release()
+          if (pool.stopped) {
+            release()
+            return finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "app removed" }), undefined, "failed")
+          }
           if (timer === undefined) timer = setTimeout(timedOut, request.timeoutMs)
           // a push may have been acted on before the app dropped the connection: never sent twice
           abandonRequest = connections.send(text, request.call !== "message", (error, answer) => {
@@ -388,7 +402,20 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         })
       }
 
-      return Upstream.of({ call, send, notify })
+      const retire = (appId: string, how: "finish" | "stop") => {
+        const pool = pools.get(appId)
+        if (pool === undefined) return
+        pools.delete(appId)
+        const connections = [...pool.connections.values()]
+        if (how === "stop") {
+          pool.stopped = true
+          for (const origin of connections) origin.destroy()
+        } else {
+          for (const origin of connections) void origin.close()
+        }
+      }
+
+      return Upstream.of({ call, send, notify, retire })
     })
   )
 }

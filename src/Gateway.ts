@@ -10,6 +10,7 @@ import { AdminRoutes } from "./admin/AdminRoutes.ts"
 import { NodeStatus } from "./admin/NodeStatus.ts"
 import { RuntimeApps } from "./admin/RuntimeApps.ts"
 import { HealthRoutes } from "./api/HealthRoutes.ts"
+import { MetricsRoutes } from "./api/MetricsRoutes.ts"
 import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
@@ -24,6 +25,7 @@ import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
+import { Metrics } from "./observability/Metrics.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
@@ -48,7 +50,8 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
     runtime,
-    Lifecycle.layer
+    Lifecycle.layer,
+    config.metrics ? Metrics.layer : Metrics.layerDisabled
   )
   const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
     Layer.provideMerge(RateLimiter.layerMemory)
@@ -63,7 +66,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     NodeStatus.layer,
     clustered ? RuntimeApps.layerPostgres(config.databaseUrl!) : RuntimeApps.layerMemory
   )
-  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, ServerApiRoutes, AdminRoutes)).pipe(
+  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes, AdminRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )
 

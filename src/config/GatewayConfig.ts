@@ -116,6 +116,8 @@ export interface GatewayConfigShape {
   readonly log: { readonly level: LogLevel; readonly format: LogFormat }
   /** OTLP/HTTP traces endpoint; `undefined` = tracing off. */
   readonly otlpEndpoint: string | undefined
+  /** Whether metrics are counted and served at `/metrics` (on unless turned off). */
+  readonly metrics: boolean
   readonly limits: GatewayLimits
 }
 
@@ -319,6 +321,7 @@ export const GatewayConfigFile = Schema.Struct({
   logLevel: Schema.optionalKey(LogLevelValue),
   logFormat: Schema.optionalKey(LogFormatValue),
   otlpEndpoint: Schema.optionalKey(HttpUrl),
+  metrics: Schema.optionalKey(Schema.Boolean),
   limits: Schema.optionalKey(FileLimits),
   apps: Schema.optionalKey(Schema.Array(FileApp))
 })
@@ -611,6 +614,7 @@ export const loadGatewayConfigResult = (
   const logLevel = read("LOG_LEVEL", lowerCased(LogLevelValue)) ?? fileConfig?.logLevel ?? "info"
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
   const otlpEndpoint = read("OTEL_EXPORTER_OTLP_ENDPOINT", HttpUrl) ?? fileConfig?.otlpEndpoint
+  const metrics = read("METRICS", lowerCased(BooleanFromEnv)) ?? fileConfig?.metrics ?? true
   const fileLimits = fileConfig?.limits
   const limits: GatewayLimits = {
     maxConnections: read("MAX_CONNECTIONS", integerFromEnv(Count)) ?? fileLimits?.maxConnections ??
@@ -666,6 +670,7 @@ export const loadGatewayConfigResult = (
     cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
     log: { level: logLevel, format: logFormat },
     otlpEndpoint,
+    metrics,
     limits
   })
 }
@@ -843,6 +848,7 @@ export interface GatewayConfigInit {
   readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
   readonly log?: { readonly level?: LogLevel; readonly format?: LogFormat }
   readonly otlpEndpoint?: string | undefined
+  readonly metrics?: boolean
   readonly limits?: Partial<GatewayLimits>
 }
 
@@ -870,6 +876,7 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     },
     log: { level: init.log?.level ?? "info", format: init.log?.format ?? "json" },
     otlpEndpoint: init.otlpEndpoint,
+    metrics: init.metrics ?? true,
     limits: { ...DEFAULT_LIMITS, ...init.limits }
   }
 }

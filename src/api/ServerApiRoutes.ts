@@ -20,6 +20,7 @@ import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
+import { Metrics } from "../observability/Metrics.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
 export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -70,6 +71,7 @@ const secretMatches = (app: RegisteredApp, header: string | undefined) => {
 export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
+  const metrics = yield* Metrics
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
   const clientEntity = yield* Client.client
@@ -94,7 +96,9 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
     // one after the other: broadcasts to the same topic keep the order they were given in
+    const appMetrics = metrics.forApp(app.config.id)
     for (const { topic, event, payload } of broadcasts) {
+      appMetrics.broadcast("server_api")
       yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
         Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
       )

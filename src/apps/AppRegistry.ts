@@ -15,6 +15,7 @@
 import { Context, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { Metrics } from "../observability/Metrics.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
@@ -74,6 +75,7 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
     Effect.gen(function*() {
       const config = yield* GatewayConfig
       const upstream = yield* Upstream
+      const metrics = yield* Metrics
       const registered = (app: AppConfig, runtime: boolean): RegisteredApp => ({
         config: app,
         runtime,
@@ -95,9 +97,11 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
 
       const fetchSchema = (app: RegisteredApp) =>
         Effect.gen(function*() {
+          const appMetrics = metrics.forApp(app.config.id)
           const fail = (reason: string) => {
             app.lastError = reason
             app.lastFetchAt = Date.now()
+            appMetrics.schemaRefreshed("failed")
             return Effect.logWarning("schema fetch failed; keeping the last good schema", reason).pipe(
               Effect.annotateLogs({ app_id: app.config.id, schema_version: app.schema?.version ?? "none" }),
               Effect.andThen(Effect.fail(new SchemaFetchFailed({ app: app.config.id, reason })))
@@ -114,6 +118,7 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
           if (answer.status === 304 && app.schema !== undefined) {
             app.lastError = undefined
             app.lastFetchAt = Date.now()
+            appMetrics.schemaRefreshed("unchanged")
             return app.schema.version
           }
           if (answer.status !== 200) return yield* fail(`schema endpoint answered ${answer.status}`)
@@ -130,9 +135,16 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
           app.etag = headerValue(answer.headers["etag"])
           app.lastError = undefined
           app.lastFetchAt = Date.now()
+          appMetrics.schemaRefreshed(previous === compiled.version ? "unchanged" : "changed")
           if (previous !== compiled.version) {
-            yield* Effect.logInfo("schema loaded").pipe(
-              Effect.annotateLogs({ app_id: app.config.id, schema_version: compiled.version })
+            yield* Effect.logInfo(previous === undefined ? "schema loaded" : "schema changed").pipe(
+              Effect.annotateLogs({
+                app_id: app.config.id,
+                schema_version: compiled.version,
+                previous_schema_version: previous ?? "none",
+                channels: compiled.channels.length,
+                events: compiled.events.size
+              })
             )
           }
           return compiled.version

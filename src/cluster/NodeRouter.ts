@@ -15,6 +15,7 @@ import { NodeStatus } from "../admin/NodeStatus.ts"
 import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
+import { catalogue, Metrics } from "../observability/Metrics.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
@@ -175,6 +176,9 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         )
         yield* refresh
         yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
+        const metrics = yield* Metrics
+        const unwatchLinks = metrics.watch(catalogue.clusterNodeLinks, () => liveNodes.length - 1)
+        yield* Effect.addFinalizer(() => Effect.sync(unwatchLinks))
 
         // another node, through its inbox, with a timeout: a dead node's inbox has no runner
         const other: OtherNode = (node, what, call, otherwise) =>

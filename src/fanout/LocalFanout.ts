@@ -4,7 +4,10 @@
  * written to every socket (Phoenix's "fastlane").
  */
 import { Context, Effect, Layer } from "effect"
+import { AppRegistry } from "../apps/AppRegistry.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { Metrics } from "../observability/Metrics.ts"
+import type { PresenceEvent } from "../observability/Metrics.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
 import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"
@@ -23,18 +26,23 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
     LocalFanout,
     Effect.gen(function*() {
       const topics = yield* TopicRegistry
+      const apps = yield* AppRegistry
+      const metrics = yield* Metrics
 
       const encode = (serializer: Serializer, broadcast: Broadcast): Buffer =>
         wireFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
 
       const deliver = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)
+        const appMetrics = metrics.forApp(broadcast.app)
+        appMetrics.delivered()
         if (subscribers === undefined) return
         // one encoding per protocol version in use (there are two), made on first need
         let v1: Buffer | undefined
         let v2: Buffer | undefined
         // a whole presence state is not for joins still waiting for their own
         const presenceState = broadcast.event === Event.presenceState
+        let written = 0
         for (const subscriber of subscribers) {
           if (subscriber.connectionId === broadcast.excludeConnectionId) continue
           if (presenceState && !subscriber.acceptsPresenceState(broadcast.topic)) continue
@@ -42,7 +50,14 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
             ? (v2 ??= encode(V2, broadcast))
             : (v1 ??= encode(subscriber.serializer, broadcast))
           subscriber.sendFrame(frame)
+          written++
         }
+        appMetrics.messagesOut(
+          presenceState || broadcast.event === Event.presenceDiff
+            ? broadcast.event as PresenceEvent
+            : apps.get(broadcast.app)?.schema?.event(broadcast.event),
+          written
+        )
       }
 
       return LocalFanout.of({ deliver })

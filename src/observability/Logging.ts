@@ -4,7 +4,7 @@
  * (`app_id`, `client_id`, `connection_id`, `topic`, ...) as top-level fields so
  * that log search needs no nested paths.
  */
-import { Cause, Layer, Logger, References } from "effect"
+import { Cause, Effect, Layer, Logger, References } from "effect"
 import type { LogLevel } from "effect"
 import type { LogFormat, LogLevel as GatewayLogLevel } from "../config/GatewayConfig.ts"
 
@@ -50,3 +50,70 @@ export const layer = (options: { readonly nodeName: string; readonly format: Log
     Logger.layer([makeLineLogger(options.nodeName, options.format)]),
     Layer.succeed(References.MinimumLogLevel, levelNames[options.level])
   )
+
+/** Lines of one message written per second before the rest are only counted. */
+const DEFAULT_LINES_PER_SECOND = 50
+const SAMPLING_WINDOW_MS = 1_000
+
+interface SamplingWindow {
+  startedAt: number
+  written: number
+  suppressed: number
+}
+
+/**
+ * Keeps a flood of one kind of line (a reconnect storm, a refusal storm) from
+ * drowning the log and the node: per message, the first lines of each second
+ * are written, the rest counted, and one line per second then says how many
+ * were left out. Ask `admit` before building a line, so a suppressed one costs
+ * nothing but a count.
+ */
+export class LogSampler {
+  private readonly windows = new Map<string, SamplingWindow>()
+  private readonly run: (log: Effect.Effect<void>) => unknown
+  private readonly level: LogLevel.Severity
+  private readonly perSecond: number
+
+  /** `run` runs the line that says how many were left out, written at `level`. */
+  constructor(
+    run: (log: Effect.Effect<void>) => unknown,
+    options: { readonly level: LogLevel.Severity; readonly perSecond?: number }
+  ) {
+    this.run = run
+    this.level = options.level
+    this.perSecond = options.perSecond ?? DEFAULT_LINES_PER_SECOND
+  }
+
+  private report(message: string, suppressed: number): void {
+    this.run(
+      Effect.logWithLevel(this.level)(`${suppressed} more "${message}" lines left out in the last second`).pipe(
+        Effect.annotateLogs({ suppressed, suppressed_message: message })
+      )
+    )
+  }
+
+  admit(message: string): boolean {
+    const now = Date.now()
+    let window = this.windows.get(message)
+    if (window === undefined) this.windows.set(message, window = { startedAt: now, written: 0, suppressed: 0 })
+    else if (now - window.startedAt >= SAMPLING_WINDOW_MS && window.suppressed === 0) {
+      window.startedAt = now
+      window.written = 0
+    }
+    if (window.written < this.perSecond) {
+      window.written++
+      return true
+    }
+    // the first line left out in a window schedules the count for its end
+    if (window.suppressed++ === 0) {
+      const flood = window
+      setTimeout(() => {
+        this.report(message, flood.suppressed)
+        flood.startedAt = Date.now()
+        flood.written = 0
+        flood.suppressed = 0
+      }, Math.max(0, flood.startedAt + SAMPLING_WINDOW_MS - now)).unref()
+    }
+    return false
+  }
+}

@@ -18,6 +18,7 @@ import type { PerformanceEntry } from "node:perf_hooks"
 import { Context, Effect, Layer, Metric, Schedule } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
+import type { Event } from "../protocol/constants.ts"
 import type { UpstreamCall } from "../upstream/errors.ts"
 
 // ---------------------------------------------------------------------------
@@ -67,7 +68,9 @@ export const catalogue = {
     "Broadcasts delivered to this node's subscribers (one per broadcast and node, whatever the subscriber count), by app."
   ),
   appCallDuration: Metric.histogram("gateway_app_call_duration_seconds", {
-    description: "Calls to the app's API, by app, call kind (auth, message, schema, notify) and outcome, in seconds.",
+    description:
+      "Calls to the app's API, by app, call kind (auth, message, schema, notify) and outcome (ok, rejected: 4xx, " +
+      "error_status: 5xx, timeout, unreachable, overloaded, breaker_open), in seconds.",
     boundaries: CALL_SECONDS
   }),
   breakerState: Metric.gauge("gateway_app_call_breaker_state", {
@@ -126,8 +129,9 @@ const UNBOUNDED_SERIES = new Set(["effect_cluster_entity_mailbox_size"])
 export const EVENT_NOT_IN_SCHEMA = "_not_in_schema"
 
 export type ClosedBy = "client" | "server"
+export type PresenceEvent = typeof Event.presenceState | typeof Event.presenceDiff
 export type BroadcastSource = "app_action" | "server_api"
-export type CallOutcome = "ok" | "error_status" | "timeout" | "unreachable" | "overloaded" | "breaker_open"
+export type CallOutcome = "ok" | "rejected" | "error_status" | "timeout" | "unreachable" | "overloaded" | "breaker_open"
 export type RateLimit = "connections_per_ip" | "push" | "pushes_in_flight"
 export type NotificationDropReason = "queue_full" | "failed"
 export type SchemaRefreshResult = "changed" | "unchanged" | "failed"
@@ -141,7 +145,8 @@ export interface AppMetrics {
   readonly joined: (result: string) => void
   /** `event` is the schema's event the push named, undefined when the schema has none of that name. */
   readonly messageIn: (event: CompiledEvent | undefined) => void
-  readonly messagesOut: (event: CompiledEvent | undefined, frames: number) => void
+  /** `event` as in `messageIn`, or one of the protocol's presence events. */
+  readonly messagesOut: (event: CompiledEvent | PresenceEvent | undefined, frames: number) => void
   readonly pushRefused: (reason: string) => void
   readonly broadcast: (source: BroadcastSource) => void
   readonly delivered: () => void
@@ -219,6 +224,11 @@ const makeAppMetrics = (app: string, context: Context.Context<never>): AppMetric
     bind(catalogue.notificationsDropped, { app, reason }, context)
   )
   const refreshes = lazily((result: SchemaRefreshResult) => bind(catalogue.schemaRefreshes, { app, result }, context))
+  // the app's main series exist from the start: a 0 reads differently from no series at all
+  connections.modifyUnsafe(0, context)
+  opens(0)
+  deliveries(0)
+  slowConsumers(0)
 
   return {
     connectionOpened: () => {
@@ -231,7 +241,8 @@ const makeAppMetrics = (app: string, context: Context.Context<never>): AppMetric
     },
     joined: (result) => joins(result)(1),
     messageIn: (event) => inByEvent(event === undefined ? EVENT_NOT_IN_SCHEMA : event.name)(1),
-    messagesOut: (event, frames) => outByEvent(event === undefined ? EVENT_NOT_IN_SCHEMA : event.name)(frames),
+    messagesOut: (event, frames) =>
+      outByEvent(event === undefined ? EVENT_NOT_IN_SCHEMA : typeof event === "string" ? event : event.name)(frames),
     pushRefused: (reason) => pushRefusals(reason)(1),
     broadcast: (source) => broadcasts(source)(1),
     delivered: () => deliveries(1),

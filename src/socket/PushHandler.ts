@@ -6,6 +6,7 @@
  */
 import { Cause, Context, Effect, Layer, Schema } from "effect"
 import type { Frame } from "../protocol/Frame.ts"
+import { LogSampler } from "../observability/Logging.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
@@ -49,6 +50,9 @@ const replyReasonOf = (error: PushFailure): ReplyReason => {
 
 /** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
 const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
+
+/** The `reason` label of pushes the app answered with an `error` action (its own reasons are not labels). */
+const APP_ERROR_REASON = "app_error"
 
 /**
  * One push on its way through the app: it is answered exactly once (a second
@@ -99,6 +103,8 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       const broadcaster = yield* Broadcaster
       const clientLimits = yield* ClientLimits
       const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
+      // an app that fails fails every push: its lines are sampled
+      const sampler = new LogSampler(runCallback, { level: "Warn" })
 
       const annotations = (push: PushInFlight) => ({
         app_id: push.session.app.config.id,
@@ -110,13 +116,18 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       })
 
       const failed = (push: PushInFlight, error: PushFailure) => {
-        push.end("error", { reason: replyReasonOf(error) })
+        const reason = replyReasonOf(error)
+        push.session.metrics.pushRefused(reason)
+        push.end("error", { reason })
+        if (!sampler.admit("forwarded message failed")) return
         runCallback(Effect.logWarning("forwarded message failed", error.message).pipe(Effect.annotateLogs(annotations(push))))
       }
 
       /** A bug must cost this push only: it is answered `api_error` and logged. */
       const defect = (push: PushInFlight, cause: unknown) => {
+        push.session.metrics.pushRefused(ReplyReason.apiError)
         push.end("error", { reason: ReplyReason.apiError })
+        if (!sampler.admit("push failed unexpectedly")) return
         runCallback(Effect.logError("push failed unexpectedly", cause).pipe(Effect.annotateLogs(annotations(push))))
       }
 
@@ -129,11 +140,13 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
               push.reply("ok", action.data === undefined ? {} : action.data)
               break
             case "error":
+              push.session.metrics.pushRefused(APP_ERROR_REASON)
               push.reply("error", { reason: action.reason })
               break
             case "noreply":
               break
             case "broadcast":
+              push.session.metrics.broadcast("app_action")
               runCallback(
                 broadcaster.publish({
                   app: push.session.app.config.id,
@@ -201,6 +214,8 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
 
       const decided = (push: PushInFlight, decision: Decision) => {
         if (!decision.allowed) {
+          push.session.metrics.rateLimited("push")
+          push.session.metrics.pushRefused(ReplyReason.rateLimited)
           return push.end("error", { reason: ReplyReason.rateLimited, retry_after_ms: decision.retryAfterMs })
         }
         forward(push)
@@ -222,17 +237,24 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         return check
       }
 
+      const refuse = (session: Session, frame: Frame, reason: ReplyReason, extra?: Record<string, unknown>) => {
+        session.metrics.pushRefused(reason)
+        session.replyError(frame, reason, extra)
+      }
+
       const handle = (session: Session, frame: Frame, join: Join) => {
         const event = session.app.schema?.event(frame.event)
-        if (event === undefined) return session.replyError(frame, ReplyReason.invalidEventForChannel)
+        session.metrics.messageIn(event)
+        if (event === undefined) return refuse(session, frame, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
-        if (check !== "allowed") return session.replyError(frame, check)
+        if (check !== "allowed") return refuse(session, frame, check)
         const errors = frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
-        if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })
+        if (errors !== undefined) return refuse(session, frame, ReplyReason.invalidPayload, { errors })
         if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT) {
-          return session.replyError(frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
+          session.metrics.rateLimited("pushes_in_flight")
+          return refuse(session, frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
         }
         const push = new PushInFlight(session, frame)
         const decision = clientLimits.check(

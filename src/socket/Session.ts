@@ -13,6 +13,7 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { ChannelMatch, CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
+import type { AppMetrics, ClosedBy } from "../observability/Metrics.ts"
 import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
@@ -37,10 +38,21 @@ export interface SessionHub {
   readonly notify: (session: Session, event: LifecycleEvent, topic: string | null) => void
   /** Handles a push on a joined topic; must call `session.reply` exactly once when `frame.ref` is set. */
   readonly push: (session: Session, frame: Frame, join: Join) => void
-  readonly closed: (session: Session, code: number) => void
+  /** The connection is gone: `code` and `reason` as the closing handshake had them (1006 without one). */
+  readonly closed: (session: Session, closure: Closure) => void
   /** An unexpected error while handling the session's frame (logged; the session is closed). */
   readonly failed: (session: Session, error: unknown) => void
 }
+
+/** How a connection ended. */
+export interface Closure {
+  readonly code: number
+  readonly reason: string
+  readonly closedBy: ClosedBy
+}
+
+/** Longest close reason a client sends that is kept (the protocol allows 123 bytes). */
+const MAX_CLIENT_REASON_LENGTH = 123
 
 /** One joined channel of a session. */
 export interface Join {
@@ -66,6 +78,7 @@ export class Session {
   readonly app: RegisteredApp
   readonly identity: Identity
   readonly serializer: Serializer
+  readonly metrics: AppMetrics
   readonly connectedAt: number
   lastSeen: number
   /** Pushes forwarded to the app and not answered yet (bounded by the push handler). */
@@ -76,12 +89,15 @@ export class Session {
   private readonly stream: Duplex
   private readonly hub: SessionHub
   private open = true
+  /** Set when this side ended the connection, with why. */
+  private serverReason: string | undefined
 
   constructor(options: {
     readonly connectionId: string
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer
+    readonly metrics: AppMetrics
     readonly socket: WebSocket
     readonly stream: Duplex
     readonly hub: SessionHub
@@ -90,6 +106,7 @@ export class Session {
     this.app = options.app
     this.identity = options.identity
     this.serializer = options.serializer
+    this.metrics = options.metrics
     this.socket = options.socket
     this.stream = options.stream
     this.hub = options.hub
@@ -104,7 +121,7 @@ export class Session {
         this.close(CloseCode.internalError, "internal error")
       }
     })
-    this.socket.on("close", (code) => this.onClose(code))
+    this.socket.on("close", (code, reason) => this.onClose(code, reason))
     this.socket.on("error", () => this.socket.terminate())
     this.hub.notify(this, "connection:established", null)
   }
@@ -123,7 +140,8 @@ export class Session {
     if (this.socket.readyState !== WebSocket.OPEN) return
     // `ws` counts what is queued on the TCP socket, so this covers these writes too
     if (this.socket.bufferedAmount > this.hub.maxOutboxBytes) {
-      this.terminate()
+      this.metrics.slowConsumerDisconnected()
+      this.terminate("slow consumer: outbox over the limit")
       return
     }
     this.stream.write(frame)
@@ -146,11 +164,13 @@ export class Session {
 
   close(code: number, reason: string): void {
     if (!this.open) return
+    this.serverReason ??= reason
     this.socket.close(code, reason)
   }
 
   /** Drops the connection without a closing handshake (the client is not reading). */
-  terminate(): void {
+  terminate(reason: string): void {
+    if (this.open) this.serverReason ??= reason
     this.socket.terminate()
   }
 
@@ -182,12 +202,12 @@ export class Session {
     const schema = this.app.schema
     // a topic that long matches no channel, and app-supplied patterns never run on it
     const match = frame.topic.length > MAX_TOPIC_LENGTH ? undefined : schema?.matchChannel(frame.topic)
-    if (match === undefined) return this.replyError(frame, ReplyReason.invalidChannelPattern)
-    if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.replyError(frame, ReplyReason.unauthorized)
+    if (match === undefined) return this.refuseJoin(frame, ReplyReason.invalidChannelPattern)
+    if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.refuseJoin(frame, ReplyReason.unauthorized)
 
     const previous = this.joins.get(frame.topic)
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
-      return this.replyError(frame, ReplyReason.tooManyChannels)
+      return this.refuseJoin(frame, ReplyReason.tooManyChannels)
     }
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
     this.joins.set(frame.topic, join)
@@ -200,8 +220,14 @@ export class Session {
       this.hub.subscribe(this, frame.topic)
     }
     this.reply(frame, "ok", {})
+    this.metrics.joined("ok")
     this.hub.notify(this, "channel:joined", frame.topic)
     if (match.channel.presence) this.hub.track(this, frame.topic, join)
+  }
+
+  private refuseJoin(frame: Frame, reason: ReplyReason): void {
+    this.metrics.joined(reason)
+    this.replyError(frame, reason)
   }
 
   private leave(frame: Frame): void {
@@ -216,9 +242,12 @@ export class Session {
     this.send(this.serializer.encodePush(join?.joinRef ?? frame.joinRef, frame.topic, Event.close, {}))
   }
 
-  private onClose(code: number): void {
+  private onClose(code: number, reason: Buffer): void {
     if (!this.open) return
     this.open = false
+    const closure: Closure = this.serverReason !== undefined
+      ? { code, reason: this.serverReason, closedBy: "server" }
+      : { code, reason: reason.toString("utf8", 0, MAX_CLIENT_REASON_LENGTH), closedBy: "client" }
     for (const [topic, join] of this.joins) {
       if (join.presence !== undefined) this.hub.untrack(this, topic, join)
       this.hub.unsubscribe(this, topic)
@@ -226,6 +255,6 @@ export class Session {
     }
     this.joins.clear()
     this.hub.notify(this, "connection:closed", null)
-    this.hub.closed(this, code)
+    this.hub.closed(this, closure)
   }
 }

@@ -17,13 +17,15 @@ import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
+import { LogSampler } from "../observability/Logging.ts"
+import { Metrics } from "../observability/Metrics.ts"
 import { CloseCode, Event } from "../protocol/constants.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { PushHandler } from "./PushHandler.ts"
 import { Session } from "./Session.ts"
-import type { LifecycleEvent, SessionHub } from "./Session.ts"
+import type { Closure, LifecycleEvent, SessionHub } from "./Session.ts"
 
 export interface SessionsShape {
   readonly open: (options: {
@@ -33,6 +35,8 @@ export interface SessionsShape {
     readonly app: RegisteredApp
     readonly identity: Identity
     readonly serializer: Serializer
+    /** The client's address, for the log line of the opened connection. */
+    readonly remoteIp: string
   }) => Session
   readonly count: () => number
   readonly all: () => Iterable<Session>
@@ -55,6 +59,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const upstream = yield* Upstream
       const pushHandler = yield* PushHandler
       const clientLimits = yield* ClientLimits
+      const metrics = yield* Metrics
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
       // app → client id → its sessions on this node
@@ -93,7 +98,31 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         if (clients!.size === 0) byApp.delete(app)
       }
 
-      const logsClosures = config.log.level === "debug" || config.log.level === "trace"
+      // a line per connection opened and closed; a storm of them is sampled
+      const sampler = new LogSampler(runInBackground, { level: "Info" })
+      const connectionFields = (session: Session) => ({
+        app_id: session.app.config.id,
+        client_id: session.identity.clientId,
+        client_type: session.identity.clientType,
+        connection_id: session.connectionId
+      })
+      const logOpened = (session: Session, remoteIp: string) => {
+        if (!sampler.admit("connection opened")) return
+        runInBackground(Effect.logInfo("connection opened").pipe(Effect.annotateLogs({
+          ...connectionFields(session),
+          remote_ip: remoteIp
+        })))
+      }
+      const logClosed = (session: Session, closure: Closure) => {
+        if (!sampler.admit("connection closed")) return
+        runInBackground(Effect.logInfo("connection closed").pipe(Effect.annotateLogs({
+          ...connectionFields(session),
+          duration_ms: Date.now() - session.connectedAt,
+          close_code: closure.code,
+          close_reason: closure.reason,
+          closed_by: closure.closedBy
+        })))
+      }
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
@@ -154,18 +183,10 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             )
           )
         },
-        closed: (session, code) => {
+        closed: (session, closure) => {
           removeSession(session)
-          // a fiber per close only when the line is written (a drain closes thousands at once)
-          if (!logsClosures) return
-          runInBackground(
-            Effect.logDebug("connection closed").pipe(Effect.annotateLogs({
-              app_id: session.app.config.id,
-              client_id: session.identity.clientId,
-              connection_id: session.connectionId,
-              close_code: code
-            }))
-          )
+          session.metrics.connectionClosed(closure.closedBy)
+          logClosed(session, closure)
         }
       }
 
@@ -195,9 +216,12 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       })
 
       return Sessions.of({
-        open: (options) => {
-          const session = new Session({ ...options, connectionId: nextConnectionId(), hub })
+        open: ({ remoteIp, ...options }) => {
+          const appMetrics = metrics.forApp(options.app.config.id)
+          const session = new Session({ ...options, metrics: appMetrics, connectionId: nextConnectionId(), hub })
           addSession(session)
+          appMetrics.connectionOpened()
+          logOpened(session, remoteIp)
           return session
         },
         count: () => liveCount,

@@ -17,6 +17,8 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { Auth } from "../auth/Auth.ts"
 import type { AuthError, Identity } from "../auth/Auth.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { LogSampler } from "../observability/Logging.ts"
+import { Metrics } from "../observability/Metrics.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
@@ -101,8 +103,29 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
       const auth = yield* Auth
       const sessions = yield* Sessions
       const limiter = yield* RateLimiter
+      const metrics = yield* Metrics
       const context = yield* Effect.context<never>()
       const runCallback = Effect.runCallbackWith(context)
+
+      // a line per refused upgrade, sampled per reason: refusals come in storms
+      const sampler = new LogSampler(runCallback, { level: "Warn" })
+      /**
+       * Refuses the upgrade with `rejection`, counted and logged. `app` is set
+       * once the app is known: an app id a client made up is never logged
+       * or counted.
+       */
+      const refuse = (request: IncomingMessage, socket: Duplex, rejection: UpgradeRejection, app?: RegisteredApp) => {
+        metrics.connectionRefused(rejection.reason)
+        reject(socket, rejection)
+        const message = `upgrade refused: ${rejection.reason}`
+        if (!sampler.admit(message)) return
+        runCallback(Effect.logWarning(message).pipe(Effect.annotateLogs({
+          reason: rejection.reason,
+          status: rejection.status,
+          remote_ip: remoteIpOf(request, config.trustProxy),
+          ...(app === undefined ? {} : { app_id: app.config.id })
+        })))
+      }
       let accepting = true
       let upgradesInFlight = 0
 
@@ -123,13 +146,14 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         head: Buffer,
         app: RegisteredApp,
         identity: Identity,
-        serializer: Serializer
+        serializer: Serializer,
+        remoteIp: string
       ) => {
         // the node may have started draining while the token was checked
-        if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
+        if (!accepting) return refuse(request, socket, UpgradeRejection.overCapacity, app)
         socket.off("error", destroySocket)
         server.handleUpgrade(request, socket, head, (ws) => {
-          sessions.open({ socket: ws, stream: socket, app, identity, serializer })
+          sessions.open({ socket: ws, stream: socket, app, identity, serializer, remoteIp })
         })
       }
 
@@ -149,33 +173,36 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         // the request target as sent (origin-form): split by hand, a URL object per upgrade costs more than all of this
         const target = request.url ?? "/"
         const queryAt = target.indexOf("?")
-        if ((queryAt < 0 ? target : target.slice(0, queryAt)) !== SOCKET_PATH) return reject(socket, UpgradeRejection.notFound)
-        if (!accepting) return reject(socket, UpgradeRejection.overCapacity)
+        if ((queryAt < 0 ? target : target.slice(0, queryAt)) !== SOCKET_PATH) {
+          return refuse(request, socket, UpgradeRejection.notFound)
+        }
+        if (!accepting) return refuse(request, socket, UpgradeRejection.overCapacity)
 
         const params = new URLSearchParams(queryAt < 0 ? "" : target.slice(queryAt + 1))
         const appId = params.get("app")
         const token = tokenFromSubprotocols(request.headers["sec-websocket-protocol"]) ?? params.get("token")
         if (appId === null || appId === "" || token === null || token === "") {
-          return reject(socket, UpgradeRejection.missingParams)
+          return refuse(request, socket, UpgradeRejection.missingParams)
         }
         const serializer = serializerFor(params.get("vsn") ?? undefined)
-        if (serializer === undefined) return reject(socket, UpgradeRejection.unsupportedVsn)
+        if (serializer === undefined) return refuse(request, socket, UpgradeRejection.unsupportedVsn)
 
         const app = apps.get(appId)
-        if (app === undefined) return reject(socket, UpgradeRejection.unknownApp)
+        if (app === undefined) return refuse(request, socket, UpgradeRejection.unknownApp)
         const origin = request.headers.origin
         const allowedOrigins = app.config.allowedOrigins
         if (origin !== undefined && allowedOrigins !== undefined && !allowedOrigins.includes(origin)) {
-          return reject(socket, UpgradeRejection.originNotAllowed)
+          return refuse(request, socket, UpgradeRejection.originNotAllowed, app)
         }
         const remoteIp = remoteIpOf(request, config.trustProxy)
         if (!limiter.checkConnection(app.config.id, remoteIp, app.config.rateLimits.connectionsPerIpPerMinute).allowed) {
-          return reject(socket, UpgradeRejection.rateLimited)
+          metrics.forApp(app.config.id).rateLimited("connections_per_ip")
+          return refuse(request, socket, UpgradeRejection.rateLimited, app)
         }
         if (sessions.count() + upgradesInFlight >= config.limits.maxConnections) {
-          return reject(socket, UpgradeRejection.overCapacity)
+          return refuse(request, socket, UpgradeRejection.overCapacity, app)
         }
-        if (app.schema === undefined) return reject(socket, UpgradeRejection.schemaUnavailable)
+        if (app.schema === undefined) return refuse(request, socket, UpgradeRejection.schemaUnavailable, app)
 
         upgradesInFlight++
         const clientType = params.get("client_type") || "unknown"
@@ -208,12 +235,16 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         }, (error, identity) => {
           if (!settle()) return
           try {
-            if (error?._tag === "AuthServiceUnavailable") {
+            if (error?._tag === "AuthServiceUnavailable" && sampler.admit("auth call failed")) {
               runCallback(Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id })))
             }
             if (socket.destroyed) return
-            if (error !== undefined) return reject(socket, rejectionFor(error))
-            complete(request, socket, head, app, identity!, serializer)
+            if (error !== undefined) {
+              const rejection = rejectionFor(error)
+              metrics.forApp(app.config.id).authFailed(rejection.reason)
+              return refuse(request, socket, rejection, app)
+            }
+            complete(request, socket, head, app, identity!, serializer, remoteIp)
           } catch (defect) {
             socket.destroy()
             runCallback(Effect.logError("unexpected error completing an upgrade", String(defect)))

@@ -23,6 +23,8 @@ export interface NotificationQueueOptions<N> {
   /** Sends one; `done` gets undefined on success, else why it failed. */
   readonly post: (notification: N, done: (failure: string | undefined) => void) => void
   readonly onDropped: (dropped: number, reason: string) => void
+  /** Every dropped notification, by why (for metrics; `onDropped` is sampled). */
+  readonly countDropped?: (why: "queue_full" | "failed") => void
   /** A bug while sending one (it counts as a failed attempt). */
   readonly onDefect: (error: unknown) => void
 }
@@ -46,7 +48,7 @@ export class NotificationQueue<N> {
 
   add(notification: N): void {
     if (this.pending >= this.options.capacity) {
-      this.drop(`${this.options.capacity} already pending`)
+      this.drop("queue_full", `${this.options.capacity} already pending`)
       return
     }
     this.pending++
@@ -71,7 +73,7 @@ export class NotificationQueue<N> {
           setTimeout(() => this.attempt(notification, attemptsLeft - 1, retryMs * 2), retryMs).unref()
           return
         }
-        this.drop(`failed ${this.options.attempts} times, last: ${failure}`)
+        this.drop("failed", `failed ${this.options.attempts} times, last: ${failure}`)
         this.finished()
       }
       try {
@@ -91,8 +93,9 @@ export class NotificationQueue<N> {
     for (const resolve of waiting) resolve()
   }
 
-  private drop(reason: string): void {
+  private drop(why: "queue_full" | "failed", reason: string): void {
     this.dropped++
+    this.options.countDropped?.(why)
     if (this.dropped % 1000 === 1) this.options.onDropped(this.dropped, reason)
   }
 }

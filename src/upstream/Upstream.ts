@@ -14,6 +14,8 @@ import { createHmac } from "node:crypto"
 import { Context, Effect, Layer, Redacted } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
+import { Metrics } from "../observability/Metrics.ts"
+import type { AppMetrics, BreakerState, CallOutcome } from "../observability/Metrics.ts"
 import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
@@ -126,6 +128,12 @@ class CircuitBreaker {
   abandoned(): void {
     this.trialInFlight = false
   }
+
+  /** 0 closed, 1 open, 2 half-open: the open period is over and the next call is the trial. */
+  state(now: number): BreakerState {
+    if (this.failures < BREAKER_FAILURE_THRESHOLD) return 0
+    return now < this.openUntil || this.trialInFlight ? 1 : 2
+  }
 }
 
 /** Calls that fail fast while their app fails; notifications are only retried. */
@@ -143,14 +151,30 @@ interface AppPool {
   readonly breakers: Record<GuardedCall, CircuitBreaker>
   readonly inFlight: Map<UpstreamCall, number>
   readonly notifications: NotificationQueue<UpstreamRequest>
+  readonly metrics: AppMetrics
   /** Retired with `stop`: nothing more goes out. */
   stopped: boolean
+  /** Stops reporting the breakers' states (the pool was retired). */
+  readonly unwatchBreakers: Array<() => void>
 }
 
 const sign = (secret: Redacted.Redacted<string>, body: string) =>
   `sha256=${createHmac("sha256", Redacted.value(secret)).update(body).digest("hex")}`
 
 const noop = () => {}
+
+/** The metrics outcome of a finished call: its answer's status class, or how it failed. */
+const callOutcome = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined): CallOutcome => {
+  if (error === undefined) return answer!.status < 400 ? "ok" : answer!.status < 500 ? "rejected" : "error_status"
+  switch (error._tag) {
+    case "UpstreamTimeout":
+      return "timeout"
+    case "UpstreamOverloaded":
+      return "overloaded"
+    default:
+      return "unreachable"
+  }
+}
 
 const errorDetail = (cause: unknown): string => {
   if (cause instanceof Error) {
@@ -166,6 +190,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
     Upstream,
     Effect.gen(function*() {
       const config = yield* GatewayConfig
+      const metrics = yield* Metrics
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
@@ -192,6 +217,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const poolFor = (app: AppConfig): AppPool => {
         let pool = pools.get(app.id)
         if (pool === undefined) {
+          const appMetrics = metrics.forApp(app.id)
           pool = {
             connections: new Map(),
             calls: new TaskQueue(MAX_IN_FLIGHT_PER_APP, logDefect(app)),
@@ -216,9 +242,16 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                     Effect.annotateLogs({ app_id: app.id })
                   )
                 ),
+              countDropped: (why) => appMetrics.notificationsDropped(why, 1),
               onDefect: logDefect(app)
             }),
-            stopped: false
+            metrics: appMetrics,
+            stopped: false,
+            unwatchBreakers: []
+          }
+          for (const call of ["schema", "auth", "message"] as const) {
+            const breaker = pool.breakers[call]
+            pool.unwatchBreakers.push(appMetrics.watchBreaker(call, () => breaker.state(Date.now())))
           }
           pools.set(app.id, pool)
         }
@@ -291,9 +324,11 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const connections = connectionsTo(app, pool, origin)
         const text = connections.format(request.method, path, headersFor(app, body, request.headers), body)
         if (breaker !== undefined && !breaker.admit(Date.now())) {
+          pool.metrics.appCall(request.call, "breaker_open", 0)
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
+        const startedAt = performance.now()
         let abandonRequest: (() => void) | undefined
         let finished = false
         const finish = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined, outcome: "ok" | "failed" | "abandoned") => {
@@ -306,6 +341,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             else breaker.abandoned()
           }
           if (outcome === "abandoned") return
+          pool.metrics.appCall(request.call, callOutcome(error, answer), (performance.now() - startedAt) / 1000)
           try {
             done(error, answer)
           } catch (defect) {
@@ -351,6 +387,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         if (limit === undefined) return exchange(app, pool, request, breaker, done)
         const inFlight = pool.inFlight.get(request.call) ?? 0
         if (inFlight >= limit) {
+          pool.metrics.appCall(request.call, "overloaded", 0)
           done(new UpstreamOverloaded({ app: app.id, call: request.call, limit }), undefined)
           return noop
         }
@@ -406,6 +443,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const pool = pools.get(appId)
         if (pool === undefined) return
         pools.delete(appId)
+        for (const unwatch of pool.unwatchBreakers) unwatch()
         const connections = [...pool.connections.values()]
         if (how === "stop") {
           pool.stopped = true

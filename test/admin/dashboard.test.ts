@@ -10,6 +10,7 @@ import { chromium } from "playwright-core"
 import type { Browser, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { connectSocket, nextMessage, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
+import type { Channel } from "phoenix"
 import type { ConnectedSocket, FakeApp, TestGateway } from "../../src/testing/index.ts"
 
 const TOKEN = "dashboard-test-admin-token"
@@ -20,6 +21,7 @@ let gateway: TestGateway
 let browser: Browser
 let page: Page
 const sockets: Array<ConnectedSocket> = []
+const channels: Array<Channel> = []
 
 beforeAll(async () => {
   app = await startFakeApp()
@@ -40,7 +42,9 @@ const text = (selector: string) => page.locator(selector).innerText()
 /** Waits until the element's text is `expected` (the page polls every 2 s). */
 const showsText = (selector: string, expected: string) =>
   page.waitForFunction(
-    ([selector, expected]) => document.querySelector(selector!)?.textContent?.trim() === expected,
+    // runs in the page
+    ([selector, expected]) =>
+      (globalThis as any).document.querySelector(selector)?.textContent?.trim() === expected,
     [selector, expected] as const,
     { timeout: 10_000 }
   )
@@ -69,7 +73,7 @@ describe("the dashboard", () => {
     await showsText("#f-connections", "0")
     for (const token of ["token-alice", "token-bob", "token-bob"]) {
       const socket = await connectSocket(gateway.socketUrl, { app: "chat", token })
-      await socket.join("room:lobby")
+      channels.push((await socket.join("room:lobby")).channel)
       sockets.push(socket)
     }
     await showsText("#f-connections", "3")
@@ -80,7 +84,7 @@ describe("the dashboard", () => {
 
   it("runs the actions: a test broadcast reaches a subscriber, a disconnect closes a client's connections", async () => {
     const row = page.locator('#apps tr[data-app="chat"]')
-    const bobGets = nextMessage(sockets[1]!.socket.channels.find((channel) => channel.topic === "room:lobby")!, "admin_test")
+    const bobGets = nextMessage(channels[1]!, "admin_test")
     await row.getByText("Broadcast…").click()
     await page.locator("#field-topic").fill("room:lobby")
     await page.locator("#field-payload").fill('{"hello": "from the dashboard"}')

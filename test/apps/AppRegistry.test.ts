@@ -11,6 +11,7 @@ import * as Logging from "../../src/observability/Logging.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
 import { connectSocket, defaultSchema, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
+import { Metrics } from "../../src/observability/Metrics.ts"
 
 let app: FakeApp
 let scope: Scope.Closeable
@@ -23,6 +24,7 @@ beforeAll(async () => {
   const layer = AppRegistry.layer.pipe(
     Layer.provideMerge(Upstream.layer),
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps: [makeAppConfig({ id: "chat", api: app.url })] }))),
+    Layer.provide(Metrics.layerDisabled),
     Layer.provide(logging)
   )
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

@@ -10,6 +10,7 @@ import * as Logging from "../../src/observability/Logging.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
 import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
+import { Metrics } from "../../src/observability/Metrics.ts"
 
 let signed: FakeApp
 let slow: FakeApp
@@ -20,6 +21,7 @@ let upstream: Upstream["Service"]
 const upstreamIn = async (scope: Scope.Scope) => {
   const layer = Upstream.layer.pipe(
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ nodeName: "node-a" }))),
+    Layer.provide(Metrics.layerDisabled),
     Layer.provide(Logging.layer({ nodeName: "test", format: "json", level: "error" }))
   )
   return Context.get(await Effect.runPromise(Layer.buildWithScope(layer, scope)), Upstream)

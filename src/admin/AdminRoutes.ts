@@ -22,14 +22,12 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { Effect, Redacted, Result, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { ApiRefusal, BroadcastRequest, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
+import { ApiRefusal, appActions, BroadcastRequest, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
-import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig, decodeAppConfig, withoutCredentials } from "../config/GatewayConfig.ts"
-import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { SAMPLE_INTERVAL_MS } from "./NodeStatus.ts"
 import { RuntimeApps } from "./RuntimeApps.ts"
 
@@ -78,8 +76,7 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const registry = yield* AppRegistry
   const runtimeApps = yield* RuntimeApps
   const nodeRouter = yield* NodeRouter
-  const broadcaster = yield* Broadcaster
-  const clientEntity = yield* Client.client
+  const actions = yield* appActions
 
   const keptNote = runtimeApps.keptIn === "memory"
     ? "single node without DATABASE_URL: this change lives in this process only and is lost when it restarts"
@@ -171,27 +168,18 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   yield* admin("POST", "/admin/apps/:id/schema/refresh", Effect.gen(function*() {
     const app = yield* knownApp
-    return yield* registry.refresh(app.config.id).pipe(
-      Effect.map((version) => json({ version })),
-      Effect.catchTags({
-        SchemaFetchFailed: (error) => Effect.succeed(json({ reason: error.reason }, 502)),
-        UnknownApp: () => Effect.succeed(json({ reason: "unknown_app" }, 404))
-      })
-    )
+    return yield* actions.refreshSchema(app.config.id)
   }))
 
   yield* admin("DELETE", "/admin/apps/:id/clients/:client_id", Effect.gen(function*() {
     const app = yield* knownApp
     const { client_id: clientId } = yield* HttpRouter.params
-    const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
-      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
-    )
-    return json({ client_id: clientId, disconnected })
+    return yield* actions.disconnectClient(app.config.id, clientId ?? "")
   }))
 
   yield* admin("POST", "/admin/apps/:id/broadcast", Effect.gen(function*() {
     const app = yield* knownApp
-    const { event, payload, topic } = yield* jsonBody.pipe(
+    const broadcast = yield* jsonBody.pipe(
       Effect.flatMap((body) => decodeBroadcast(body)),
       Effect.mapError((error) =>
         error._tag === "ApiRefusal"
@@ -199,9 +187,7 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
           : new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) })
       )
     )
-    yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
-      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
-    )
+    yield* actions.publish(app.config.id, broadcast)
     return json({ accepted: 1 }, 202)
   }))
 }))

@@ -76,12 +76,29 @@ const COUNTER_FIGURES = new Map(COUNTERS.map(([figure, metric]) => [metric, figu
 /** Cumulative counts per latency bucket (the last entry: every call), per app and call kind. */
 type Latencies = Map<string, Map<string, Array<number>>>
 
-/** The bucket boundary (in ms) under which a share `q` of the calls of a period finished; the largest when over all. */
-const percentileMs = (boundaries: ReadonlyArray<number>, now: ReadonlyArray<number>, before: ReadonlyArray<number> | undefined, q: number) => {
-  const total = now[now.length - 1]! - (before?.[before.length - 1] ?? 0)
+/**
+ * The duration (in ms) under which a share `q` of the calls of a period
+ * finished, interpolated inside its bucket as Prometheus' `histogram_quantile`
+ * does; the largest bound when the calls were slower than every bound.
+ */
+const percentileMs = (
+  boundaries: ReadonlyArray<number>,
+  now: ReadonlyArray<number>,
+  before: ReadonlyArray<number> | undefined,
+  q: number
+) => {
+  const inPeriod = (i: number) => now[i]! - (before?.[i] ?? 0)
+  const total = inPeriod(now.length - 1)
   if (total <= 0) return undefined
+  const rank = q * total
   for (let i = 0; i < boundaries.length; i++) {
-    if (now[i]! - (before?.[i] ?? 0) >= q * total) return boundaries[i]! * 1000
+    const upTo = inPeriod(i)
+    if (upTo >= rank) {
+      const below = i === 0 ? 0 : inPeriod(i - 1)
+      const lower = i === 0 ? 0 : boundaries[i - 1]!
+      const share = upTo === below ? 1 : (rank - below) / (upTo - below)
+      return round((lower + (boundaries[i]! - lower) * share) * 1000, 1)
+    }
   }
   return boundaries[boundaries.length - 1]! * 1000
 }

@@ -68,13 +68,43 @@ const secretMatches = (app: RegisteredApp, header: string | undefined) => {
   return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
-export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
+/** What the server API and the admin API both do to an app, with the same answers. */
+export const appActions = Effect.gen(function*() {
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
   const metrics = yield* Metrics
+  const clientEntity = yield* Client.client
+  return {
+    /** One broadcast; 503 `broadcast_failed` when the cluster could not take it. */
+    publish: (appId: string, { event, payload, topic }: typeof BroadcastRequest.Type) => {
+      metrics.forApp(appId).broadcast("server_api")
+      return broadcaster.publish({ app: appId, topic, event, payload: payload ?? {} }).pipe(
+        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
+      )
+    },
+    /** Closes the client's connections on every node: `{client_id, disconnected}`. */
+    disconnectClient: (appId: string, clientId: string) =>
+      clientEntity(clientEntityId(appId, clientId)).DisconnectClient().pipe(
+        Effect.map((disconnected) => json({ client_id: clientId, disconnected })),
+        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
+      ),
+    /** Fetches the schema now: `{version}`, or 502 with the reason. */
+    refreshSchema: (appId: string) =>
+      apps.refresh(appId).pipe(
+        Effect.map((version) => json({ version })),
+        Effect.catchTags({
+          SchemaFetchFailed: (error) => Effect.succeed(json({ reason: error.reason }, 502)),
+          UnknownApp: () => Effect.succeed(json({ reason: "unknown_app" }, 404))
+        })
+      )
+  }
+})
+
+export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
+  const apps = yield* AppRegistry
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
-  const clientEntity = yield* Client.client
+  const actions = yield* appActions
 
   /** The app named in the path, once its secret is proven. */
   const authorizedApp = Effect.gen(function*() {
@@ -96,23 +126,14 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
     // one after the other: broadcasts to the same topic keep the order they were given in
-    const appMetrics = metrics.forApp(app.config.id)
-    for (const { topic, event, payload } of broadcasts) {
-      appMetrics.broadcast("server_api")
-      yield* broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
-        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
-      )
-    }
+    for (const broadcast of broadcasts) yield* actions.publish(app.config.id, broadcast)
     return json({ accepted: broadcasts.length }, 202)
   })))
 
   yield* router.add("DELETE", "/api/apps/:app/clients/:client_id", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { client_id: clientId } = yield* HttpRouter.params
-    const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
-      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
-    )
-    return json({ client_id: clientId, disconnected })
+    return yield* actions.disconnectClient(app.config.id, clientId ?? "")
   })))
 
   yield* router.add("GET", "/api/apps/:app/connections", handleRefusals(Effect.gen(function*() {
@@ -135,12 +156,6 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
 
   yield* router.add("POST", "/api/apps/:app/schema/refresh", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
-    return yield* apps.refresh(app.config.id).pipe(
-      Effect.map((version) => json({ version })),
-      Effect.catchTags({
-        SchemaFetchFailed: (error) => Effect.succeed(json({ reason: error.reason }, 502)),
-        UnknownApp: () => Effect.succeed(json({ reason: "unknown_app" }, 404))
-      })
-    )
+    return yield* actions.refreshSchema(app.config.id)
   })))
 }))

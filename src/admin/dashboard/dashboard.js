@@ -263,9 +263,9 @@ const drawCharts = () => {
 // Figures and tables
 // ---------------------------------------------------------------------------
 
-const setFigure = (id, text, level = "") => {
+const setFigure = (id, text, level = "", unit = "") => {
   const node = $(id)
-  node.textContent = text
+  node.replaceChildren(text, ...(unit === "" ? [] : [el("span", { class: "unit" }, unit)]))
   node.className = `value ${level}`
 }
 
@@ -280,7 +280,7 @@ const renderFigures = () => {
   const limited = clusterRate("rate_limited")
   setFigure("f-limited", rate(limited), limited > 0 ? "warn" : "")
   const lag = Math.max(0, ...live.map((n) => n.event_loop_lag_ms))
-  setFigure("f-lag", ms(lag), lag > 200 ? "bad" : lag > 50 ? "warn" : "")
+  setFigure("f-lag", lag < 10 ? lag.toFixed(1) : count(lag), lag > 200 ? "bad" : lag > 50 ? "warn" : "", "ms")
 
   const ready = nodes.filter((n) => n.state === "ready").length
   const health = $("health")

@@ -196,6 +196,30 @@ describe("GET /admin/cluster", () => {
   })
 })
 
+describe("per-app figures", () => {
+  it("count the app's traffic and give its call latency over the last sampling period", async () => {
+    const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const { channel } = await socket.join("room:figures")
+    for (let i = 0; i < 5; i++) expect((await push(channel, "echo", { i })).status).toBe("ok")
+    // the percentiles come with the node's next sample (every 5 s)
+    const deadline = Date.now() + 15_000
+    let figures: any
+    for (;;) {
+      figures = (await admin("/admin/cluster")).body.nodes[0].apps.chat
+      if (figures.message_p99_ms !== undefined || Date.now() > deadline) break
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    await socket.close()
+    expect(figures.pushes).toBeGreaterThanOrEqual(5)
+    expect(figures.joins).toBeGreaterThanOrEqual(1)
+    expect(figures.message_calls).toBeGreaterThanOrEqual(5)
+    expect(figures.message_errors ?? 0).toBe(0)
+    expect(figures.message_breaker).toBe(0)
+    expect(figures.message_p50_ms).toBeGreaterThan(0)
+    expect(figures.message_p99_ms).toBeGreaterThanOrEqual(figures.message_p50_ms)
+  }, 30_000)
+})
+
 describe("GET /health", () => {
   it("reports the version of package.json", async () => {
     const health = await admin("/health", { token: null })

@@ -2,8 +2,8 @@
  * The dashboard at `/admin`, driven in a real headless Chromium (Debian's
  * `chromium` package; playwright-core only drives it): the login form keeps
  * the token out of the URL and in the tab's sessionStorage, the figures move
- * as clients connect, and the actions reach clients. A screenshot is kept at
- * `.tmp/dashboard.png`.
+ * as clients connect, and the actions reach clients. Screenshots are kept at
+ * `.tmp/dashboard-login.png` and `.tmp/dashboard.png`.
  */
 import { mkdirSync } from "node:fs"
 import { chromium } from "playwright-core"
@@ -54,6 +54,8 @@ describe("the dashboard", () => {
     const requests: Array<string> = []
     page.on("request", (request) => requests.push(request.url()))
     await page.goto(`${gateway.url}/admin`)
+    mkdirSync(".tmp", { recursive: true })
+    await page.screenshot({ path: ".tmp/dashboard-login.png" })
     await page.locator("#token").fill("not-the-token")
     await page.locator("#login-form button").click()
     await showsText("#login-error", "That token was refused.")
@@ -103,7 +105,6 @@ describe("the dashboard", () => {
     await row.getByText("Refresh schema").click()
     await page.locator("#toast").getByText("chat: schema version 1 in force").waitFor()
 
-    mkdirSync(".tmp", { recursive: true })
     await page.screenshot({ path: SCREENSHOT, fullPage: true })
   }, 30_000)
 })

@@ -26,6 +26,7 @@ import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Metrics } from "./observability/Metrics.ts"
+import { Tracing } from "./observability/Tracing.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
@@ -66,6 +67,9 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     NodeStatus.layer,
     clustered ? RuntimeApps.layerPostgres(config.databaseUrl!) : RuntimeApps.layerMemory
   )
+  const tracing = config.otlpEndpoint === undefined
+    ? Tracing.layerOff
+    : Tracing.layerOtlp({ endpoint: config.otlpEndpoint, nodeName: config.nodeName })
   const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes, AdminRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )
@@ -79,6 +83,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(appBoundary),
     Layer.provideMerge(limits),
     Layer.provideMerge(base),
+    Layer.provideMerge(tracing),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )
 }

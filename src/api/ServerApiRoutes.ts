@@ -21,6 +21,7 @@ import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
 export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -102,6 +103,7 @@ export const appActions = Effect.gen(function*() {
 
 export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const apps = yield* AppRegistry
+  const tracing = yield* Tracing
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
   const actions = yield* appActions
@@ -126,7 +128,12 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
     // one after the other: broadcasts to the same topic keep the order they were given in
-    for (const broadcast of broadcasts) yield* actions.publish(app.config.id, broadcast)
+    yield* Effect.forEach(broadcasts, (broadcast) => actions.publish(app.config.id, broadcast), { discard: true }).pipe(
+      tracing.around("gateway.server_api.broadcast", {
+        "gateway.app_id": app.config.id,
+        "gateway.broadcasts": broadcasts.length
+      })
+    )
     return json({ accepted: broadcasts.length }, 202)
   })))
 

@@ -15,6 +15,7 @@ import type { UpstreamError } from "../upstream/errors.ts"
 import { compileGrants } from "../apps/Grants.ts"
 import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 
 /** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
 export const AuthAnswer = Schema.Struct({
@@ -64,6 +65,8 @@ export interface AuthRequest {
   readonly clientType: string
   readonly remoteIp: string
   readonly userAgent: string
+  /** The connect's span: the auth call's span is its child. */
+  readonly span: TraceSpan
 }
 
 /** The identity of an authenticated connection, shared by all its channels. */
@@ -130,6 +133,7 @@ export class Auth extends Context.Service<Auth, AuthShape>()("realtime-gateway/a
           url: app.authEndpoint,
           timeoutMs: app.timeouts.authMs,
           maxInFlight: app.rateLimits.maxConcurrentAuth,
+          parent: request.span,
           body: {
             token: request.token,
             app: app.id,

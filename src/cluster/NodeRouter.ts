@@ -16,6 +16,7 @@ import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
 import { catalogue, Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 import type { Broadcast } from "../fanout/LocalFanout.ts"
 import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
@@ -62,13 +63,15 @@ export const localNode = Effect.gen(function*() {
   const topics = yield* TopicRegistry
   const clientLimits = yield* ClientLimits
   const nodeStatus = yield* NodeStatus
+  const tracing = yield* Tracing
   return {
     status: (withHistory: boolean) => nodeStatus.current(withHistory),
     clientShared: (app: string, clientId: string) => Effect.sync(() => clientLimits.markShared(app, clientId)),
+    // the entry point of broadcasts on the node that delivers them, another node's or this one's
     deliver: (broadcasts: ReadonlyArray<Broadcast>) =>
       Effect.sync(() => {
         for (const broadcast of broadcasts) fanout.deliver(broadcast)
-      }),
+      }).pipe(tracing.around("gateway.deliver", { "gateway.broadcasts": broadcasts.length }, "consumer")),
     disconnectClient: (app: string, clientId: string) => Effect.sync(() => sessions.disconnectClient(app, clientId)),
     connections: (app: string) => Effect.sync(() => sessions.connections(app)),
     presences: (app: string, topic: string) => Effect.sync(() => topics.localPresences(app, topic))

@@ -178,8 +178,6 @@ const EVENT_LOOP_RESOLUTION_MS = 20
 
 const noop = () => {}
 
-type Bound<M> = M extends Metric.Metric<infer In, infer _> ? (value: In) => void : never
-
 /**
  * A series with fixed labels as an update function: the labelled metric is
  * made once, and each update is a registry lookup by a key computed once.
@@ -188,9 +186,9 @@ const bind = <In, State>(
   metric: Metric.Metric<In, State>,
   labels: Record<string, string>,
   context: Context.Context<never>
-): Bound<Metric.Metric<In, State>> => {
+): ((value: In) => void) => {
   const labelled = Metric.withAttributes(metric, labels)
-  return ((value: In) => labelled.updateUnsafe(value, context)) as Bound<Metric.Metric<In, State>>
+  return (value) => labelled.updateUnsafe(value, context)
 }
 
 /** Bound series made on first use, one per label value of a small fixed set. */

@@ -7,6 +7,8 @@
 import { Cause, Context, Effect, Layer, Schema } from "effect"
 import type { Frame } from "../protocol/Frame.ts"
 import { LogSampler } from "../observability/Logging.ts"
+import { NO_SPAN, Tracing } from "../observability/Tracing.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
@@ -62,12 +64,17 @@ const APP_ERROR_REASON = "app_error"
 class PushInFlight {
   readonly session: Session
   readonly frame: Frame
+  /** The push's span, ended with it. */
+  readonly span: TraceSpan
+  /** The span of the app's actions, while they are applied. */
+  actionsSpan: TraceSpan = NO_SPAN
   private replied = false
   private ended = false
 
-  constructor(session: Session, frame: Frame) {
+  constructor(session: Session, frame: Frame, span: TraceSpan) {
     this.session = session
     this.frame = frame
+    this.span = span
     session.pushesInFlight++
   }
 
@@ -82,6 +89,9 @@ class PushInFlight {
     this.ended = true
     this.session.pushesInFlight--
     this.reply(status, response)
+    const failure = status === "error" ? (response as { readonly reason?: string }).reason ?? "error" : undefined
+    this.actionsSpan.end(failure)
+    this.span.end(failure)
   }
 }
 
@@ -102,6 +112,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
       const upstream = yield* Upstream
       const broadcaster = yield* Broadcaster
       const clientLimits = yield* ClientLimits
+      const tracing = yield* Tracing
       const runCallback = Effect.runCallbackWith(yield* Effect.context<never>())
       // an app that fails fails every push: its lines are sampled
       const sampler = new LogSampler(runCallback, { level: "Warn" })
@@ -133,6 +144,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
 
       /** Applies the actions from `index` on, in order; a broadcast is awaited before the next action. */
       const applyActions = (push: PushInFlight, actions: ReadonlyArray<Action>, index: number): void => {
+        if (index === 0) push.actionsSpan = tracing.start("gateway.push.actions", "internal", push.span)
         for (let i = index; i < actions.length; i++) {
           const action = actions[i]!
           switch (action.action) {
@@ -148,13 +160,13 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
             case "broadcast":
               push.session.metrics.broadcast("app_action")
               runCallback(
-                broadcaster.publish({
+                withinSpan(push.actionsSpan, broadcaster.publish({
                   app: push.session.app.config.id,
                   topic: action.topic ?? push.frame.topic,
                   event: action.event,
                   payload: action.data === undefined ? {} : action.data,
                   ...(action.exclude_sender === true ? { excludeConnectionId: push.session.connectionId } : {})
-                }),
+                })),
                 {
                   onExit: (exit) => {
                     try {
@@ -182,6 +194,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           method: "POST",
           url: app.messageEndpoint,
           timeoutMs: app.timeouts.messageMs,
+          parent: push.span,
           body: {
             app: app.id,
             event: frame.event,
@@ -237,26 +250,57 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         return check
       }
 
-      const refuse = (session: Session, frame: Frame, reason: ReplyReason, extra?: Record<string, unknown>) => {
+      /** Effect code run for a push (a broadcast action) joins its trace. */
+      const withinSpan = <A, E>(span: TraceSpan, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+        span.effectSpan === undefined ? effect : Effect.withParentSpan(effect, span.effectSpan)
+
+      const refuse = (
+        session: Session,
+        frame: Frame,
+        span: TraceSpan,
+        reason: ReplyReason,
+        extra?: Record<string, unknown>
+      ) => {
         session.metrics.pushRefused(reason)
         session.replyError(frame, reason, extra)
+        span.end(reason)
+      }
+
+      /** A push that failed a check of its own: its validation span and its push span end with the reason. */
+      const invalid = (
+        session: Session,
+        frame: Frame,
+        span: TraceSpan,
+        validation: TraceSpan,
+        reason: ReplyReason,
+        extra?: Record<string, unknown>
+      ) => {
+        validation.end(reason)
+        refuse(session, frame, span, reason, extra)
       }
 
       const handle = (session: Session, frame: Frame, join: Join) => {
+        const span = tracing.start("gateway.push", "server")
+        const validation = tracing.start("gateway.push.validate", "internal", span)
+        if (tracing.enabled) {
+          session.annotate(span, frame.topic)
+          span.attribute("gateway.event", frame.event)
+        }
         const event = session.app.schema?.event(frame.event)
         session.metrics.messageIn(event)
-        if (event === undefined) return refuse(session, frame, ReplyReason.invalidEventForChannel)
+        if (event === undefined) return invalid(session, frame, span, validation, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
-        if (check !== "allowed") return refuse(session, frame, check)
+        if (check !== "allowed") return invalid(session, frame, span, validation, check)
         const errors = frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
-        if (errors !== undefined) return refuse(session, frame, ReplyReason.invalidPayload, { errors })
+        if (errors !== undefined) return invalid(session, frame, span, validation, ReplyReason.invalidPayload, { errors })
+        validation.end()
         if (session.pushesInFlight >= MAX_PUSHES_IN_FLIGHT) {
           session.metrics.rateLimited("pushes_in_flight")
-          return refuse(session, frame, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
+          return refuse(session, frame, span, ReplyReason.rateLimited, { retry_after_ms: IN_FLIGHT_RETRY_MS })
         }
-        const push = new PushInFlight(session, frame)
+        const push = new PushInFlight(session, frame, span)
         const decision = clientLimits.check(
           session.app.config.id,
           session.identity.clientId,

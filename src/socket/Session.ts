@@ -14,6 +14,7 @@ import type { ChannelMatch, CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Identity } from "../auth/Auth.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
 import type { AppMetrics, ClosedBy } from "../observability/Metrics.ts"
+import type { TraceSpan, TracingShape } from "../observability/Tracing.ts"
 import { CloseCode, Event, MAX_BINARY_FIELD_BYTES, PHOENIX_TOPIC } from "../protocol/constants.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
@@ -30,6 +31,7 @@ export type LifecycleEvent = "connection:established" | "connection:closed" | "c
 export interface SessionHub {
   readonly maxChannelsPerConnection: number
   readonly maxOutboxBytes: number
+  readonly tracing: TracingShape
   readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
@@ -199,15 +201,19 @@ export class Session {
   }
 
   private join(frame: Frame): void {
+    const span = this.hub.tracing.start("gateway.join", "server")
+    if (this.hub.tracing.enabled) this.annotate(span, frame.topic)
     const schema = this.app.schema
     // a topic that long matches no channel, and app-supplied patterns never run on it
     const match = frame.topic.length > MAX_TOPIC_LENGTH ? undefined : schema?.matchChannel(frame.topic)
-    if (match === undefined) return this.refuseJoin(frame, ReplyReason.invalidChannelPattern)
-    if (!this.identity.grants.allowsAll(match.joinPermissions)) return this.refuseJoin(frame, ReplyReason.unauthorized)
+    if (match === undefined) return this.refuseJoin(frame, ReplyReason.invalidChannelPattern, span)
+    if (!this.identity.grants.allowsAll(match.joinPermissions)) {
+      return this.refuseJoin(frame, ReplyReason.unauthorized, span)
+    }
 
     const previous = this.joins.get(frame.topic)
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
-      return this.refuseJoin(frame, ReplyReason.tooManyChannels)
+      return this.refuseJoin(frame, ReplyReason.tooManyChannels, span)
     }
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
     this.joins.set(frame.topic, join)
@@ -223,11 +229,21 @@ export class Session {
     this.metrics.joined("ok")
     this.hub.notify(this, "channel:joined", frame.topic)
     if (match.channel.presence) this.hub.track(this, frame.topic, join)
+    span.end()
   }
 
-  private refuseJoin(frame: Frame, reason: ReplyReason): void {
+  private refuseJoin(frame: Frame, reason: ReplyReason, span: TraceSpan): void {
     this.metrics.joined(reason)
     this.replyError(frame, reason)
+    span.end(reason)
+  }
+
+  /** The attributes every span of this connection's frames carries. */
+  annotate(span: TraceSpan, topic: string): void {
+    span.attribute("gateway.app_id", this.app.config.id)
+    span.attribute("gateway.client_id", this.identity.clientId)
+    span.attribute("gateway.connection_id", this.connectionId)
+    span.attribute("gateway.topic", topic)
   }
 
   private leave(frame: Frame): void {

@@ -19,6 +19,7 @@ import type { ConnectionInfo } from "../cluster/messages.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
 import { LogSampler } from "../observability/Logging.ts"
 import { Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
 import { CloseCode, Event } from "../protocol/constants.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Upstream } from "../upstream/Upstream.ts"
@@ -60,6 +61,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const pushHandler = yield* PushHandler
       const clientLimits = yield* ClientLimits
       const metrics = yield* Metrics
+      const tracing = yield* Tracing
       const context = yield* Effect.context<never>()
       const runInBackground = Effect.runForkWith(context)
       // app → client id → its sessions on this node
@@ -126,6 +128,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
+        tracing,
         subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
         track: (session, topic, join) => {

@@ -19,6 +19,8 @@ import type { AuthError, Identity } from "../auth/Auth.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LogSampler } from "../observability/Logging.ts"
 import { Metrics } from "../observability/Metrics.ts"
+import { Tracing } from "../observability/Tracing.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 import { UpgradeRejection } from "../protocol/reasons.ts"
 import { serializerFor } from "../protocol/Serializer.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
@@ -104,6 +106,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
       const sessions = yield* Sessions
       const limiter = yield* RateLimiter
       const metrics = yield* Metrics
+      const tracing = yield* Tracing
       const context = yield* Effect.context<never>()
       const runCallback = Effect.runCallbackWith(context)
 
@@ -114,8 +117,15 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
        * once the app is known: an app id a client made up is never logged
        * or counted.
        */
-      const refuse = (request: IncomingMessage, socket: Duplex, rejection: UpgradeRejection, app?: RegisteredApp) => {
+      const refuse = (
+        request: IncomingMessage,
+        socket: Duplex,
+        span: TraceSpan,
+        rejection: UpgradeRejection,
+        app?: RegisteredApp
+      ) => {
         metrics.connectionRefused(rejection.reason)
+        span.end(rejection.reason)
         reject(socket, rejection)
         const message = `upgrade refused: ${rejection.reason}`
         if (!sampler.admit(message)) return
@@ -147,13 +157,17 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
         app: RegisteredApp,
         identity: Identity,
         serializer: Serializer,
-        remoteIp: string
+        remoteIp: string,
+        span: TraceSpan
       ) => {
         // the node may have started draining while the token was checked
-        if (!accepting) return refuse(request, socket, UpgradeRejection.overCapacity, app)
+        if (!accepting) return refuse(request, socket, span, UpgradeRejection.overCapacity, app)
         socket.off("error", destroySocket)
         server.handleUpgrade(request, socket, head, (ws) => {
-          sessions.open({ socket: ws, stream: socket, app, identity, serializer, remoteIp })
+          const session = sessions.open({ socket: ws, stream: socket, app, identity, serializer, remoteIp })
+          span.attribute("gateway.client_id", identity.clientId)
+          span.attribute("gateway.connection_id", session.connectionId)
+          span.end()
         })
       }
 
@@ -170,39 +184,42 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
       }
 
       const admit = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+        // upgrade and auth: a root span, ended when the upgrade completes or is refused
+        const span = tracing.start("gateway.connect", "server")
         // the request target as sent (origin-form): split by hand, a URL object per upgrade costs more than all of this
         const target = request.url ?? "/"
         const queryAt = target.indexOf("?")
         if ((queryAt < 0 ? target : target.slice(0, queryAt)) !== SOCKET_PATH) {
-          return refuse(request, socket, UpgradeRejection.notFound)
+          return refuse(request, socket, span, UpgradeRejection.notFound)
         }
-        if (!accepting) return refuse(request, socket, UpgradeRejection.overCapacity)
+        if (!accepting) return refuse(request, socket, span, UpgradeRejection.overCapacity)
 
         const params = new URLSearchParams(queryAt < 0 ? "" : target.slice(queryAt + 1))
         const appId = params.get("app")
         const token = tokenFromSubprotocols(request.headers["sec-websocket-protocol"]) ?? params.get("token")
         if (appId === null || appId === "" || token === null || token === "") {
-          return refuse(request, socket, UpgradeRejection.missingParams)
+          return refuse(request, socket, span, UpgradeRejection.missingParams)
         }
         const serializer = serializerFor(params.get("vsn") ?? undefined)
-        if (serializer === undefined) return refuse(request, socket, UpgradeRejection.unsupportedVsn)
+        if (serializer === undefined) return refuse(request, socket, span, UpgradeRejection.unsupportedVsn)
 
         const app = apps.get(appId)
-        if (app === undefined) return refuse(request, socket, UpgradeRejection.unknownApp)
+        if (app === undefined) return refuse(request, socket, span, UpgradeRejection.unknownApp)
+        span.attribute("gateway.app_id", app.config.id)
         const origin = request.headers.origin
         const allowedOrigins = app.config.allowedOrigins
         if (origin !== undefined && allowedOrigins !== undefined && !allowedOrigins.includes(origin)) {
-          return refuse(request, socket, UpgradeRejection.originNotAllowed, app)
+          return refuse(request, socket, span, UpgradeRejection.originNotAllowed, app)
         }
         const remoteIp = remoteIpOf(request, config.trustProxy)
         if (!limiter.checkConnection(app.config.id, remoteIp, app.config.rateLimits.connectionsPerIpPerMinute).allowed) {
           metrics.forApp(app.config.id).rateLimited("connections_per_ip")
-          return refuse(request, socket, UpgradeRejection.rateLimited, app)
+          return refuse(request, socket, span, UpgradeRejection.rateLimited, app)
         }
         if (sessions.count() + upgradesInFlight >= config.limits.maxConnections) {
-          return refuse(request, socket, UpgradeRejection.overCapacity, app)
+          return refuse(request, socket, span, UpgradeRejection.overCapacity, app)
         }
-        if (app.schema === undefined) return refuse(request, socket, UpgradeRejection.schemaUnavailable, app)
+        if (app.schema === undefined) return refuse(request, socket, span, UpgradeRejection.schemaUnavailable, app)
 
         upgradesInFlight++
         const clientType = params.get("client_type") || "unknown"
@@ -222,6 +239,7 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
           if (!settle()) return
           abandon?.()
           socket.destroy()
+          span.end("the client went away during auth")
         }
         // registered first, since the check may also end synchronously; a
         // client that half-closes (FIN) gets "end", one that resets "close"
@@ -231,20 +249,21 @@ export class WebSocketTransport extends Context.Service<WebSocketTransport, WebS
           token,
           clientType,
           remoteIp,
-          userAgent: request.headers["user-agent"] ?? ""
+          userAgent: request.headers["user-agent"] ?? "",
+          span
         }, (error, identity) => {
           if (!settle()) return
           try {
             if (error?._tag === "AuthServiceUnavailable" && sampler.admit("auth call failed")) {
               runCallback(Effect.logWarning("auth call failed", error.detail).pipe(Effect.annotateLogs({ app_id: app.config.id })))
             }
-            if (socket.destroyed) return
+            if (socket.destroyed) return span.end("the client went away during auth")
             if (error !== undefined) {
               const rejection = rejectionFor(error)
               metrics.forApp(app.config.id).authFailed(rejection.reason)
-              return refuse(request, socket, rejection, app)
+              return refuse(request, socket, span, rejection, app)
             }
-            complete(request, socket, head, app, identity!, serializer, remoteIp)
+            complete(request, socket, head, app, identity!, serializer, remoteIp, span)
           } catch (defect) {
             socket.destroy()
             runCallback(Effect.logError("unexpected error completing an upgrade", String(defect)))

@@ -16,7 +16,8 @@ import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import type { AppMetrics, BreakerState, CallOutcome } from "../observability/Metrics.ts"
-import { newRequestId, newTraceparent } from "../observability/Tracing.ts"
+import { newRequestId, newTraceparent, Tracing } from "../observability/Tracing.ts"
+import type { TraceSpan } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
 import { Http1Pool } from "./Http1Pool.ts"
@@ -37,6 +38,8 @@ export interface UpstreamRequest {
    * queue would only make a storm worse (auth during a reconnect storm).
    */
   readonly maxInFlight?: number
+  /** The span this call is part of; the call's own span is its child, and its `traceparent` goes to the app. */
+  readonly parent?: TraceSpan
 }
 
 export interface UpstreamAnswer {
@@ -163,6 +166,13 @@ const sign = (secret: Redacted.Redacted<string>, body: string) =>
 
 const noop = () => {}
 
+const CALL_SPAN_NAMES: Record<UpstreamCall, string> = {
+  auth: "app.auth",
+  message: "app.message",
+  schema: "app.schema",
+  notify: "app.notify"
+}
+
 /** The metrics outcome of a finished call: its answer's status class, or how it failed. */
 const callOutcome = (error: UpstreamError | undefined, answer: UpstreamAnswer | undefined): CallOutcome => {
   if (error === undefined) return answer!.status < 400 ? "ok" : answer!.status < 500 ? "rejected" : "error_status"
@@ -191,6 +201,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
     Effect.gen(function*() {
       const config = yield* GatewayConfig
       const metrics = yield* Metrics
+      const tracing = yield* Tracing
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
@@ -258,14 +269,20 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         return pool
       }
 
-      const headersFor = (app: AppConfig, body: string | undefined, extra: Readonly<Record<string, string>> | undefined) => {
+      const headersFor = (
+        app: AppConfig,
+        body: string | undefined,
+        extra: Readonly<Record<string, string>> | undefined,
+        span: TraceSpan
+      ) => {
         const headers: Record<string, string> = {
           "user-agent": USER_AGENT,
           "x-request-id": newRequestId(),
           "x-gateway-app": app.id,
           "x-gateway-node": config.nodeName,
-          traceparent: extra?.["traceparent"] ?? newTraceparent(),
-          ...extra
+          ...extra,
+          // the call's own span, so that the app's spans join the trace; untraced, a fresh id (or the notification's)
+          traceparent: tracing.enabled ? span.traceparent() : extra?.["traceparent"] ?? newTraceparent()
         }
         if (body !== undefined) headers["content-type"] = "application/json"
         if (app.secret !== undefined) headers["x-gateway-signature"] = sign(app.secret, body ?? "")
@@ -322,9 +339,11 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const body = request.body === undefined ? undefined : JSON.stringify(request.body)
         const { origin, path } = targetOf(request.url)
         const connections = connectionsTo(app, pool, origin)
-        const text = connections.format(request.method, path, headersFor(app, body, request.headers), body)
+        const span = tracing.start(CALL_SPAN_NAMES[request.call], "client", request.parent)
+        const text = connections.format(request.method, path, headersFor(app, body, request.headers, span), body)
         if (breaker !== undefined && !breaker.admit(Date.now())) {
           pool.metrics.appCall(request.call, "breaker_open", 0)
+          span.end("circuit breaker open")
           done(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "circuit breaker open" }), undefined)
           return noop
         }
@@ -340,8 +359,14 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
             else if (outcome === "failed") breaker.failed(Date.now())
             else breaker.abandoned()
           }
-          if (outcome === "abandoned") return
+          if (outcome === "abandoned") {
+            span.attribute("gateway.abandoned", true)
+            span.end()
+            return
+          }
           pool.metrics.appCall(request.call, callOutcome(error, answer), (performance.now() - startedAt) / 1000)
+          if (answer !== undefined) span.attribute("http.response.status_code", answer.status)
+          span.end(error?.message ?? (answer!.status >= 500 ? `answered ${answer!.status}` : undefined))
           try {
             done(error, answer)
           } catch (defect) {
@@ -428,13 +453,15 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         const url = app.notifyEndpoint
         if (url === undefined) return
         const pool = poolFor(app)
-        // one trace for all attempts of one notification
+        // one trace for all attempts of one notification: traced, each attempt is a span under this one
+        const queued = tracing.start("gateway.notify", "producer")
+        queued.end()
         pool.notifications.add({
           call: "notify",
           method: "POST",
           url,
           body,
-          headers: { traceparent: newTraceparent() },
+          ...(tracing.enabled ? { parent: queued } : { headers: { traceparent: newTraceparent() } }),
           timeoutMs: NOTIFY_TIMEOUT_MS
         })
       }

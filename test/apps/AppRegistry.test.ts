@@ -12,6 +12,7 @@ import { Upstream } from "../../src/upstream/Upstream.ts"
 import { connectSocket, defaultSchema, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
 import { Metrics } from "../../src/observability/Metrics.ts"
+import { Tracing } from "../../src/observability/Tracing.ts"
 
 let app: FakeApp
 let scope: Scope.Closeable
@@ -25,6 +26,7 @@ beforeAll(async () => {
     Layer.provideMerge(Upstream.layer),
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps: [makeAppConfig({ id: "chat", api: app.url })] }))),
     Layer.provide(Metrics.layerDisabled),
+    Layer.provide(Tracing.layerOff),
     Layer.provide(logging)
   )
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

@@ -5,7 +5,9 @@
  * no label ever carries a topic, a client id, a connection id or an event
  * name a client made up.
  */
+import { readFileSync } from "node:fs"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { catalogue } from "../../src/observability/Metrics.ts"
 import { rawSocket, startFakeApp, startTestGateway, upgradeRejection } from "../../src/testing/index.ts"
 import type { FakeApp, RawSocket, TestGateway } from "../../src/testing/index.ts"
 
@@ -225,6 +227,11 @@ const connect = async (token = "token-m", appId = "chat") => {
 }
 
 describe("GET /metrics", () => {
+  it("every metric of the catalogue is in the README's table", () => {
+    const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8")
+    for (const metric of Object.values(catalogue)) expect(readme).toMatch(new RegExp(`^\\|.*\`${metric.id}\``, "m"))
+  })
+
   it("is strict Prometheus text: typed families, gateway_ counters end in _total, histograms well-formed", async () => {
     const { families } = await scrape()
     for (const [name, family] of families) {

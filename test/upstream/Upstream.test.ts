@@ -11,6 +11,7 @@ import { Upstream } from "../../src/upstream/Upstream.ts"
 import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
 import { Metrics } from "../../src/observability/Metrics.ts"
+import { Tracing } from "../../src/observability/Tracing.ts"
 
 let signed: FakeApp
 let slow: FakeApp
@@ -22,6 +23,7 @@ const upstreamIn = async (scope: Scope.Scope) => {
   const layer = Upstream.layer.pipe(
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ nodeName: "node-a" }))),
     Layer.provide(Metrics.layerDisabled),
+    Layer.provide(Tracing.layerOff),
     Layer.provide(Logging.layer({ nodeName: "test", format: "json", level: "error" }))
   )
   return Context.get(await Effect.runPromise(Layer.buildWithScope(layer, scope)), Upstream)

@@ -147,17 +147,22 @@ describe("DELETE /admin/apps/:id", () => {
   it("closes the app's connections, stops its calls, and refuses new connections as unknown_app", async () => {
     const victim = await startFakeApp()
     try {
-      expect((await put("victim", { api: victim.url })).status).toBe(201)
+      expect((await put("victim", { api: victim.url, timeouts: { schemaMs: 60_000 } })).status).toBe(201)
       const socket = await connectSocket(gateway.socketUrl, { app: "victim", token: "token-bob" })
       const { channel } = await socket.join("room:lobby")
       victim.fail("message", "hang")
-      // a call the app never answers does not hold the removal up
+      victim.fail("schema", "hang")
+      victim.clearRequests()
+      // calls the app never answers: a push, and a schema fetch that would wait 60 s
       void push(channel, "echo", {}, 30_000)
-      await victim.waitFor("message")
+      const refreshing = admin("/admin/apps/victim/schema/refresh", { method: "POST" })
+      await Promise.all([victim.waitFor("message"), victim.waitFor("schema")])
       const answer = await admin("/admin/apps/victim", { method: "DELETE" })
       expect(answer).toMatchObject({ status: 200, body: { removed: "victim", kept_in: "memory" } })
       const closed = await socket.closed
       expect(closed.code).toBe(1008)
+      // stopped by the removal, not by its timeout
+      expect((await refreshing).status).toBe(502)
       expect(await upgradeRejection(`${gateway.socketUrl}/websocket?app=victim&token=token-bob&vsn=2.0.0`)).toMatchObject({
         status: 404,
         body: { reason: "unknown_app" }

@@ -6,6 +6,9 @@
  * (registered before any traffic), and last the listener.
  */
 import { Layer } from "effect"
+import { AdminRoutes } from "./admin/AdminRoutes.ts"
+import { NodeStatus } from "./admin/NodeStatus.ts"
+import { RuntimeApps } from "./admin/RuntimeApps.ts"
 import { HealthRoutes } from "./api/HealthRoutes.ts"
 import { MetricsRoutes } from "./api/MetricsRoutes.ts"
 import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
@@ -60,16 +63,21 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const entities = clustered
     ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
     : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
+  const admin = Layer.mergeAll(
+    NodeStatus.layer,
+    clustered ? RuntimeApps.layerPostgres(config.databaseUrl!) : RuntimeApps.layerMemory
+  )
   const tracing = config.otlpEndpoint === undefined
     ? Tracing.layerOff
     : Tracing.layerOtlp({ endpoint: config.otlpEndpoint, nodeName: config.nodeName })
-  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes)).pipe(
+  const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, MetricsRoutes, ServerApiRoutes, AdminRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
   )
 
   return DrainOnShutdown.pipe(
     Layer.provideMerge(edge),
     Layer.provideMerge(entities),
+    Layer.provideMerge(admin),
     Layer.provideMerge(sessions),
     Layer.provideMerge(topics),
     Layer.provideMerge(appBoundary),

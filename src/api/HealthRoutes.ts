@@ -10,8 +10,7 @@ import { AppRegistry } from "../apps/AppRegistry.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Lifecycle } from "../server/Lifecycle.ts"
-
-const VERSION = "0.1.0"
+import { GATEWAY_VERSION } from "../server/version.ts"
 
 export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const config = yield* GatewayConfig
@@ -24,7 +23,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     Effect.succeed(HttpServerResponse.jsonUnsafe({
       status: lifecycle.draining() ? "draining" : "ok",
       node: config.nodeName,
-      version: VERSION,
+      version: GATEWAY_VERSION,
       uptime_s: Math.floor((Date.now() - startedAt) / 1000)
     })))
 

@@ -22,12 +22,13 @@ import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import { BroadcastBody } from "../contract/ServerApi.ts"
+import type { BroadcastRequest } from "../contract/ServerApi.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Tracing } from "../observability/Tracing.ts"
 
-/** A refusal of a server API call; turned into its JSON answer in one place. */
-class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
+/** A refusal of a server or admin API call; turned into its JSON answer in one place. */
+export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   status: Schema.Number,
   reason: Schema.String,
   errors: Schema.optional(Schema.Array(Problem))
@@ -57,7 +58,25 @@ const decodeCursor = (cursor: string) =>
 /** A broadcast array past this is refused rather than buffered. */
 const MAX_BODY_SIZE = ByteSize.mebibytes(4)
 
-const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
+
+/** The request's JSON body; `invalid_json` when it is not JSON or is over 4 MiB. */
+export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
+  Effect.flatMap((request) => request.json),
+  Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
+  Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
+)
+
+/** Answers a refusal with its status and `{reason, errors?}`. */
+export const handleRefusals = <R>(effect: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiRefusal, R>) =>
+  effect.pipe(
+    Effect.catchTag("ApiRefusal", (refusal) =>
+      Effect.succeed(json(
+        refusal.errors === undefined ? { reason: refusal.reason } : { reason: refusal.reason, errors: refusal.errors },
+        refusal.status
+      ))
+    )
+  )
 
 const secretMatches = (app: RegisteredApp, header: string | undefined) => {
   const secret = app.config.secret
@@ -67,14 +86,44 @@ const secretMatches = (app: RegisteredApp, header: string | undefined) => {
   return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
-export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
+/** What the server API and the admin API both do to an app, with the same answers. */
+export const appActions = Effect.gen(function*() {
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
   const metrics = yield* Metrics
+  const clientEntity = yield* Client.client
+  return {
+    /** One broadcast; 503 `broadcast_failed` when the cluster could not take it. */
+    publish: (appId: string, { event, payload, topic }: BroadcastRequest) => {
+      metrics.forApp(appId).broadcast("server_api")
+      return broadcaster.publish({ app: appId, topic, event, payload: payload ?? {} }).pipe(
+        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
+      )
+    },
+    /** Closes the client's connections on every node: `{client_id, disconnected}`. */
+    disconnectClient: (appId: string, clientId: string) =>
+      clientEntity(clientEntityId(appId, clientId)).DisconnectClient().pipe(
+        Effect.map((disconnected) => json({ client_id: clientId, disconnected })),
+        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
+      ),
+    /** Fetches the schema now: `{version}`, or 502 with the reason. */
+    refreshSchema: (appId: string) =>
+      apps.refresh(appId).pipe(
+        Effect.map((version) => json({ version })),
+        Effect.catchTags({
+          SchemaFetchFailed: (error) => Effect.succeed(json({ reason: error.reason }, 502)),
+          UnknownApp: () => Effect.succeed(json({ reason: "unknown_app" }, 404))
+        })
+      )
+  }
+})
+
+export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
+  const apps = yield* AppRegistry
   const tracing = yield* Tracing
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
-  const clientEntity = yield* Client.client
+  const actions = yield* appActions
 
   /** The app named in the path, once its secret is proven. */
   const authorizedApp = Effect.gen(function*() {
@@ -88,37 +137,15 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return app
   })
 
-  const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
-    Effect.flatMap((request) => request.json),
-    Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
-    Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
-  )
-
-  const handle = <R>(effect: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiRefusal, R>) =>
-    effect.pipe(
-      Effect.catchTag("ApiRefusal", (refusal) =>
-        Effect.succeed(json(
-          refusal.errors === undefined ? { reason: refusal.reason } : { reason: refusal.reason, errors: refusal.errors },
-          refusal.status
-        ))
-      )
-    )
-
-  yield* router.add("POST", "/api/apps/:app/broadcast", handle(Effect.gen(function*() {
+  yield* router.add("POST", "/api/apps/:app/broadcast", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const body = yield* jsonBody
     const decoded = yield* decodeBroadcastBody(body).pipe(
       Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) }))
     )
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
-    const appMetrics = metrics.forApp(app.config.id)
     // one after the other: broadcasts to the same topic keep the order they were given in
-    yield* Effect.forEach(broadcasts, ({ topic, event, payload }) => {
-      appMetrics.broadcast("server_api")
-      return broadcaster.publish({ app: app.config.id, topic, event, payload: payload ?? {} }).pipe(
-        Effect.mapError(() => new ApiRefusal({ status: 503, reason: "broadcast_failed" }))
-      )
-    }, { discard: true }).pipe(
+    yield* Effect.forEach(broadcasts, (broadcast) => actions.publish(app.config.id, broadcast), { discard: true }).pipe(
       tracing.around("gateway.server_api.broadcast", {
         "gateway.app_id": app.config.id,
         "gateway.broadcasts": broadcasts.length
@@ -127,19 +154,16 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ accepted: broadcasts.length }, 202)
   })))
 
-  yield* router.add("DELETE", "/api/apps/:app/clients/:client_id", handle(Effect.gen(function*() {
+  yield* router.add("DELETE", "/api/apps/:app/clients/:client_id", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { client_id: clientId } = yield* HttpRouter.params
-    const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
-      Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
-    )
-    return json({ client_id: clientId, disconnected })
+    return yield* actions.disconnectClient(app.config.id, clientId ?? "")
   })))
 
   // Paginated, in (node, connection_id) order: nodes are asked one after the
   // other, from the cursor's on, each for what the page still lacks, so that a
   // page costs each node at most one page of work whatever the app's size.
-  yield* router.add("GET", "/api/apps/:app/connections", handle(Effect.gen(function*() {
+  yield* router.add("GET", "/api/apps/:app/connections", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const query = yield* decodeConnectionsQuery.pipe(
       Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_query", errors: describeIssue(error.issue) }))
@@ -163,7 +187,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ connections, next_cursor: last === undefined ? null : encodeCursor(last.node, last.connection_id) })
   })))
 
-  yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handle(Effect.gen(function*() {
+  yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { topic } = yield* HttpRouter.params
     const presences = yield* topics.presences(app.config.id, topic ?? "").pipe(
@@ -172,14 +196,8 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     return json({ topic, presences })
   })))
 
-  yield* router.add("POST", "/api/apps/:app/schema/refresh", handle(Effect.gen(function*() {
+  yield* router.add("POST", "/api/apps/:app/schema/refresh", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
-    return yield* apps.refresh(app.config.id).pipe(
-      Effect.map((version) => json({ version })),
-      Effect.catchTags({
-        SchemaFetchFailed: (error) => Effect.succeed(json({ reason: error.reason }, 502)),
-        UnknownApp: () => Effect.succeed(json({ reason: "unknown_app" }, 404))
-      })
-    )
+    return yield* actions.refreshSchema(app.config.id)
   })))
 }))

@@ -3,7 +3,8 @@
  * its own (`node-<name>`), so that a call to `NodeInbox(<name>)` runs on that
  * node. It is how Topic and Client entities and the server API reach one
  * specific node: deliver broadcasts to its subscribers, close a client's
- * connections, list its connections, read its presences of a topic.
+ * connections, list its connections, read its presences of a topic, report
+ * its status.
  *
  * A node that is dead has no runner for its group, and calls to it would be
  * retried for ever: every call through `NodeRouter` carries a timeout.
@@ -12,7 +13,7 @@ import { Effect, Schema } from "effect"
 import { ClusterSchema, Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
-import { BroadcastMessage, ClientTokensMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
+import { BroadcastMessage, ClientTokensMessage, ConnectionInfo, NodeStatusMessage, PresenceEntry } from "./messages.ts"
 import { localNode } from "./NodeRouter.ts"
 
 export const Deliver = Rpc.make("Deliver", { payload: { broadcasts: Schema.Array(BroadcastMessage) } })
@@ -35,7 +36,20 @@ export const ClientShared = Rpc.make("ClientShared", {
   success: ClientTokensMessage
 })
 
-export const NodeInbox = Entity.make("NodeInbox", [Deliver, CloseClient, ListConnections, TopicPresences, ClientShared]).annotate(
+/** What the node says about itself, for the admin API. */
+export const NodeStatus = Rpc.make("NodeStatus", {
+  payload: { withHistory: Schema.Boolean },
+  success: NodeStatusMessage
+})
+
+export const NodeInbox = Entity.make("NodeInbox", [
+  Deliver,
+  CloseClient,
+  ListConnections,
+  TopicPresences,
+  ClientShared,
+  NodeStatus
+]).annotate(
   ClusterSchema.ShardGroup,
   nodeShardGroup
 )
@@ -48,7 +62,8 @@ export const NodeInboxLayer = NodeInbox.toLayer(
       CloseClient: ({ payload }) => local.disconnectClient(payload.app, payload.clientId),
       ListConnections: ({ payload }) => local.connections(payload.app, payload),
       TopicPresences: ({ payload }) => local.presences(payload.app, payload.topic),
-      ClientShared: ({ payload }) => local.clientShared(payload.app, payload.clientId)
+      ClientShared: ({ payload }) => local.clientShared(payload.app, payload.clientId),
+      NodeStatus: ({ payload }) => local.status(payload.withHistory)
     })
   }),
   // deliveries of different topics need not wait for each other; a topic's

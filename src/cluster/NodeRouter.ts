@@ -1,8 +1,8 @@
 /**
- * Reaching one specific node: what the entities and the server API ask of a
- * node (deliver a broadcast to its subscribers, close a client's connections,
- * list its connections, read its presences of a topic), and the list of live
- * nodes.
+ * Reaching one specific node: what the entities and the server and admin
+ * APIs ask of a node (deliver a broadcast to its subscribers, close a client's
+ * connections, list its connections, read its presences of a topic, report
+ * its status), and the list of live nodes.
  *
  * Calls to this node go straight to the local services. In a cluster, calls
  * to another node go to its `NodeInbox` entity, with a timeout: a dead node's
@@ -11,6 +11,7 @@
  * every half second.
  */
 import { Context, Effect, Layer, Schedule } from "effect"
+import { NodeStatus } from "../admin/NodeStatus.ts"
 import { RunnerStorage } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { LocalFanout } from "../fanout/LocalFanout.ts"
@@ -22,7 +23,7 @@ import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import type { ConnectionPage } from "../socket/Sessions.ts"
 import { nodeShardGroup } from "./ClusterRuntime.ts"
-import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
+import type { ConnectionInfo, NodeStatusMessage, PresenceEntry } from "./messages.ts"
 import { NodeInbox } from "./NodeInbox.ts"
 import { TopicRegistry } from "./TopicRegistry.ts"
 
@@ -45,6 +46,8 @@ export interface NodeRouterShape {
   readonly presences: (node: string, app: string, topic: string) => Effect.Effect<ReadonlyArray<PresenceEntry> | undefined>
   /** Tells the node that the client pushes through other nodes too; answers the node's tokens left for it. */
   readonly clientShared: (node: string, app: string, clientId: string) => Effect.Effect<ClientTokens>
+  /** What the node says about itself (with its history when asked); undefined when it did not answer. */
+  readonly status: (node: string, withHistory: boolean) => Effect.Effect<NodeStatusMessage | undefined>
 }
 
 const NO_TOKENS: ClientTokens = { byEvent: [] }
@@ -61,8 +64,10 @@ export const localNode = Effect.gen(function*() {
   const sessions = yield* Sessions
   const topics = yield* TopicRegistry
   const clientLimits = yield* ClientLimits
+  const nodeStatus = yield* NodeStatus
   const tracing = yield* Tracing
   return {
+    status: (withHistory: boolean) => nodeStatus.current(withHistory),
     clientShared: (app: string, clientId: string) => Effect.sync(() => clientLimits.markShared(app, clientId)),
     // the entry point of broadcasts on the node that delivers them, another node's or this one's
     deliver: (broadcasts: ReadonlyArray<Broadcast>) =>
@@ -113,7 +118,11 @@ const routes = (
   clientShared: (node, app, clientId) =>
     node === nodeName
       ? local.clientShared(app, clientId)
-      : other(node, "client sharing notice", (inbox) => inbox.ClientShared({ app, clientId }), NO_TOKENS)
+      : other(node, "client sharing notice", (inbox) => inbox.ClientShared({ app, clientId }), NO_TOKENS),
+  status: (node, withHistory) =>
+    node === nodeName
+      ? local.status(withHistory)
+      : other<NodeStatusMessage | undefined>(node, "status request", (inbox) => inbox.NodeStatus({ withHistory }), undefined)
 })
 
 export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("realtime-gateway/cluster/NodeRouter") {

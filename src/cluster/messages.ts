@@ -59,3 +59,45 @@ export const ClientTokensMessage = Schema.Struct({
   default: Schema.optional(Schema.Number),
   byEvent: Schema.Array(Schema.Tuple([Schema.String, Schema.Number]))
 })
+
+/**
+ * One app's figures on one node: `connections` now, and cumulative counters
+ * and latency percentiles by name (what the dashboard charts; see
+ * `admin/NodeStatus.ts`).
+ */
+export const AppFiguresMessage = Schema.Record(Schema.String, Schema.Number)
+export type AppFiguresMessage = typeof AppFiguresMessage.Type
+
+/** A node's figures at one moment, as its history keeps them. */
+export const NodeSampleMessage = Schema.Struct({
+  /** Unix milliseconds. */
+  at: Schema.Number,
+  connections: Schema.Number,
+  channels: Schema.Number,
+  event_loop_lag_ms: Schema.Number,
+  rss_bytes: Schema.Number,
+  apps: Schema.Record(Schema.String, AppFiguresMessage)
+})
+export type NodeSampleMessage = typeof NodeSampleMessage.Type
+
+/** What a node says about itself to the admin API (`GET /admin/cluster`). */
+export const NodeStatusMessage = Schema.Struct({
+  node: Schema.String,
+  version: Schema.String,
+  started_at: Schema.String,
+  uptime_s: Schema.Number,
+  /** `ready` once every configured app has a schema; `draining` after SIGTERM. */
+  state: Schema.Literals(["ready", "not_ready", "draining"]),
+  connections: Schema.Number,
+  /** Channels joined by this node's connections. */
+  channels: Schema.Number,
+  shards: Schema.Number,
+  entities: Schema.Number,
+  /** 99th percentile of the event loop's delay over the last sampling period. */
+  event_loop_lag_ms: Schema.Number,
+  memory: Schema.Struct({ rss_bytes: Schema.Number, heap_used_bytes: Schema.Number, heap_total_bytes: Schema.Number }),
+  apps: Schema.Record(Schema.String, AppFiguresMessage),
+  /** The last 15 minutes, oldest first; only when asked for. */
+  history: Schema.optional(Schema.Array(NodeSampleMessage))
+})
+export type NodeStatusMessage = typeof NodeStatusMessage.Type

@@ -208,7 +208,7 @@ const endpointUrl = (api: string, path: string): string => {
 const quote = (value: string): string => JSON.stringify(value)
 
 // Only for messages: a URL that fails validation may still carry credentials.
-const withoutCredentials = (url: string): string => url.replace(/\/\/[^/@]*@/, "//***@")
+export const withoutCredentials = (url: string): string => url.replace(/\/\/[^/@]*@/, "//***@")
 
 const APP_ID_PATTERN = /^[a-z0-9_-]{1,64}$/
 
@@ -816,6 +816,50 @@ const resolveApp = (
     timeouts: { ...DEFAULT_TIMEOUTS, ...fileConfig?.timeouts },
     rateLimits: { ...DEFAULT_RATE_LIMITS, ...fileConfig?.rateLimits }
   }
+}
+
+/** The JSON shape of one app, as the config file's `apps` entries and the admin API take it. */
+export type AppConfigFile = typeof FileApp.Encoded
+
+const APP_ENTRY_KEY = fileKey("apps[0].")
+
+/**
+ * One app given as JSON (an entry of the config file's `apps`, or the body of
+ * `PUT /admin/apps/:id`), decoded and resolved exactly as the loader does it,
+ * without environment variables. Problems name keys relative to the entry
+ * (`api`, `rateLimits.maxConcurrentAuth`).
+ */
+export const decodeAppConfig = (
+  input: unknown,
+  globalOrigins: ReadonlyArray<string> | undefined
+): Result.Result<AppConfig, ConfigError> => {
+  const problems: Array<ConfigProblem> = []
+  const decoded = Schema.decodeUnknownResult(FileApp)(input, PARSE_OPTIONS)
+  if (Result.isFailure(decoded)) {
+    problems.push(...issueProblems(decoded.failure.issue, (path) => path === "" ? "app" : path))
+    return Result.fail(new ConfigError({ problems }))
+  }
+  const view = Schema.decodeUnknownResult(FileAppView)(input)
+  const app = resolveApp(
+    {
+      id: decoded.success.id,
+      fileIndex: 0,
+      fileView: Result.isSuccess(view) ? view.success : undefined,
+      fileConfig: decoded.success
+    },
+    makeEnvReader({}, problems),
+    globalOrigins,
+    problems
+  )
+  if (problems.length > 0 || app === undefined) {
+    const relative = problems.map((problem) => ({
+      key: problem.key.startsWith(APP_ENTRY_KEY) ? problem.key.slice(APP_ENTRY_KEY.length) : problem.key,
+      // the loader's hints name the file and environment variables, which do not apply here
+      message: problem.message.replace(/ \(set .*\)$/, "")
+    }))
+    return Result.fail(new ConfigError({ problems: relative }))
+  }
+  return Result.succeed(app)
 }
 
 // -----------------------------------------------------------------------------

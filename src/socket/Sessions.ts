@@ -49,6 +49,8 @@ export interface SessionsShape {
   readonly all: () => Iterable<Session>
   /** Closes every connection of the client on this node; answers how many. */
   readonly disconnectClient: (app: string, clientId: string) => number
+  /** Closes every connection of the app on this node (the app was removed); answers how many. */
+  readonly closeApp: (app: string) => number
   /** The app's connections on this node in `connection_id` order, those after `page.after` (when set), at most `page.limit`. */
   readonly connections: (app: string, page: ConnectionPage) => ReadonlyArray<ConnectionInfo>
 }
@@ -253,6 +255,11 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         disconnectClient: (app, clientId) => {
           const sessions = [...(byApp.get(app)?.get(clientId) ?? [])]
           for (const session of sessions) session.close(CloseCode.policyViolation, "disconnected by the app")
+          return sessions.length
+        },
+        closeApp: (app) => {
+          const sessions = [...(byApp.get(app)?.values() ?? [])].flatMap((clients) => [...clients])
+          for (const session of sessions) session.close(CloseCode.policyViolation, "app removed")
           return sessions.length
         },
         connections: (app, { after, limit }) => {

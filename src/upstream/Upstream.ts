@@ -76,6 +76,13 @@ export interface UpstreamShape {
    * rather than queued without bound.
    */
   readonly notify: (app: AppConfig, body: unknown) => void
+  /**
+   * Forgets the app's pool (connections, breakers, pending notifications), so
+   * that its next call starts afresh with the settings it carries. `finish`:
+   * calls already made end on the old connections (the app was changed).
+   * `stop`: calls in flight or waiting fail now (the app was removed).
+   */
+  readonly retire: (appId: string, how: "finish" | "stop") => void
 }
 
 /** Bytes accepted in an answer; larger answers fail the call. */
@@ -189,6 +196,10 @@ interface AppPool {
   readonly inFlight: Map<UpstreamCall, number>
   readonly notifications: NotificationQueue<UpstreamRequest>
   readonly metrics: AppMetrics
+  /** Retired with `stop`: nothing more goes out. */
+  stopped: boolean
+  /** Stops reporting the breakers' states (the pool was retired). */
+  readonly unwatchBreakers: Array<() => void>
 }
 
 const noop = () => {}
@@ -291,11 +302,13 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
               countDropped: (why) => appMetrics.notificationsDropped(why, 1),
               onDefect: logDefect(app)
             }),
-            metrics: appMetrics
+            metrics: appMetrics,
+            stopped: false,
+            unwatchBreakers: []
           }
           for (const call of ["schema", "auth", "message"] as const) {
             const breaker = pool.breakers[call]
-            appMetrics.watchBreaker(call, () => breaker.state(performance.now()))
+            pool.unwatchBreakers.push(appMetrics.watchBreaker(call, () => breaker.state(performance.now())))
           }
           pools.set(app.id, pool)
         }
@@ -416,6 +429,10 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         pool.queues[request.call].add((release) => {
           // timed out or abandoned while waiting for its turn: it never goes out
           if (finished) return release()
+          if (pool.stopped) {
+            release()
+            return finish(new UpstreamUnreachable({ app: app.id, call: request.call, detail: "app removed" }), undefined, "failed")
+          }
           if (timer === undefined) timer = setTimeout(timedOut, request.timeoutMs)
           // a push may have been acted on before the app dropped the connection: never sent twice
           abandonRequest = connections.send(text, request.call !== "message", (error, answer) => {
@@ -495,7 +512,21 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
         })
       }
 
-      return Upstream.of({ call, send, notify })
+      const retire = (appId: string, how: "finish" | "stop") => {
+        const pool = pools.get(appId)
+        if (pool === undefined) return
+        pools.delete(appId)
+        for (const unwatch of pool.unwatchBreakers) unwatch()
+        const connections = [...pool.connections.values()]
+        if (how === "stop") {
+          pool.stopped = true
+          for (const origin of connections) origin.destroy()
+        } else {
+          for (const origin of connections) void origin.close()
+        }
+      }
+
+      return Upstream.of({ call, send, notify, retire })
     })
   )
 }

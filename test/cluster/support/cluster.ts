@@ -389,6 +389,11 @@ export interface Cluster {
   logs(lines?: number): string
   /** SIGTERM to every live node, SIGKILL after 35 s; resolves when all have exited. */
   stop(): Promise<void>
+  /**
+   * Stops the node (SIGTERM) and starts a new process under the same name and
+   * ports, which takes its place in `nodes`; resolves with it once it is ready.
+   */
+  restart(name: string): Promise<ClusterNode>
 }
 
 export const SECRET = "cluster-test-secret-0123456789abcdef"
@@ -527,7 +532,17 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
     live: () => nodes.filter((node) => node.alive()),
     converged: (timeoutMs = 30_000) => converge(cluster, appIds[0]!, timeoutMs),
     logs,
-    stop
+    stop,
+    restart: async (name) => {
+      const index = nodes.findIndex((candidate) => candidate.name === name)
+      const old = nodes[index]
+      if (old === undefined) throw new Error(`no node ${name}`)
+      await old.process.stop()
+      const fresh = startNode(name, old.port, old.clusterPort, env, appIds[0]!)
+      nodes[index] = fresh
+      await fresh.ready()
+      return fresh
+    }
   }
 
   try {

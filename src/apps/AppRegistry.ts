@@ -113,6 +113,15 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
       const refreshAll = Effect.suspend(() => fetchEach([...apps.values()]))
       const withoutSchema = () => [...apps.values()].filter((app) => app.schema === undefined)
 
+      yield* Effect.forEach(
+        config.apps.filter((app) => app.notifyEndpoint === undefined),
+        (app) =>
+          Effect.logInfo(
+            "lifecycle notifications are off for this app (its notify endpoint is \"none\", or it has no base URL and no notify endpoint)"
+          ).pipe(Effect.annotateLogs({ app_id: app.id })),
+        { discard: true }
+      )
+
       // The first fetch happens before the node reports ready; a failure is not
       // fatal (readiness says why), the periodic loop keeps trying.
       yield* refreshAll

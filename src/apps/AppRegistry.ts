@@ -11,6 +11,7 @@ import { Context, Effect, Layer, Schedule, Schema, Semaphore } from "effect"
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Upstream } from "../upstream/Upstream.ts"
+import { MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
 
@@ -83,10 +84,10 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
           }
           if (answer.status !== 200) return yield* fail(`schema endpoint answered ${answer.status}`)
 
-          const document = yield* Effect.try({
-            try: () => JSON.parse(answer.body) as unknown,
-            catch: () => "schema endpoint answered with invalid JSON"
-          }).pipe(Effect.catch(fail))
+          const document = parseJsonText(answer.body)
+          if (document === undefined) {
+            return yield* fail(`schema endpoint answered with invalid JSON (or JSON nested deeper than ${MAX_JSON_DEPTH} levels)`)
+          }
           const compiled = yield* loadSchemaDocument(document).pipe(
             Effect.catch((error) => fail(`invalid schema document: ${error.reason}`))
           )

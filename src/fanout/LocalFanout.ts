@@ -23,11 +23,12 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
     LocalFanout,
     Effect.gen(function*() {
       const topics = yield* TopicRegistry
+      const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
       const encode = (serializer: Serializer, broadcast: Broadcast): Buffer =>
         wireFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
 
-      const deliver = (broadcast: Broadcast): void => {
+      const deliverNow = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)
         if (subscribers === undefined) return
         // one encoding per protocol version in use (there are two), made on first need
@@ -42,6 +43,20 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
             ? (v2 ??= encode(V2, broadcast))
             : (v1 ??= encode(subscriber.serializer, broadcast))
           subscriber.sendFrame(frame)
+        }
+      }
+
+      // Callers deliver batches: one broadcast that cannot be encoded must not
+      // cost the others of its batch, nor stop the topic's lane that sent it.
+      const deliver = (broadcast: Broadcast): void => {
+        try {
+          deliverNow(broadcast)
+        } catch (error) {
+          runInBackground(
+            Effect.logError("a broadcast could not be encoded; it was not delivered", String(error)).pipe(
+              Effect.annotateLogs({ app_id: broadcast.app, topic: broadcast.topic, event: broadcast.event })
+            )
+          )
         }
       }
 

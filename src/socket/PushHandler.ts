@@ -5,7 +5,9 @@
  * first failure is the reply; every push with a ref gets exactly one reply.
  */
 import { Cause, Context, Effect, Layer, Schema } from "effect"
+import { PAYLOAD_TOO_DEEP } from "../protocol/Frame.ts"
 import type { Frame } from "../protocol/Frame.ts"
+import { MAX_JSON_DEPTH } from "../protocol/json.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
@@ -49,6 +51,8 @@ const replyReasonOf = (error: PushFailure): ReplyReason => {
 
 /** A JSON Schema describes JSON: binary pushes go only to events without a payload schema. */
 const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the event's payload schema expects JSON" }]
+
+const TOO_DEEP_REFUSED = [{ path: "", message: `nested deeper than ${MAX_JSON_DEPTH} levels` }]
 
 /**
  * One push on its way through the app: it is answered exactly once (a second
@@ -227,7 +231,9 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         if (event === undefined) return session.replyError(frame, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
         if (check !== "allowed") return session.replyError(frame, check)
-        const errors = frame.payload instanceof Uint8Array
+        const errors = frame.payload === PAYLOAD_TOO_DEEP
+          ? TOO_DEEP_REFUSED
+          : frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
         if (errors !== undefined) return session.replyError(frame, ReplyReason.invalidPayload, { errors })

@@ -91,6 +91,13 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         if (clients!.size === 0) byApp.delete(app)
       }
 
+      const annotateSession = (session: Session) =>
+        Effect.annotateLogs({
+          app_id: session.app.config.id,
+          client_id: session.identity.clientId,
+          connection_id: session.connectionId
+        })
+
       const logsClosures = config.log.level === "debug" || config.log.level === "trace"
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
@@ -143,13 +150,12 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         push: (session, frame, join) => pushHandler.handle(session, frame, join),
         failed: (session, error) => {
           runInBackground(
-            Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(
-              Effect.annotateLogs({
-                app_id: session.app.config.id,
-                client_id: session.identity.clientId,
-                connection_id: session.connectionId
-              })
-            )
+            Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(annotateSession(session))
+          )
+        },
+        undecodable: (session, what) => {
+          runInBackground(
+            Effect.logWarning(`undecodable frame (${what}); connection closed with 1007`).pipe(annotateSession(session))
           )
         },
         closed: (session, code) => {

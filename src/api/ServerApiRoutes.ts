@@ -6,7 +6,7 @@
  * Answers: 404 `unknown_app`, 401 `unauthorized` (wrong or missing secret; an
  * app without a configured secret cannot use the server API), 400
  * `invalid_json` / `invalid_body` with `errors` (bodies over 4 MiB are
- * `invalid_json`), 503 `broadcast_failed` (the cluster could not take a
+ * `invalid_json`, payloads nested deeper than 128 levels `invalid_body`), 503 `broadcast_failed` (the cluster could not take a
  * broadcast; those before it in an array were delivered) or
  * `cluster_unavailable`, else the call's answer.
  */
@@ -26,6 +26,7 @@ import type { BroadcastRequest } from "../contract/ServerApi.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Tracing } from "../observability/Tracing.ts"
+import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
 export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -57,14 +58,27 @@ const decodeCursor = (cursor: string) =>
 
 /** A broadcast array past this is refused rather than buffered. */
 const MAX_BODY_SIZE = ByteSize.mebibytes(4)
+const TOO_DEEP = { path: "", message: `a payload is nested deeper than ${MAX_JSON_DEPTH} levels` }
 
 export const json = (body: unknown, status = 200) => HttpServerResponse.jsonUnsafe(body, { status })
 
-/** The request's JSON body; `invalid_json` when it is not JSON or is over 4 MiB. */
+/**
+ * The request's JSON body; `invalid_json` when it is not JSON or is over 4 MiB,
+ * `invalid_body` when a payload in it is nested deeper than `MAX_JSON_DEPTH`.
+ */
 export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
-  Effect.flatMap((request) => request.json),
+  Effect.flatMap((request) => request.text),
   Effect.provideService(HttpIncomingMessage.MaxBodySize, MAX_BODY_SIZE),
-  Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" }))
+  Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" })),
+  Effect.flatMap((text) => {
+    // refused before parsing: a deep payload could not be broadcast (JSON.stringify would overflow)
+    const tooDeep = () => Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_body", errors: [TOO_DEEP] }))
+    if (jsonDepthExceeds(text, MAX_JSON_DEPTH + 2)) return tooDeep()
+    const value = parseJsonText(text, 2)
+    if (value === undefined) return Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_json" }))
+    // an array of broadcasts around each one's payload, or one broadcast (or app) around its values
+    return !Array.isArray(value) && jsonDepthExceeds(text, MAX_JSON_DEPTH + 1) ? tooDeep() : Effect.succeed(value)
+  })
 )
 
 /** Answers a refusal with its status and `{reason, errors?}`. */

@@ -17,6 +17,7 @@ import type { AppConfig } from "../config/GatewayConfig.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Upstream } from "../upstream/Upstream.ts"
+import { MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
 
@@ -123,10 +124,10 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
           }
           if (answer.status !== 200) return yield* fail(`schema endpoint answered ${answer.status}`)
 
-          const document = yield* Effect.try({
-            try: () => JSON.parse(answer.body) as unknown,
-            catch: () => "schema endpoint answered with invalid JSON"
-          }).pipe(Effect.catch(fail))
+          const document = parseJsonText(answer.body)
+          if (document === undefined) {
+            return yield* fail(`schema endpoint answered with invalid JSON (or JSON nested deeper than ${MAX_JSON_DEPTH} levels)`)
+          }
           const compiled = yield* loadSchemaDocument(document).pipe(
             Effect.catch((error) => fail(`invalid schema document: ${error.reason}`))
           )
@@ -177,6 +178,15 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
             ? Effect.as(Effect.ignore(fetchSchema(known)), known)
             : Effect.succeed(known)
         })
+
+      yield* Effect.forEach(
+        config.apps.filter((app) => app.notifyEndpoint === undefined),
+        (app) =>
+          Effect.logInfo(
+            "lifecycle notifications are off for this app (its notify endpoint is \"none\", or it has no base URL and no notify endpoint)"
+          ).pipe(Effect.annotateLogs({ app_id: app.id })),
+        { discard: true }
+      )
 
       // The first fetch happens before the node reports ready; a failure is not
       // fatal (readiness says why), the periodic loop keeps trying.

@@ -42,21 +42,38 @@ const wildcardMatcher = (segments: ReadonlyArray<string>): Matcher => ({
 /**
  * Compiles the permissions of one auth answer. Clients of an app mostly share
  * a few permission sets (roles), so compiled sets are reused: every connection
- * then holds a reference instead of its own copy.
+ * then holds a reference instead of its own copy. The cache is bounded by
+ * bytes as well as by count, since an auth answer's permissions may be large:
+ * a set over {@link MAX_CACHED_GRANT_SET_BYTES} is compiled for its connection
+ * only, and the oldest sets are dropped past {@link MAX_CACHED_GRANT_BYTES}.
  */
 export const compileGrants = (granted: ReadonlyArray<string>): Grants => {
   const key = JSON.stringify(granted)
   const cached = compiledGrants.get(key)
   if (cached !== undefined) return cached
   const compiled = compileGrantsUncached(granted)
-  if (compiledGrants.size >= MAX_CACHED_GRANT_SETS) compiledGrants.delete(compiledGrants.keys().next().value!)
+  if (key.length > MAX_CACHED_GRANT_SET_BYTES) return compiled
+  while (compiledGrants.size > 0 && (compiledGrants.size >= MAX_CACHED_GRANT_SETS || cachedBytes + key.length > MAX_CACHED_GRANT_BYTES)) {
+    const oldest = compiledGrants.keys().next().value!
+    compiledGrants.delete(oldest)
+    cachedBytes -= oldest.length
+  }
   compiledGrants.set(key, compiled)
+  cachedBytes += key.length
   return compiled
 }
 
 /** Distinct permission sets kept compiled; the oldest is dropped past this. */
 const MAX_CACHED_GRANT_SETS = 10_000
+/**
+ * Permission text (as JSON) of the sets kept compiled; the oldest are dropped
+ * past this. A compiled set takes a few times its text.
+ */
+export const MAX_CACHED_GRANT_BYTES = 8 * 1024 * 1024
+/** A permission set whose text is larger is not kept for other connections. */
+export const MAX_CACHED_GRANT_SET_BYTES = 64 * 1024
 const compiledGrants = new Map<string, Grants>()
+let cachedBytes = 0
 
 const compileGrantsUncached = (granted: ReadonlyArray<string>): Grants => {
   const exact = new Set<string>()

@@ -37,6 +37,8 @@ import { Effect, Result, Schema, Struct } from "effect"
 import * as Contract from "../contract/SchemaDocument.ts"
 import type { VariableFormat } from "../contract/SchemaDocument.ts"
 import { describeIssue, Problem } from "../contract/Problems.ts"
+import { compileLinearRegExp, linearRegExpEngine } from "./LinearRegExp.ts"
+import { payloadCostProblems } from "./PayloadCost.ts"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -284,7 +286,8 @@ type AjvCore = AjvCoreModule.default
 
 // Not `allErrors`: on hostile payloads it walks every property and item, which
 // measured as hundreds of milliseconds for one 1 MiB frame. The first error is enough.
-const AJV_OPTIONS = { allErrors: false, strict: false, logger: false } as const
+// `code.regExp`: patterns run in linear time (LinearRegExp.ts).
+const AJV_OPTIONS = { allErrors: false, strict: false, logger: false, code: { regExp: linearRegExpEngine } } as const
 
 const makeAjv = (dialect: Dialect, validateSchema: boolean): AjvCore => {
   const ajv = dialect === "draft-07"
@@ -364,6 +367,8 @@ export const compilePayloadSpec = (
     if (meta.validateSchema(schema as AnySchema) !== true) {
       return Result.fail(`invalid JSON Schema: ${meta.errorsText(meta.errors, { dataVar: "schema" })}`)
     }
+    const costs = payloadCostProblems(schema)
+    if (costs.length > 0) return Result.fail(costs.join("; "))
     let ajv = compiler.instances.get(dialect.success)
     if (ajv === undefined) {
       ajv = makeAjv(dialect.success, false)
@@ -407,16 +412,9 @@ const formatTest = (format: Format): (value: string) => boolean => {
 export const variableFormatTest = (format: VariableFormat): (value: string) => boolean =>
   format === "uuid" ? (value) => UUID_PATTERN.test(value) : formatTest(addFormats.default.get(format, "full"))
 
-/** Variable `pattern`s must match the whole segment; `u` as in JSON Schema (and Ajv). */
-export const compileVariablePattern = (pattern: string): Result.Result<RegExp, string> => {
-  try {
-    // Compiled bare first so that an error message shows the app's own text.
-    new RegExp(pattern, "u")
-    return Result.succeed(new RegExp(`^(?:${pattern})$`, "u"))
-  } catch (error) {
-    return Result.fail(`"${pattern}" is not a valid regular expression (${error instanceof Error ? error.message : String(error)})`)
-  }
-}
+/** A variable `pattern` as a predicate that the whole segment must pass, run in linear time. */
+export const compileVariablePattern = (pattern: string): Result.Result<(value: string) => boolean, string> =>
+  Result.map(compileLinearRegExp(pattern), (re) => (value: string) => re.testExact(value))
 
 const NUMERIC_TYPES: ReadonlySet<string> = new Set(["integer", "number"])
 

@@ -28,7 +28,8 @@ export { AuthAnswer } from "../contract/Auth.ts"
  * test holds it to `AuthAnswer`'s verdicts. Undefined when the body is invalid.
  */
 export const parseAuthAnswer = (body: string): AuthAnswer | undefined => {
-  const value = parseJsonText(body)
+  // the answer object around its metadata
+  const value = parseJsonText(body, 1)
   if (!isJsonObject(value)) return undefined
   const { client_id, client_type, metadata, permissions } = value
   if (typeof client_id !== "string" || client_id.length === 0) return undefined

@@ -181,12 +181,15 @@ const ENDPOINT_PATHS = {
 
 type EndpointKey = keyof typeof ENDPOINT_PATHS
 
-const ENDPOINTS: ReadonlyArray<{ readonly key: EndpointKey; readonly envSuffix: string }> = [
-  { key: "schemaEndpoint", envSuffix: "SCHEMA_ENDPOINT" },
-  { key: "authEndpoint", envSuffix: "AUTH_ENDPOINT" },
-  { key: "messageEndpoint", envSuffix: "MESSAGE_ENDPOINT" },
-  { key: "notifyEndpoint", envSuffix: "NOTIFY_ENDPOINT" }
+const ENDPOINTS: ReadonlyArray<{ readonly key: EndpointKey; readonly envSuffix: string; readonly optional: boolean }> = [
+  { key: "schemaEndpoint", envSuffix: "SCHEMA_ENDPOINT", optional: false },
+  { key: "authEndpoint", envSuffix: "AUTH_ENDPOINT", optional: false },
+  { key: "messageEndpoint", envSuffix: "MESSAGE_ENDPOINT", optional: false },
+  // without a base URL and without this one, notifications are simply off
+  { key: "notifyEndpoint", envSuffix: "NOTIFY_ENDPOINT", optional: true }
 ]
+
+const REQUIRED_ENDPOINTS = ENDPOINTS.filter((endpoint) => !endpoint.optional)
 
 /** The environment variable prefix of an app: `solo-unicorn` → `SOLO_UNICORN`. */
 export const appEnvPrefix = (appId: string): string => appId.toUpperCase().replaceAll("-", "_")
@@ -765,15 +768,17 @@ const resolveApp = (
       fileConfig?.[endpoint.key]
     if (explicit !== undefined) endpoints[endpoint.key] = explicit
     else if (api !== undefined) endpoints[endpoint.key] = endpointUrl(api, ENDPOINT_PATHS[endpoint.key])
-    if (!hasApi && !isSet(variable) && fileView?.[endpoint.key] === undefined) missing.push(endpoint)
+    if (!endpoint.optional && !hasApi && !isSet(variable) && fileView?.[endpoint.key] === undefined) {
+      missing.push(endpoint)
+    }
   }
-  if (missing.length === ENDPOINTS.length) {
+  if (missing.length === REQUIRED_ENDPOINTS.length) {
     problems.push(
       fileIndex === undefined
         ? {
           key: `${prefix}_API`,
           message: `missing: app ${quote(id)} is listed in GATEWAY_APPS but has no base URL ` +
-            `(set ${prefix}_API, or all of ${ENDPOINTS.map((e) => `${prefix}_${e.envSuffix}`).join(", ")})`
+            `(set ${prefix}_API, or all of ${REQUIRED_ENDPOINTS.map((e) => `${prefix}_${e.envSuffix}`).join(", ")})`
         }
         : {
           key: inFile("api"),
@@ -799,12 +804,7 @@ const resolveApp = (
   const allowedOrigins = read(`${prefix}_ALLOWED_ORIGINS`, OriginListFromEnv) ?? fileConfig?.allowedOrigins ??
     globalOrigins
   const { authEndpoint, messageEndpoint, notifyEndpoint, schemaEndpoint } = endpoints
-  if (
-    schemaEndpoint === undefined || authEndpoint === undefined || messageEndpoint === undefined ||
-    notifyEndpoint === undefined
-  ) {
-    return undefined
-  }
+  if (schemaEndpoint === undefined || authEndpoint === undefined || messageEndpoint === undefined) return undefined
   return {
     id,
     schemaEndpoint,

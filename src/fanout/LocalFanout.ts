@@ -28,11 +28,12 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
       const topics = yield* TopicRegistry
       const apps = yield* AppRegistry
       const metrics = yield* Metrics
+      const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
 
       const encode = (serializer: Serializer, broadcast: Broadcast): Buffer =>
         wireFrame(serializer.encodePush(null, broadcast.topic, broadcast.event, broadcast.payload))
 
-      const deliver = (broadcast: Broadcast): void => {
+      const deliverNow = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)
         const appMetrics = metrics.forApp(broadcast.app)
         appMetrics.delivered()
@@ -58,6 +59,20 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
             : apps.get(broadcast.app)?.schema?.event(broadcast.event),
           written
         )
+      }
+
+      // Callers deliver batches: one broadcast that cannot be encoded must not
+      // cost the others of its batch, nor stop the topic's lane that sent it.
+      const deliver = (broadcast: Broadcast): void => {
+        try {
+          deliverNow(broadcast)
+        } catch (error) {
+          runInBackground(
+            Effect.logError("a broadcast could not be encoded; it was not delivered", String(error)).pipe(
+              Effect.annotateLogs({ app_id: broadcast.app, topic: broadcast.topic, event: broadcast.event })
+            )
+          )
+        }
       }
 
       return LocalFanout.of({ deliver })

@@ -14,9 +14,18 @@ export interface Frame {
   readonly ref: string | null
   readonly topic: string
   readonly event: string
-  /** any JSON value for text frames; a Uint8Array (Buffer) for binary frames */
+  /**
+   * any JSON value for text frames; a Uint8Array (Buffer) for binary frames;
+   * {@link PAYLOAD_TOO_DEEP} for a payload that was not parsed
+   */
   readonly payload: unknown
 }
+
+/**
+ * Stands for a payload nested deeper than `MAX_JSON_DEPTH`: the frame's other
+ * fields were read, so that the push can be answered `invalid_payload`.
+ */
+export const PAYLOAD_TOO_DEEP: unique symbol = Symbol("payload nested too deep")
 
 const Ref = Schema.NullOr(Schema.String)
 

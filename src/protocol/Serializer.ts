@@ -9,15 +9,23 @@
  *
  * V2 binary frames (first byte is the kind):
  * - client push, kind 0:  [0][join_ref_size][ref_size][topic_size][event_size][join_ref][ref][topic][event][payload]
+ * - client "user broadcast push", kind 3 (Supabase's realtime-js):
+ *   [3][join_ref_size][ref_size][topic_size][user_event_size][metadata_size][encoding][join_ref][ref][topic][user_event][metadata][payload],
+ *   encoding 0 = binary, 1 = JSON; read as a push of event `broadcast` with payload
+ *   `{type: "broadcast", event: user_event, payload}` (a binary payload as `{binary: "<base64>"}`,
+ *   as binary pushes reach apps), which is what realtime-js sends as a text frame; the metadata
+ *   (realtime-js's `persist` flag for Supabase's own server) is not read
  * - server push, kind 0:  [0][join_ref_size][topic_size][event_size][join_ref][topic][event][payload]
  *   (no ref, so one size byte fewer than the client's push: the client decodes it that way)
  * - server reply, kind 1: [1][join_ref_size][ref_size][topic_size][status_size][join_ref][ref][topic][status][payload]
  * - server broadcast, kind 2: [2][topic_size][event_size][topic][event][payload]
  */
 import { Buffer, isUtf8 } from "node:buffer"
-import { BinaryKind, Event, MAX_BINARY_FIELD_BYTES, Vsn } from "./constants.ts"
+import { BinaryKind, Event, MAX_BINARY_FIELD_BYTES, USER_BROADCAST_EVENT, UserPayloadEncoding, Vsn } from "./constants.ts"
+import { PAYLOAD_TOO_DEEP } from "./Frame.ts"
 import type { Frame } from "./Frame.ts"
-import { isJsonObject } from "./json.ts"
+import type { DeepElement } from "./json.ts"
+import { isJsonObject, jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText, parseShallowJson } from "./json.ts"
 
 export interface Serializer {
   readonly vsn: Vsn
@@ -53,13 +61,24 @@ export interface Serializer {
 // ignoreBOM: keep a byte order mark in the text so that JSON.parse rejects it, as Phoenix does
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
-/** The JSON value in a text frame, or undefined when it is not UTF-8 encoded JSON. */
-const parseJson = (data: Buffer): unknown => {
+/** UTF-8 bytes as text, or undefined when they are not UTF-8. */
+const decodeUtf8 = (data: Uint8Array): string | undefined => {
   try {
-    return JSON.parse(utf8.decode(data))
+    return utf8.decode(data)
   } catch {
     return undefined
   }
+}
+
+const NOT_JSON = { value: undefined, deep: [] } as const
+
+/**
+ * The JSON value in a text frame (undefined when it is not UTF-8 encoded
+ * JSON); its elements nested deeper than a payload may be are left out and listed.
+ */
+const parseFrameText = (data: Buffer): { readonly value: unknown; readonly deep: ReadonlyArray<DeepElement> } => {
+  const text = decodeUtf8(data)
+  return text === undefined ? NOT_JSON : parseShallowJson(text, MAX_JSON_DEPTH)
 }
 
 const isRef = (value: unknown): value is string | null => value === null || typeof value === "string"
@@ -105,23 +124,65 @@ const readRef = (data: Buffer, start: number, end: number): string | null | unde
   start === end ? null : readUtf8(data, start, end)
 
 const CLIENT_PUSH_HEADER = 5
+const USER_BROADCAST_PUSH_HEADER = 7
 
 const decodeBinaryV2 = (data: Buffer): Frame | undefined => {
   // clients only ever send pushes; replies and broadcasts flow the other way
-  if (data.length < CLIENT_PUSH_HEADER || data[0] !== BinaryKind.push) return undefined
-  const joinRefEnd = CLIENT_PUSH_HEADER + data[1]!
+  switch (data[0]) {
+    case BinaryKind.push:
+      return decodeBinaryPush(data)
+    case BinaryKind.userBroadcastPush:
+      return decodeUserBroadcastPush(data)
+    default:
+      return undefined
+  }
+}
+
+/**
+ * A client push's four fields (sizes in bytes 1 to 4, the fields from
+ * `fieldsAt`), then `skip` bytes the gateway does not read; the rest is the payload.
+ */
+const decodeClientPush = (data: Buffer, fieldsAt: number, skip: number): (Frame & { readonly payload: Buffer }) | undefined => {
+  if (data.length < fieldsAt) return undefined
+  const joinRefEnd = fieldsAt + data[1]!
   const refEnd = joinRefEnd + data[2]!
   const topicEnd = refEnd + data[3]!
   const eventEnd = topicEnd + data[4]!
-  if (eventEnd > data.length) return undefined
-  const joinRef = readRef(data, CLIENT_PUSH_HEADER, joinRefEnd)
+  const payloadStart = eventEnd + skip
+  if (payloadStart > data.length) return undefined
+  const joinRef = readRef(data, fieldsAt, joinRefEnd)
   const ref = readRef(data, joinRefEnd, refEnd)
   const topic = readUtf8(data, refEnd, topicEnd)
   const event = readUtf8(data, topicEnd, eventEnd)
   if (joinRef === undefined || ref === undefined || topic === undefined || event === undefined) {
     return undefined
   }
-  return { joinRef, ref, topic, event, payload: data.subarray(eventEnd) }
+  return { joinRef, ref, topic, event, payload: data.subarray(payloadStart) }
+}
+
+const decodeBinaryPush = (data: Buffer): Frame | undefined => decodeClientPush(data, CLIENT_PUSH_HEADER, 0)
+
+/** The user payload of a user broadcast push; undefined when it is not what its encoding byte says. */
+const userPayload = (encoding: number, bytes: Buffer): unknown => {
+  if (encoding === UserPayloadEncoding.binary) return { binary: bytes.toString("base64") }
+  if (encoding !== UserPayloadEncoding.json) return undefined
+  const text = decodeUtf8(bytes)
+  if (text === undefined) return undefined
+  // the frame's payload wraps it in one more level
+  return jsonDepthExceeds(text, MAX_JSON_DEPTH - 1) ? PAYLOAD_TOO_DEEP : parseJsonText(text)
+}
+
+const decodeUserBroadcastPush = (data: Buffer): Frame | undefined => {
+  if (data.length < USER_BROADCAST_PUSH_HEADER) return undefined
+  // byte 5 is the size of the metadata, which is skipped; byte 6 the payload's encoding
+  const push = decodeClientPush(data, USER_BROADCAST_PUSH_HEADER, data[5]!)
+  const payload = push === undefined ? undefined : userPayload(data[6]!, push.payload)
+  if (push === undefined || payload === undefined) return undefined
+  return {
+    ...push,
+    event: USER_BROADCAST_EVENT,
+    payload: payload === PAYLOAD_TOO_DEEP ? payload : { type: USER_BROADCAST_EVENT, event: push.event, payload }
+  }
 }
 
 /**
@@ -163,7 +224,7 @@ export const V2: Serializer = Object.freeze<Serializer>({
   vsn: Vsn.v2,
   decode(data, isBinary) {
     if (isBinary) return decodeBinaryV2(data)
-    const msg = parseJson(data)
+    const { value: msg, deep } = parseFrameText(data)
     if (!Array.isArray(msg) || msg.length !== 5) return undefined
     const joinRef: unknown = msg[0]
     const ref: unknown = msg[1]
@@ -172,7 +233,12 @@ export const V2: Serializer = Object.freeze<Serializer>({
     if (!isRef(joinRef) || !isRef(ref) || typeof topic !== "string" || typeof event !== "string") {
       return undefined
     }
-    return { joinRef, ref, topic, event, payload: msg[4] }
+    let payload: unknown = msg[4]
+    for (const element of deep) {
+      if (element.index !== 4) return undefined
+      payload = PAYLOAD_TOO_DEEP
+    }
+    return { joinRef, ref, topic, event, payload }
   },
   encodeReply(joinRef, ref, topic, status, response) {
     if (response instanceof Uint8Array) return encodeBinaryReplyV2(joinRef, ref, topic, status, response)
@@ -199,9 +265,17 @@ export const V1: Serializer = Object.freeze<Serializer>({
   vsn: Vsn.v1,
   decode(data, isBinary) {
     if (isBinary) return undefined
-    const msg = parseJson(data)
+    const { value: msg, deep } = parseFrameText(data)
     if (!isJsonObject(msg)) return undefined
-    const { topic, event, payload, ref, join_ref } = msg
+    const { topic, event, ref, join_ref } = msg
+    let payload = msg["payload"]
+    for (const element of deep) {
+      // other keys are ignored anyway
+      if (element.key === "payload") payload = PAYLOAD_TOO_DEEP
+      else if (element.key === "topic" || element.key === "event" || element.key === "ref" || element.key === "join_ref") {
+        return undefined
+      }
+    }
     // payload and ref are required keys (ref may be null), join_ref is optional
     if (
       typeof topic !== "string" || typeof event !== "string" || payload === undefined || ref === undefined ||

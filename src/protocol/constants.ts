@@ -67,9 +67,24 @@ export const BinaryKind = {
   /** server to client reply */
   reply: 1,
   /** server to client broadcast, without join_ref */
-  broadcast: 2
+  broadcast: 2,
+  /**
+   * client to server "user broadcast push" of Supabase's realtime-js (its
+   * default for `channel.send({type: "broadcast", ...})`): read as a push of
+   * event {@link USER_BROADCAST_EVENT}
+   */
+  userBroadcastPush: 3
 } as const
 export type BinaryKind = (typeof BinaryKind)[keyof typeof BinaryKind]
 
 /** Header fields of V2 binary frames carry their length in one byte. */
 export const MAX_BINARY_FIELD_BYTES = 255
+
+/** The event a {@link BinaryKind.userBroadcastPush} frame stands for, as realtime-js sends it in text frames. */
+export const USER_BROADCAST_EVENT = "broadcast"
+
+/** How the payload of a {@link BinaryKind.userBroadcastPush} frame is encoded (its header's last byte). */
+export const UserPayloadEncoding = {
+  binary: 0,
+  json: 1
+} as const

@@ -9,7 +9,7 @@
  */
 import { isAppEventName } from "../contract/Messages.ts"
 import type { Action } from "../contract/Messages.ts"
-import { isJsonObject, parseJsonText } from "../protocol/json.ts"
+import { isJsonObject, jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
 
 export { Action, MessageAnswer } from "../contract/Messages.ts"
 
@@ -36,7 +36,8 @@ const isAction = (value: unknown): value is Action => {
 
 /** The actions of a message answer's body, in order; undefined when the body is not a valid answer. */
 export const parseMessageAnswer = (body: string): ReadonlyArray<Action> | undefined => {
-  const value = parseJsonText(body)
+  // an array of actions around each action's data, or one action around its data
+  const value = parseJsonText(body, 2)
   if (Array.isArray(value)) return value.every(isAction) ? value : undefined
-  return isAction(value) ? [value] : undefined
+  return isAction(value) && !jsonDepthExceeds(body, MAX_JSON_DEPTH + 1) ? [value] : undefined
 }

@@ -5,10 +5,12 @@
  * first failure is the reply; every push with a ref gets exactly one reply.
  */
 import { Cause, Context, Effect, Layer, Schema } from "effect"
+import { PAYLOAD_TOO_DEEP } from "../protocol/Frame.ts"
 import type { Frame } from "../protocol/Frame.ts"
 import { LogSampler } from "../observability/Logging.ts"
 import { NO_SPAN, Tracing } from "../observability/Tracing.ts"
 import type { TraceSpan } from "../observability/Tracing.ts"
+import { MAX_JSON_DEPTH } from "../protocol/json.ts"
 import { ReplyReason } from "../protocol/reasons.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
@@ -64,6 +66,8 @@ const BINARY_PAYLOAD_REFUSED = [{ path: "", message: "binary payload, but the ev
 
 /** The `reason` label of pushes the app answered with an `error` action (its own reasons are not labels). */
 const APP_ERROR_REASON = "app_error"
+
+const TOO_DEEP_REFUSED = [{ path: "", message: `nested deeper than ${MAX_JSON_DEPTH} levels` }]
 
 /**
  * One push on its way through the app: it is answered exactly once (a second
@@ -319,7 +323,9 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
         if (event === undefined) return invalid(session, frame, span, validation, ReplyReason.invalidEventForChannel)
         const check = sendCheck(session, frame.topic, join, event)
         if (check !== "allowed") return invalid(session, frame, span, validation, check)
-        const errors = frame.payload instanceof Uint8Array
+        const errors = frame.payload === PAYLOAD_TOO_DEEP
+          ? TOO_DEEP_REFUSED
+          : frame.payload instanceof Uint8Array
           ? (event.definition.payload === undefined ? undefined : BINARY_PAYLOAD_REFUSED)
           : event.validatePayload(frame.payload)
         if (errors !== undefined) return invalid(session, frame, span, validation, ReplyReason.invalidPayload, { errors })

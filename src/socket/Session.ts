@@ -72,6 +72,8 @@ export interface SessionHub {
   readonly closed: (session: Session, closure: Closure) => void
   /** An unexpected error while handling the session's frame (logged; the session is closed). */
   readonly failed: (session: Session, error: unknown) => void
+  /** A frame that could not be decoded (logged; the session is closed with 1007). */
+  readonly undecodable: (session: Session, what: string) => void
 }
 
 /** How a connection ended. */
@@ -160,7 +162,11 @@ export class Session {
       }
     })
     this.socket.on("close", (code, reason) => this.onClose(code, reason))
-    this.socket.on("error", () => this.socket.terminate())
+    // `ws` reports a frame it refuses (over the size limit, malformed) here,
+    // after it has begun the closing handshake with the matching code (1009,
+    // 1002): destroying the socket now would lose that close frame. `ws`
+    // drains what the client still sends and ends the connection itself.
+    this.socket.on("error", () => {})
     this.hub.notify(this, "connection:established", null)
   }
 
@@ -225,6 +231,7 @@ export class Session {
     }
     const frame = this.serializer.decode(data, isBinary)
     if (frame === undefined) {
+      this.hub.undecodable(this, isBinary ? `a binary frame of kind ${data[0] ?? "none"}` : "a text frame")
       this.close(CloseCode.invalidPayload, "invalid frame")
       return
     }

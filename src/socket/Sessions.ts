@@ -132,6 +132,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           closed_by: closure.closedBy
         })))
       }
+      const annotateSession = (session: Session) => Effect.annotateLogs(connectionFields(session))
       const hub: SessionHub = {
         maxChannelsPerConnection: config.limits.maxChannelsPerConnection,
         maxOutboxBytes: config.limits.maxOutboxBytes,
@@ -191,22 +192,17 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             Effect.logWarning(
               `connection closed (1008): more than ${config.limits.frameBurst} frames at once, ` +
                 `or ${config.limits.framesPerSecond} per second sustained`
-            ).pipe(Effect.annotateLogs({
-              app_id: session.app.config.id,
-              client_id: session.identity.clientId,
-              connection_id: session.connectionId
-            }))
+            ).pipe(annotateSession(session))
           )
         },
         failed: (session, error) => {
           runInBackground(
-            Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(
-              Effect.annotateLogs({
-                app_id: session.app.config.id,
-                client_id: session.identity.clientId,
-                connection_id: session.connectionId
-              })
-            )
+            Effect.logError("unexpected error handling a frame; connection closed", String(error)).pipe(annotateSession(session))
+          )
+        },
+        undecodable: (session, what) => {
+          runInBackground(
+            Effect.logWarning(`undecodable frame (${what}); connection closed with 1007`).pipe(annotateSession(session))
           )
         },
         closed: (session, closure) => {

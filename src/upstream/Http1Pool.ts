@@ -34,7 +34,7 @@ export interface Http1PoolOptions {
   /** `http:` or `https:` origin, as `URL.origin` gives it. */
   readonly origin: string
   readonly connectTimeoutMs: number
-  /** Bytes of body accepted in an answer; a larger one fails the request. */
+  /** Bytes of body accepted in an answer, chunked framing included; a larger one fails the request. */
   readonly maxAnswerBytes: number
   /** How long an unused connection is kept when the app does not say. */
   readonly idleMs: number
@@ -92,6 +92,13 @@ const statusCode = (line: string): number => {
   if (hundreds < 1 || hundreds > 5 || tens < 0 || tens > 9 || units < 0 || units > 9) return 0
   return hundreds * 100 + tens * 10 + units
 }
+
+/**
+ * The bytes, copied out when they are a small part of a larger read buffer:
+ * kept as a view, a few bytes of body would hold the whole buffer in memory
+ * until the answer is complete.
+ */
+const ownBytes = (part: Buffer): Buffer => (part.length * 2 < part.buffer.byteLength ? Buffer.from(part) : part)
 
 /** Where an answer's reader is. */
 const Phase = {
@@ -187,6 +194,7 @@ class AnswerReader {
         case Phase.ChunkEnd: {
           if (data.length - at < 2) return this.keep(data, at, 2, "chunk")
           if (data[at] !== 13 || data[at + 1] !== 10) throw new MalformedAnswer("chunk not followed by CRLF")
+          this.countBody(2)
           at += 2
           this.phase = Phase.ChunkSize
           break
@@ -201,6 +209,8 @@ class AnswerReader {
             this.countHead(line.length + 2)
             if (line === "") this.phase = Phase.Done
           } else {
+            // framing counts as body: else tiny chunks with long extensions make an endless answer
+            this.countBody(line.length + 2)
             const semicolon = line.indexOf(";")
             const digits = (semicolon < 0 ? line : line.slice(0, semicolon)).trim()
             if (!CHUNK_SIZE.test(digits)) throw new MalformedAnswer("invalid chunk size")
@@ -230,7 +240,7 @@ class AnswerReader {
 
   private keep(data: Buffer, at: number, limit: number, what: string): false {
     if (data.length - at > limit) throw new MalformedAnswer(`${what} too large`)
-    this.pending = data.subarray(at)
+    this.pending = ownBytes(data.subarray(at))
     return false
   }
 
@@ -239,10 +249,14 @@ class AnswerReader {
     if (this.headBytes > MAX_HEAD_BYTES) throw new MalformedAnswer("answer head too large")
   }
 
-  private take(part: Buffer): void {
-    this.size += part.length
+  private countBody(bytes: number): void {
+    this.size += bytes
     if (this.size > this.maxBytes) throw new MalformedAnswer(`answer body larger than ${this.maxBytes} bytes`)
-    this.parts.push(part)
+  }
+
+  private take(part: Buffer): void {
+    this.countBody(part.length)
+    this.parts.push(ownBytes(part))
   }
 
   private readHead(head: string): void {

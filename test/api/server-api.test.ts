@@ -115,6 +115,22 @@ describe("POST /api/apps/:app/broadcast", () => {
     expect(invalid.body.errors.length).toBeGreaterThan(0)
   })
 
+  it("400 invalid_body for a payload nested deeper than 128 levels, which delivers nothing", async () => {
+    const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
+    const joined = await socket.join("room:deep")
+    const received = collect<{ n: number }>(joined.channel, "deep")
+    const nested = (depth: number): unknown => depth === 0 ? 1 : [nested(depth - 1)]
+    const refused = await answer(await broadcast({ topic: "room:deep", event: "deep", payload: { n: 0, deeper: nested(128) } }))
+    expect(refused).toEqual({
+      status: 400,
+      body: { reason: "invalid_body", errors: [{ path: "", message: "a payload is nested deeper than 128 levels" }] }
+    })
+    // 128 levels in all are fine, in an array of broadcasts too
+    expect((await broadcast([{ topic: "room:deep", event: "deep", payload: { n: 1, deeper: nested(127) } }])).status).toBe(202)
+    expect((await received.until(1)).map((item) => item.n)).toEqual([1])
+    await socket.close()
+  })
+
   it("400 for a reserved phx_ event alone, and for one bad element of an array, which delivers nothing", async () => {
     const socket = await connectSocket(gateway.socketUrl, { app: "chat", token: "token-alice" })
     const joined = await socket.join("room:refused")

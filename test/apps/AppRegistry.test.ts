@@ -4,7 +4,7 @@
  * invalid fetch keeps the last good schema.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
 import { AppRegistry } from "../../src/apps/AppRegistry.ts"
 import { makeAppConfig, makeGatewayConfig, GatewayConfig } from "../../src/config/GatewayConfig.ts"
 import * as Logging from "../../src/observability/Logging.ts"
@@ -121,5 +121,31 @@ describe("readiness follows the schemas", () => {
     } finally {
       await gateway.close()
     }
+  })
+})
+
+describe("an app without notifications", () => {
+  it("is logged once at start", async () => {
+    const lines: Array<{ message: unknown; app: unknown }> = []
+    const capture = Logger.layer([
+      Logger.make(({ fiber, message }) => {
+        lines.push({ message, app: fiber.getRef(References.CurrentLogAnnotations)["app_id"] })
+      })
+    ])
+    const quietScope = Scope.makeUnsafe()
+    const apps = [makeAppConfig({ id: "quiet", api: app.url, notifyEndpoint: undefined }), makeAppConfig({ id: "chat", api: app.url })]
+    await Effect.runPromise(Layer.buildWithScope(
+      AppRegistry.layer.pipe(
+        Layer.provide(Upstream.layer),
+        Layer.provide(Metrics.layerDisabled),
+        Layer.provide(Tracing.layerOff),
+        Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps }))),
+        Layer.provide(capture)
+      ),
+      quietScope
+    ))
+    await Effect.runPromise(Scope.close(quietScope, Exit.void))
+    const notifyLines = lines.filter((line) => String(line.message).includes("notifications are off"))
+    expect(notifyLines.map((line) => line.app)).toEqual(["quiet"])
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { compileGrants } from "../../src/apps/Grants.ts"
+import { compileGrants, MAX_CACHED_GRANT_BYTES, MAX_CACHED_GRANT_SET_BYTES } from "../../src/apps/Grants.ts"
 
 describe("compileGrants", () => {
   it("allows exact grants only for the same permission", () => {
@@ -69,5 +69,27 @@ describe("compileGrants", () => {
 
   it("keeps the granted list", () => {
     expect(compileGrants(["a", "b:*"]).granted).toEqual(["a", "b:*"])
+  })
+})
+
+describe("the cache of compiled permission sets", () => {
+  const permissions = (prefix: string, bytes: number) =>
+    Array.from({ length: Math.ceil(bytes / 24) }, (_, i) => `${prefix}:p:${String(i).padStart(16, "0")}`)
+
+  it("reuses a set, but does not keep one larger than its per-set bound", () => {
+    const small = permissions("small", 1024)
+    expect(compileGrants([...small])).toBe(compileGrants([...small]))
+    const large = permissions("large", MAX_CACHED_GRANT_SET_BYTES + 1)
+    const compiled = compileGrants(large)
+    expect(compiled.allows(large[0]!)).toBe(true)
+    expect(compileGrants([...large])).not.toBe(compiled)
+  })
+
+  it("drops the oldest sets once their text passes its byte bound, however few they are", () => {
+    const first = permissions("first", 40 * 1024)
+    const compiledFirst = compileGrants(first)
+    expect(compileGrants([...first])).toBe(compiledFirst)
+    for (let n = 0; n * 40 * 1024 <= MAX_CACHED_GRANT_BYTES; n++) compileGrants(permissions(`filler-${n}`, 40 * 1024))
+    expect(compileGrants([...first])).not.toBe(compiledFirst)
   })
 })

@@ -197,6 +197,12 @@ describe("decodeSchemaDocument: semantic checks", () => {
     expect(issues[0]?.message).toContain("\"([a-z]\" is not a valid regular expression")
   })
 
+  it("rejects a variable pattern that cannot run in linear time, and accepts one that can", () => {
+    const issues = problems(doc({ channels: [{ pattern: "room:{id}", variables: { id: { pattern: "^(?!admin)[a-z]+$" } } }] }))
+    expect(issues).toEqual([{ path: "channels[0].variables.id.pattern", message: expect.stringContaining("cannot run in linear time") }])
+    expect(decoded(doc({ channels: [{ pattern: "room:{id}", variables: { id: { pattern: "^(a+)+$" } } }] })).channels).toHaveLength(1)
+  })
+
   it("rejects inconsistent variable rules", () => {
     const issues = problems(doc({
       channels: [{
@@ -273,7 +279,7 @@ describe("decodeSchemaDocument: semantic checks", () => {
       "events[4].payload"
     ])
     expect(issues[0]?.message).toContain("invalid JSON Schema")
-    expect(issues[1]?.message).toContain("can't resolve reference https://example.com/schema.json")
+    expect(issues[1]?.message).toContain("\"https://example.com/schema.json\" is not a reference within this schema")
     expect(issues[2]?.message).toContain("unsupported $schema")
   })
 
@@ -357,5 +363,35 @@ describe("payload shorthand detection", () => {
     const first = compilePayloadSpec(spec)
     const second = compilePayloadSpec(spec)
     expect(Result.isSuccess(first) && Result.isSuccess(second) && first.success === second.success).toBe(true)
+  })
+})
+
+describe("payload schemas whose validation could cost more than linear time", () => {
+  const refused = (payload: unknown) => {
+    const result = compilePayloadSpec(payload as Record<string, unknown>)
+    return Result.isFailure(result) ? result.failure : undefined
+  }
+
+  it("need maxItems beside uniqueItems, unless the items are scalars", () => {
+    expect(refused({ type: "array", uniqueItems: true })).toContain("uniqueItems: needs maxItems of at most 256")
+    expect(refused({ type: "object", properties: { tags: { type: "array", uniqueItems: true, maxItems: 257 } } }))
+      .toContain("properties.tags.uniqueItems: needs maxItems of at most 256")
+    expect(refused({ type: "array", uniqueItems: true, maxItems: 256 })).toBeUndefined()
+    expect(refused({ type: "array", uniqueItems: true, items: { type: ["string", "integer"] } })).toBeUndefined()
+    expect(refused({ type: "array", uniqueItems: true, items: { type: "object" } })).toContain("uniqueItems")
+  })
+
+  it("refuse $refs that compound, loop in place or cannot be followed; accept a tree", () => {
+    const tree = {
+      $defs: { node: { type: "object", properties: { children: { type: "array", items: { $ref: "#/$defs/node" } } } } },
+      $ref: "#/$defs/node"
+    }
+    expect(refused(tree)).toBeUndefined()
+    const defs: Record<string, unknown> = { d20: { type: "string" } }
+    for (let i = 0; i < 20; i++) defs[`d${i}`] = { anyOf: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] }
+    expect(refused({ $defs: defs, $ref: "#/$defs/d0" })).toContain("expands to more than 50000 subschemas")
+    expect(refused({ allOf: [{ $ref: "#" }] })).toContain("refers back to itself without going into the payload")
+    expect(refused({ properties: { a: { $id: "https://example.com/a", type: "string" } } })).toContain("$id below the schema's root")
+    expect(refused({ $ref: "#/$defs/missing", $defs: {} })).toContain("is not a reference within this schema")
   })
 })

@@ -401,13 +401,8 @@ describe("loadGatewayConfigResult", () => {
           key: "GATEWAY_CONFIG apps[3].messageEndpoint",
           message: "missing (set it or \"api\" in the file, or SOME_ENDPOINTS_MESSAGE_ENDPOINT or SOME_ENDPOINTS_API)"
         },
-        {
-          key: "GATEWAY_CONFIG apps[3].notifyEndpoint",
-          message: "missing (set it or \"api\" in the file, or SOME_ENDPOINTS_NOTIFY_ENDPOINT or SOME_ENDPOINTS_API)"
-        },
         { key: "ENV_APP_SCHEMA_ENDPOINT", message: "missing (set it or ENV_APP_API)" },
-        { key: "ENV_APP_MESSAGE_ENDPOINT", message: "missing (set it or ENV_APP_API)" },
-        { key: "ENV_APP_NOTIFY_ENDPOINT", message: "missing (set it or ENV_APP_API)" }
+        { key: "ENV_APP_MESSAGE_ENDPOINT", message: "missing (set it or ENV_APP_API)" }
       ])
     })
 
@@ -415,8 +410,7 @@ describe("loadGatewayConfigResult", () => {
       expect(problemsOf({ GATEWAY_APPS: "solo-unicorn" })).toEqual([{
         key: "SOLO_UNICORN_API",
         message: "missing: app \"solo-unicorn\" is listed in GATEWAY_APPS but has no base URL (set SOLO_UNICORN_API, " +
-          "or all of SOLO_UNICORN_SCHEMA_ENDPOINT, SOLO_UNICORN_AUTH_ENDPOINT, SOLO_UNICORN_MESSAGE_ENDPOINT, " +
-          "SOLO_UNICORN_NOTIFY_ENDPOINT)"
+          "or all of SOLO_UNICORN_SCHEMA_ENDPOINT, SOLO_UNICORN_AUTH_ENDPOINT, SOLO_UNICORN_MESSAGE_ENDPOINT)"
       }])
     })
 
@@ -688,5 +682,24 @@ describe("lifecycle notifications", () => {
     expect(off.apps[0]?.notifyEndpoint).toBeUndefined()
     const offInFile = loadOk({}, { apps: [{ id: "b", api: "https://b.example.com", notifyEndpoint: "none" }] })
     expect(offInFile.apps[0]?.notifyEndpoint).toBeUndefined()
+  })
+
+  it("are off for an app with schema, auth and message endpoints but no base URL and no notify endpoint", () => {
+    const env = {
+      GATEWAY_APPS: "seed",
+      SEED_SCHEMA_ENDPOINT: "https://seed.example.com/schema",
+      SEED_AUTH_ENDPOINT: "https://seed.example.com/auth",
+      SEED_MESSAGE_ENDPOINT: "https://seed.example.com/messages"
+    }
+    expect(loadOk(env).apps[0]).toMatchObject({ messageEndpoint: "https://seed.example.com/messages", notifyEndpoint: undefined })
+    const inFile = loadOk({}, {
+      apps: [{
+        id: "seed",
+        schemaEndpoint: "https://seed.example.com/schema",
+        authEndpoint: "https://seed.example.com/auth",
+        messageEndpoint: "https://seed.example.com/messages"
+      }]
+    })
+    expect(inFile.apps[0]?.notifyEndpoint).toBeUndefined()
   })
 })

@@ -230,6 +230,11 @@ describe("failures", () => {
     ["a protocol switch", "HTTP/1.1 101 Switching Protocols\r\n\r\n", "the app switched protocols"],
     ["a body over the limit", ok("x".repeat(1025)), "answer body larger than 1024 bytes"],
     ["a chunked body over the limit", `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n401\r\n${"x".repeat(1025)}`, "answer body larger than 1024 bytes"],
+    [
+      "tiny chunks whose size lines and extensions pass the limit",
+      `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n${`1;ext=${"e".repeat(100)}\r\nx\r\n`.repeat(20)}0\r\n\r\n`,
+      "answer body larger than 1024 bytes"
+    ],
     ["an endless head", `HTTP/1.1 200 OK\r\n${"x-filler: y\r\n".repeat(6000)}`, "answer head too large"],
     ["endless trailers", `HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n${"x-t: y\r\n".repeat(3000)}`, "answer head too large"],
     ["a status under 100", "HTTP/1.1 099 Odd\r\n\r\n", "not an HTTP/1.x answer"],

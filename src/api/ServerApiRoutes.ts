@@ -17,8 +17,10 @@ import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
+import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
@@ -55,6 +57,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   const nodeRouter = yield* NodeRouter
   const topics = yield* TopicRegistry
   const clientEntity = yield* Client.client
+  const { limits: { entityCallTimeoutMs } } = yield* GatewayConfig
 
   /** The app named in the path, once its secret is proven. */
   const authorizedApp = Effect.gen(function*() {
@@ -104,6 +107,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
     const app = yield* authorizedApp
     const { client_id: clientId } = yield* HttpRouter.params
     const disconnected = yield* clientEntity(clientEntityId(app.config.id, clientId ?? "")).DisconnectClient().pipe(
+      boundEntityCall("Client.DisconnectClient", entityCallTimeoutMs),
       Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
     )
     return json({ client_id: clientId, disconnected })

@@ -13,6 +13,8 @@ import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 const SCHEMA_REFRESH_INTERVAL = "5 minutes"
 
@@ -118,13 +120,13 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
       yield* refreshAll
       yield* refreshAll.pipe(
         Effect.repeat(Schedule.spaced(SCHEMA_REFRESH_INTERVAL)),
-        Effect.forkScoped
+        supervised(SupervisedChild.schemaRefresh)
       )
       // An app without a schema retries sooner than the regular interval.
       yield* Effect.suspend(() => fetchEach(withoutSchema())).pipe(
         Effect.delay("2 seconds"),
         Effect.repeat({ until: () => withoutSchema().length === 0 }),
-        Effect.forkScoped
+        supervised(SupervisedChild.schemaRetry)
       )
 
       return AppRegistry.of({

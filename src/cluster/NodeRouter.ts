@@ -22,6 +22,8 @@ import { nodeShardGroup } from "./ClusterRuntime.ts"
 import type { ConnectionInfo, PresenceEntry } from "./messages.ts"
 import { NodeInbox } from "./NodeInbox.ts"
 import { TopicRegistry } from "./TopicRegistry.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 export interface NodeRouterShape {
   /** Every live node of the cluster, this one included. */
@@ -165,7 +167,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
         )
         yield* refresh
-        yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
+        yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), supervised(SupervisedChild.liveNodeRefresh))
 
         // another node, through its inbox, with a timeout: a dead node's inbox has no runner
         const other: OtherNode = (node, what, call, otherwise) =>

@@ -84,6 +84,17 @@ export interface GatewayLimits {
   readonly idleTimeoutMs: number
   /** On SIGTERM, connections are closed (1012) spread over this window. */
   readonly drainWindowMs: number
+  /** Restarts of supervised background work tolerated within `supervisorPeriodMs`; one more restarts the node. */
+  readonly supervisorMaxRestarts: number
+  readonly supervisorPeriodMs: number
+  /** The longest any call to a cluster entity waits for its answer. */
+  readonly entityCallTimeoutMs: number
+  /** Cluster entities resident on this node at most (effect/cluster's `maxResidentEntities`). */
+  readonly maxEntities: number
+  /** Topics on which one app's clients connected to this node have presences, at most. */
+  readonly maxPresenceTopicsPerApp: number
+  /** A Topic or Client entity that gets no message for this long is released. */
+  readonly entityIdleMs: number
 }
 
 export interface GatewayConfigShape {
@@ -133,7 +144,13 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxFrameBytes: 1048576,
   maxOutboxBytes: 4194304,
   idleTimeoutMs: 60000,
-  drainWindowMs: 10000
+  drainWindowMs: 10000,
+  supervisorMaxRestarts: 10,
+  supervisorPeriodMs: 60000,
+  entityCallTimeoutMs: 5000,
+  maxEntities: 10000,
+  maxPresenceTopicsPerApp: 1000,
+  entityIdleMs: 120000
 }
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
@@ -229,6 +246,8 @@ const Port = integer(1, 65535, "a port number from 1 to 65535")
 const Count = integer(1, Number.MAX_SAFE_INTEGER, "a positive integer")
 // Durations feed timers, and Node timers overflow above 2^31-1 ms.
 const Millis = integer(1, 2_147_483_647, "a duration in milliseconds from 1 to 2147483647")
+// Nodes re-send what entities hold every 30 s: an entity idle for less than two of those could lose it between them.
+const EntityIdleMillis = integer(60_000, 2_147_483_647, "a duration in milliseconds from 60000 to 2147483647")
 
 const name = (what: string) =>
   Schema.String.check(
@@ -301,7 +320,13 @@ const FileLimits = Schema.Struct({
   maxFrameBytes: Schema.optionalKey(Count),
   maxOutboxBytes: Schema.optionalKey(Count),
   idleTimeoutMs: Schema.optionalKey(Millis),
-  drainWindowMs: Schema.optionalKey(Millis)
+  drainWindowMs: Schema.optionalKey(Millis),
+  supervisorMaxRestarts: Schema.optionalKey(Count),
+  supervisorPeriodMs: Schema.optionalKey(Millis),
+  entityCallTimeoutMs: Schema.optionalKey(Millis),
+  maxEntities: Schema.optionalKey(Count),
+  maxPresenceTopicsPerApp: Schema.optionalKey(Count),
+  entityIdleMs: Schema.optionalKey(EntityIdleMillis)
 })
 
 /** The JSON config file named by `GATEWAY_CONFIG`. Unknown keys are rejected. */
@@ -624,7 +649,24 @@ export const loadGatewayConfigResult = (
     idleTimeoutMs: read("IDLE_TIMEOUT_MS", integerFromEnv(Millis)) ?? fileLimits?.idleTimeoutMs ??
       DEFAULT_LIMITS.idleTimeoutMs,
     drainWindowMs: read("DRAIN_WINDOW_MS", integerFromEnv(Millis)) ?? fileLimits?.drainWindowMs ??
-      DEFAULT_LIMITS.drainWindowMs
+      DEFAULT_LIMITS.drainWindowMs,
+    supervisorMaxRestarts: read("SUPERVISOR_MAX_RESTARTS", integerFromEnv(Count)) ??
+      fileLimits?.supervisorMaxRestarts ?? DEFAULT_LIMITS.supervisorMaxRestarts,
+    supervisorPeriodMs: read("SUPERVISOR_PERIOD_MS", integerFromEnv(Millis)) ?? fileLimits?.supervisorPeriodMs ??
+      DEFAULT_LIMITS.supervisorPeriodMs,
+    entityCallTimeoutMs: read("ENTITY_CALL_TIMEOUT_MS", integerFromEnv(Millis)) ?? fileLimits?.entityCallTimeoutMs ??
+      DEFAULT_LIMITS.entityCallTimeoutMs,
+    maxEntities: read("MAX_ENTITIES", integerFromEnv(Count)) ?? fileLimits?.maxEntities ?? DEFAULT_LIMITS.maxEntities,
+    maxPresenceTopicsPerApp: read("MAX_PRESENCE_TOPICS_PER_APP", integerFromEnv(Count)) ?? fileLimits?.maxPresenceTopicsPerApp ??
+      DEFAULT_LIMITS.maxPresenceTopicsPerApp,
+    entityIdleMs: read("ENTITY_IDLE_MS", integerFromEnv(EntityIdleMillis)) ?? fileLimits?.entityIdleMs ??
+      DEFAULT_LIMITS.entityIdleMs
+  }
+  if (limits.maxPresenceTopicsPerApp > limits.maxEntities) {
+    problems.push({
+      key: isSet("MAX_PRESENCE_TOPICS_PER_APP") ? "MAX_PRESENCE_TOPICS_PER_APP" : "GATEWAY_CONFIG limits.maxPresenceTopicsPerApp",
+      message: `must not exceed MAX_ENTITIES (${limits.maxEntities}), got ${limits.maxPresenceTopicsPerApp}`
+    })
   }
 
   const apps: Array<AppConfig> = []

@@ -11,6 +11,8 @@ import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { makeIdSource } from "../cluster/entityIds.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
+import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
 
 export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("BroadcastFailed", {
   app: Schema.String,
@@ -36,13 +38,13 @@ export interface BroadcasterShape {
 
 /** Retries within about a second, which covers a shard handover; then the whole call gives up. */
 const PUBLISH_RETRY = { schedule: Schedule.exponential("50 millis"), times: 4 } as const
-const PUBLISH_TIMEOUT = "8 seconds"
 
 export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>()("realtime-gateway/fanout/Broadcaster") {
   static readonly layer = Layer.effect(
     Broadcaster,
     Effect.gen(function*() {
       const topicClient = yield* Topic.client
+      const { limits: { entityCallTimeoutMs } } = yield* GatewayConfig
       const nextId = makeIdSource()
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) =>
@@ -53,10 +55,7 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
             excludeConnectionId
           }).pipe(
             Effect.retry(PUBLISH_RETRY),
-            Effect.timeoutOrElse({
-              duration: PUBLISH_TIMEOUT,
-              orElse: () => Effect.fail(`no answer from the topic's entity within ${PUBLISH_TIMEOUT}`)
-            }),
+            boundEntityCall("Topic.Publish", entityCallTimeoutMs),
             Effect.catch((error) => {
               const failure = new BroadcastFailed({ app, topic, detail: String(error) })
               return Effect.logWarning("broadcast failed", failure.detail).pipe(

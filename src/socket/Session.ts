@@ -31,6 +31,8 @@ export interface SessionHub {
   readonly maxOutboxBytes: number
   readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
+  /** Whether the session's app may have one more presence on the topic (a bound per app and node). */
+  readonly admitsPresence: (session: Session, topic: string) => boolean
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
   readonly track: (session: Session, topic: string, join: Join) => void
   readonly untrack: (session: Session, topic: string, join: Join) => void
@@ -189,6 +191,7 @@ export class Session {
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
       return this.replyError(frame, ReplyReason.tooManyChannels)
     }
+    if (match.channel.presence && !this.hub.admitsPresence(this, frame.topic)) return this.replyError(frame, ReplyReason.overCapacity)
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }
     this.joins.set(frame.topic, join)
     if (previous !== undefined) {

@@ -20,6 +20,8 @@ import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./erro
 import { Http1Pool } from "./Http1Pool.ts"
 import { NotificationQueue } from "./NotificationQueue.ts"
 import { TaskQueue } from "./TaskQueue.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { Supervisor } from "../supervision/Supervisor.ts"
 
 export interface UpstreamRequest {
   readonly call: UpstreamCall
@@ -159,6 +161,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const config = yield* GatewayConfig
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
+      const supervisor = yield* Supervisor
 
       const logDefect = (app: AppConfig) => (error: unknown) =>
         runInBackground(Effect.logError("unexpected error in a call to the app", String(error)).pipe(
@@ -207,7 +210,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                     Effect.annotateLogs({ app_id: app.id })
                   )
                 ),
-              onDefect: logDefect(app)
+              onDefect: (error) => supervisor.reportFailure(SupervisedChild.notificationDelivery, error)
             })
           }
           pools.set(app.id, pool)

@@ -8,6 +8,7 @@ import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { AppRegistry } from "../../src/apps/AppRegistry.ts"
 import { makeAppConfig, makeGatewayConfig, GatewayConfig } from "../../src/config/GatewayConfig.ts"
 import * as Logging from "../../src/observability/Logging.ts"
+import { Supervisor } from "../../src/supervision/Supervisor.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
 import { connectSocket, defaultSchema, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
@@ -22,6 +23,7 @@ beforeAll(async () => {
   scope = Scope.makeUnsafe()
   const layer = AppRegistry.layer.pipe(
     Layer.provideMerge(Upstream.layer),
+    Layer.provide(Supervisor.layer),
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps: [makeAppConfig({ id: "chat", api: app.url })] }))),
     Layer.provide(logging)
   )

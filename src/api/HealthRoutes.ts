@@ -39,8 +39,7 @@ export const HealthRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
     Effect.sync(() => {
       const reasons = [
         ...(lifecycle.draining() ? ["draining"] : []),
-        ...(supervisor.escalation() ?? []),
-        ...(storageHealth.unreachable() ?? []),
+        ...[supervisor.escalation(), storageHealth.unreachable()].filter((reason) => reason !== undefined),
         ...(nodeRouter.joined() ? [] : ["joining the cluster"]),
         ...apps.unready().map(({ app, reason }) => `app ${app}: ${reason}`)
       ]

@@ -18,9 +18,9 @@ export interface GatewayProcess {
   readonly stop: () => Promise<void>
 }
 
-/** Starts `src/main.ts` with the given environment added to this process's. */
-export const startGatewayProcess = (env: Readonly<Record<string, string>>): GatewayProcess => {
-  const child = spawn(process.execPath, ["src/main.ts"], {
+/** Starts `src/main.ts` (or another entry point) with the given environment added to this process's. */
+export const startGatewayProcess = (env: Readonly<Record<string, string>>, script = "src/main.ts"): GatewayProcess => {
+  const child = spawn(process.execPath, [script], {
     cwd: new URL("../..", import.meta.url).pathname,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"]

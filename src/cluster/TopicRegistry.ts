@@ -50,7 +50,10 @@ export interface TopicRegistryShape {
    * node, since each keeps a Topic entity resident somewhere in the cluster.
    */
   readonly admitsPresence: (app: string, topic: string) => boolean
-  /** Adds a presence of a local subscriber; answers the topic's whole presence state. */
+  /**
+   * Adds a presence of a local subscriber (locally at once, at the entity when
+   * run); answers the topic's whole presence state.
+   */
   readonly track: (app: string, topic: string, entry: PresenceEntry) => Effect.Effect<PresenceState>
   /** Removes a presence; the Topic entity announces the leave in the background. */
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
@@ -184,16 +187,16 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         dropPresences(existing)
       }
 
-      const track = (app: string, topic: string, entry: PresenceEntry) =>
-        Effect.suspend(() => {
-          const entityId = topicEntityId(app, topic)
-          const existing = local.get(entityId)
-          if (existing !== undefined) presencesOf(existing).set(entry.ref, entry)
-          return topicClient(entityId).Track({ node: nodeName, entry }).pipe(
-            boundEntityCall("Topic.Track", entityCallTimeoutMs),
-            Effect.catch((error) => logFailure("presence tracking", entityId)(error).pipe(Effect.as({})))
-          )
-        })
+      const track = (app: string, topic: string, entry: PresenceEntry) => {
+        // counted at once, so that the next join's admission sees it
+        const entityId = topicEntityId(app, topic)
+        const existing = local.get(entityId)
+        if (existing !== undefined) presencesOf(existing).set(entry.ref, entry)
+        return topicClient(entityId).Track({ node: nodeName, entry }).pipe(
+          boundEntityCall("Topic.Track", entityCallTimeoutMs),
+          Effect.catch((error) => logFailure("presence tracking", entityId)(error).pipe(Effect.as({})))
+        )
+      }
 
       const untrack = (app: string, topic: string, entry: PresenceEntry) => {
         const entityId = topicEntityId(app, topic)

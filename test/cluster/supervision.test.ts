@@ -7,11 +7,11 @@
 import { Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort } from "../../cluster/ports.ts"
-import { makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
+import { makeAppConfig } from "../../src/config/GatewayConfig.ts"
 import { SupervisedChild } from "../../src/supervision/children.ts"
 import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
-import { injectAndAwaitRestart, startSupervisedGateway } from "../supervision/support.ts"
+import { injectAndAwaitRestart, inProcessConfig, startSupervisedGateway } from "../supervision/support.ts"
 import type { SupervisedGateway } from "../supervision/support.ts"
 import { poll, startPostgres } from "./support/cluster.ts"
 import type { TestPostgres } from "./support/cluster.ts"
@@ -25,11 +25,8 @@ const readiness = () => fetch(`${gateway.url}/health/ready`).then((response) => 
 beforeAll(async () => {
   postgres = await startPostgres()
   app = await startFakeApp()
-  gateway = await startSupervisedGateway(makeGatewayConfig({
-    host: "127.0.0.1",
-    port: 0,
+  gateway = await startSupervisedGateway(inProcessConfig({
     nodeName: "solo",
-    log: { level: "error", format: "json" },
     apps: [makeAppConfig({ id: "chat", api: app.url })],
     databaseUrl: Redacted.make(postgres.url),
     cluster: { host: "127.0.0.1", port: await freePort(), nodes: ["solo"] }

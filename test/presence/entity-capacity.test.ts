@@ -8,11 +8,11 @@
 import { Effect, Metric } from "effect"
 import WebSocket from "ws"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
+import { makeAppConfig } from "../../src/config/GatewayConfig.ts"
 import type { GatewayConfigInit } from "../../src/config/GatewayConfig.ts"
 import { collect, connectSocket, startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
-import { startSupervisedGateway } from "../supervision/support.ts"
+import { inProcessConfig, startSupervisedGateway } from "../supervision/support.ts"
 import type { SupervisedGateway } from "../supervision/support.ts"
 
 let spamApp: FakeApp
@@ -28,11 +28,7 @@ afterAll(async () => {
 })
 
 const gatewayWith = (init: GatewayConfigInit = {}) =>
-  startSupervisedGateway(makeGatewayConfig({
-    host: "127.0.0.1",
-    port: 0,
-    nodeName: "test",
-    log: { level: "error", format: "json" },
+  startSupervisedGateway(inProcessConfig({
     apps: [
       makeAppConfig({ id: "spam", api: spamApp.url, rateLimits: { connectionsPerIpPerMinute: 1000 } }),
       makeAppConfig({ id: "news", api: newsApp.url, secret: "news-secret" })

@@ -7,11 +7,11 @@
  */
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
+import { makeAppConfig } from "../../src/config/GatewayConfig.ts"
 import { SupervisedChild } from "../../src/supervision/children.ts"
 import { connectSocket, rawSocket, startFakeApp } from "../../src/testing/index.ts"
 import type { ConnectedSocket, FakeApp } from "../../src/testing/index.ts"
-import { eventually, injectAndAwaitRestart, startSupervisedGateway } from "./support.ts"
+import { eventually, injectAndAwaitRestart, inProcessConfig, startSupervisedGateway } from "./support.ts"
 import type { SupervisedGateway } from "./support.ts"
 
 let app: FakeApp
@@ -22,11 +22,7 @@ const IDLE_TIMEOUT_MS = 600
 
 beforeAll(async () => {
   app = await startFakeApp()
-  gateway = await startSupervisedGateway(makeGatewayConfig({
-    host: "127.0.0.1",
-    port: 0,
-    nodeName: "test",
-    log: { level: "error", format: "json" },
+  gateway = await startSupervisedGateway(inProcessConfig({
     apps: [makeAppConfig({ id: "chat", api: app.url })],
     limits: { idleTimeoutMs: IDLE_TIMEOUT_MS }
   }))
@@ -93,11 +89,8 @@ describe("supervised children of a single node", () => {
 
 describe("escalation", () => {
   it("turns readiness 503, naming the child, once restarts pass the intensity", async () => {
-    const sick = await startSupervisedGateway(makeGatewayConfig({
-      host: "127.0.0.1",
-      port: 0,
+    const sick = await startSupervisedGateway(inProcessConfig({
       nodeName: "sick",
-      log: { level: "error", format: "json" },
       apps: [makeAppConfig({ id: "chat", api: app.url })],
       limits: { supervisorMaxRestarts: 1, supervisorPeriodMs: 60_000 }
     }))

@@ -3,7 +3,8 @@
  * its supervisor at hand: tests inject defects into its children by name.
  */
 import { Context, Effect, Exit, Layer, Scope } from "effect"
-import type { GatewayConfigShape } from "../../src/config/GatewayConfig.ts"
+import { makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
+import type { GatewayConfigInit, GatewayConfigShape } from "../../src/config/GatewayConfig.ts"
 import { makeGatewayLayer } from "../../src/Gateway.ts"
 import { HttpListener } from "../../src/server/HttpListener.ts"
 import type { SupervisedChildName } from "../../src/supervision/children.ts"
@@ -15,6 +16,10 @@ export interface SupervisedGateway {
   readonly supervisor: Supervisor["Service"]
   close(): Promise<void>
 }
+
+/** A config for a gateway on an ephemeral 127.0.0.1 port that logs errors only. */
+export const inProcessConfig = (init: GatewayConfigInit): GatewayConfigShape =>
+  makeGatewayConfig({ host: "127.0.0.1", port: 0, nodeName: "test", log: { level: "error", format: "json" }, ...init })
 
 export const startSupervisedGateway = async (config: GatewayConfigShape): Promise<SupervisedGateway> => {
   const scope = Scope.makeUnsafe()

@@ -74,6 +74,7 @@ const BACKOFF_MAX_MS = 5_000
 /** Between readiness turning 503 and the gateway shutting down, so that load balancers see it first. */
 const ESCALATION_GRACE = "1 second"
 
+// restart times are read from the monotonic clock, which wall-clock adjustments do not move
 interface ChildEntry {
   readonly name: SupervisedChildName
   /** Kill switches of the running instances (see `injectDefect`). */
@@ -115,7 +116,7 @@ export const makeSupervisor = (options: SupervisorOptions) =>
 
     /** Counts a restart of `name`; answers the delay before it, or undefined once escalated. */
     const recordRestart = (name: SupervisedChildName): number | undefined => {
-      const now = Date.now()
+      const now = performance.now()
       const entry = entryOf(name)
       entry.restarts.push(now)
       restartTimes.push(now)
@@ -167,7 +168,7 @@ export const makeSupervisor = (options: SupervisorOptions) =>
       escalation: () => escalationReason,
       awaitEscalation: Deferred.await(escalated),
       children: () => {
-        const now = Date.now()
+        const now = performance.now()
         return [...entries.values()].map((entry) => ({
           name: entry.name,
           running: entry.instances.size,

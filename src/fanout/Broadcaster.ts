@@ -12,7 +12,6 @@ import { makeIdSource } from "../cluster/entityIds.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
-import { GatewayConfig } from "../config/GatewayConfig.ts"
 
 export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("BroadcastFailed", {
   app: Schema.String,
@@ -38,13 +37,19 @@ export interface BroadcasterShape {
 
 /** Retries within about a second, which covers a shard handover; then the whole call gives up. */
 const PUBLISH_RETRY = { schedule: Schedule.exponential("50 millis"), times: 4 } as const
+/**
+ * Longer than other entity calls (`ENTITY_CALL_TIMEOUT_MS`): a publish may
+ * start the topic's entity on another node, retry through a handover, and
+ * waits for every node's inbox (up to a second); on a busy node all of that
+ * measured more than 5 s.
+ */
+const PUBLISH_TIMEOUT_MS = 8_000
 
 export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>()("realtime-gateway/fanout/Broadcaster") {
   static readonly layer = Layer.effect(
     Broadcaster,
     Effect.gen(function*() {
       const topicClient = yield* Topic.client
-      const { limits: { entityCallTimeoutMs } } = yield* GatewayConfig
       const nextId = makeIdSource()
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) =>
@@ -55,7 +60,7 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
             excludeConnectionId
           }).pipe(
             Effect.retry(PUBLISH_RETRY),
-            boundEntityCall("Topic.Publish", entityCallTimeoutMs),
+            boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS),
             Effect.catch((error) => {
               const failure = new BroadcastFailed({ app, topic, detail: String(error) })
               return Effect.logWarning("broadcast failed", failure.detail).pipe(

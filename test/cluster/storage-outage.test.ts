@@ -15,6 +15,8 @@ import { clientTokens, connectAndJoin, inbox, poll, startCluster, startPostgres,
 import type { Cluster, ClusterNode, TestPostgres } from "./support/cluster.ts"
 
 const ENTITY_CALL_TIMEOUT_MS = 2_000
+/** A topic publish has its own, longer bound (see Broadcaster). */
+const PUBLISH_TIMEOUT_MS = 8_000
 
 let postgres: TestPostgres
 let app: FakeApp
@@ -149,7 +151,8 @@ describe("while PostgreSQL is frozen", () => {
         client.send(ref, n % 2 === 0 ? "echo" : "shout", { n })
       }
     })
-    const bound = ENTITY_CALL_TIMEOUT_MS * 2 + 3_000
+    // a shout waits for its client's entity, then for the topic's
+    const bound = ENTITY_CALL_TIMEOUT_MS + PUBLISH_TIMEOUT_MS + 2_000
     await Promise.all(clients.map((client, i) => client.awaitReplies(refs.filter((ref) => ref.startsWith(`${i}-`)), bound)))
     // a late second reply would come within the same bound
     await new Promise((resolve) => setTimeout(resolve, ENTITY_CALL_TIMEOUT_MS))

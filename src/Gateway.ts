@@ -5,7 +5,7 @@
  * config and cluster runtime, the app boundary, topics, sessions, the entities
  * (registered before any traffic), and last the listener.
  */
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { AdminRoutes } from "./admin/AdminRoutes.ts"
 import { NodeStatus } from "./admin/NodeStatus.ts"
 import { RuntimeApps } from "./admin/RuntimeApps.ts"
@@ -15,6 +15,7 @@ import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
+import { ClusterStorageHealth } from "./cluster/ClusterStorageHealth.ts"
 import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
 import { NodeInboxLayer } from "./cluster/NodeInbox.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
@@ -34,26 +35,28 @@ import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
 import { Sessions } from "./socket/Sessions.ts"
+import { Supervisor } from "./supervision/Supervisor.ts"
 import { WebSocketTransport } from "./transport/WebSocketTransport.ts"
 import { Upstream } from "./upstream/Upstream.ts"
 
 export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const clustered = config.databaseUrl !== undefined
+  const capacity = { maxEntities: config.limits.maxEntities, entityIdleMs: config.limits.entityIdleMs }
   const runtime = clustered
     ? layerPostgres({
       databaseUrl: config.databaseUrl!,
       host: config.cluster.host,
       port: config.cluster.port,
       node: config.nodeName,
-      nodes: config.cluster.nodes
+      nodes: config.cluster.nodes,
+      ...capacity
     })
-    : layerSingleNode({ host: config.cluster.host, port: config.cluster.port })
-  const base = Layer.mergeAll(
-    Layer.succeed(GatewayConfig, config),
-    runtime,
-    Lifecycle.layer,
-    config.metrics ? Metrics.layer : Metrics.layerDisabled
+    : layerSingleNode({ host: config.cluster.host, port: config.cluster.port, ...capacity })
+  const base = Layer.mergeAll(runtime, Lifecycle.layer, config.metrics ? Metrics.layer : Metrics.layerDisabled).pipe(
+    Layer.provideMerge(Supervisor.layer),
+    Layer.provideMerge(Layer.succeed(GatewayConfig, config))
   )
+  const storageHealth = clustered ? ClusterStorageHealth.layerCluster : ClusterStorageHealth.layerSingleNode
   const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
     Layer.provideMerge(RateLimiter.layerMemory)
   )
@@ -82,8 +85,17 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(topics),
     Layer.provideMerge(appBoundary),
     Layer.provideMerge(limits),
+    Layer.provideMerge(storageHealth),
     Layer.provideMerge(base),
     Layer.provideMerge(tracing),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))
   )
 }
+
+/**
+ * Runs a gateway layer until interrupted (SIGTERM, SIGINT) or until its
+ * supervisor gives up: then the gateway shuts down as on SIGTERM (drain
+ * included) and this fails, so that the process exits non-zero.
+ */
+export const serveGateway = <E, R>(gateway: Layer.Layer<Supervisor, E, R>) =>
+  Effect.flatMap(Supervisor, (supervisor) => supervisor.awaitEscalation).pipe(Effect.provide(gateway))

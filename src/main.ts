@@ -4,11 +4,11 @@
  * gateway until SIGINT/SIGTERM.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Effect, Exit, Layer, Runtime } from "effect"
+import { Cause, Effect, Exit, Runtime } from "effect"
 import { loadFromProcess, makeAppConfig, reportConfigErrorAndExit } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { startDemoApp } from "../examples/demo/app.ts"
-import { makeGatewayLayer } from "./Gateway.ts"
+import { makeGatewayLayer, serveGateway } from "./Gateway.ts"
 import * as Logging from "./observability/Logging.ts"
 
 const program = Effect.gen(function*() {
@@ -33,11 +33,12 @@ const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
         `ws://localhost:${loaded.port}/socket/websocket?app=demo&token=demo-alice&vsn=2.0.0`
     )
   }
-  return yield* Layer.launch(makeGatewayLayer(config))
+  return yield* serveGateway(makeGatewayLayer(config))
 })
 
 // SIGTERM/SIGINT interrupt the program; once the drain and shutdown finished
-// that way, the process exits 0 (a supervisor asked for it, nothing failed).
+// that way, the process exits 0 (a service manager asked for it, nothing
+// failed). A failure (the supervisor escalating) exits 1 after the same drain.
 NodeRuntime.runMain(Effect.scoped(program), {
   teardown: (exit, onExit) =>
     Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)

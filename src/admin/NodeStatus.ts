@@ -27,6 +27,8 @@ import { Lifecycle } from "../server/Lifecycle.ts"
 import { GATEWAY_VERSION } from "../server/version.ts"
 import { catalogue } from "../observability/Metrics.ts"
 import { Sessions } from "../socket/Sessions.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 export interface NodeStatusShape {
   /** This node now; with its history when asked. */
@@ -219,7 +221,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
         })
       })
       const sampleLoop = takeSample.pipe(Effect.repeat(Schedule.spaced(SAMPLE_INTERVAL_MS)))
-      yield* Effect.forkScoped(sampleLoop)
+      yield* sampleLoop.pipe(supervised(SupervisedChild.nodeStatusSample))
 
       const current = (withHistory: boolean) =>
         Effect.gen(function*() {

@@ -22,6 +22,8 @@ import { decodeAppConfig, formatConfigProblem, GatewayConfig } from "../config/G
 import type { AppConfig } from "../config/GatewayConfig.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { Upstream } from "../upstream/Upstream.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 /** The runtime change could not be kept (PostgreSQL unreachable or refusing). */
 export class RuntimeAppsUnavailable extends Schema.TaggedError<RuntimeAppsUnavailable>()("RuntimeAppsUnavailable", {
@@ -146,7 +148,7 @@ export class RuntimeApps extends Context.Service<RuntimeApps, RuntimeAppsShape>(
           Effect.catch((error) => Effect.logWarning("could not read the runtime apps from PostgreSQL", String(error))),
           Effect.repeat(Schedule.spaced(SYNC_INTERVAL))
         )
-        yield* Effect.forkScoped(syncLoop)
+        yield* syncLoop.pipe(supervised(SupervisedChild.runtimeAppsSync))
 
         const write = (appId: string, settings: string | null) =>
           sql<{ revision: string }>`INSERT INTO gateway_runtime_apps (id, revision, settings)

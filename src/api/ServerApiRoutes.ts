@@ -18,6 +18,7 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Problem } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
+import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
@@ -27,6 +28,7 @@ import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Tracing } from "../observability/Tracing.ts"
 import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
+import { GatewayConfig } from "../config/GatewayConfig.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
 export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
@@ -106,6 +108,7 @@ export const appActions = Effect.gen(function*() {
   const broadcaster = yield* Broadcaster
   const metrics = yield* Metrics
   const clientEntity = yield* Client.client
+  const { limits: { entityCallTimeoutMs } } = yield* GatewayConfig
   return {
     /** One broadcast; 503 `broadcast_failed` when the cluster could not take it. */
     publish: (appId: string, { event, payload, topic }: BroadcastRequest) => {
@@ -117,6 +120,7 @@ export const appActions = Effect.gen(function*() {
     /** Closes the client's connections on every node: `{client_id, disconnected}`. */
     disconnectClient: (appId: string, clientId: string) =>
       clientEntity(clientEntityId(appId, clientId)).DisconnectClient().pipe(
+        boundEntityCall("Client.DisconnectClient", entityCallTimeoutMs),
         Effect.map((disconnected) => json({ client_id: clientId, disconnected })),
         Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
       ),

@@ -20,6 +20,8 @@ import { Upstream } from "../upstream/Upstream.ts"
 import { MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
 import { loadSchemaDocument } from "./CompiledSchema.ts"
 import type { CompiledAppSchema } from "./CompiledSchema.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 const SCHEMA_REFRESH_INTERVAL = "5 minutes"
 
@@ -193,14 +195,14 @@ export class AppRegistry extends Context.Service<AppRegistry, AppRegistryShape>(
       yield* refreshAll
       yield* refreshAll.pipe(
         Effect.repeat(Schedule.spaced(SCHEMA_REFRESH_INTERVAL)),
-        Effect.forkScoped
+        supervised(SupervisedChild.schemaRefresh)
       )
       // An app without a schema retries sooner than the regular interval; the
       // loop never ends, since an app registered at runtime may need it later.
       yield* Effect.suspend(() => fetchEach(withoutSchema())).pipe(
         Effect.repeat(Schedule.spaced("2 seconds")),
         Effect.delay("2 seconds"),
-        Effect.forkScoped
+        supervised(SupervisedChild.schemaRetry)
       )
 
       return AppRegistry.of({

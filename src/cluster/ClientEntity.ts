@@ -45,9 +45,6 @@ export const TakeToken = Rpc.make("TakeToken", {
 
 export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, TakeToken])
 
-/** Longer than the nodes' re-attach interval, so that an attached client keeps its state. */
-const CLIENT_ENTITY_MAX_IDLE = "2 minutes"
-
 export const clientEntityId = appScopedId
 
 export const ClientEntityLayer = Client.toLayer(
@@ -93,6 +90,7 @@ export const ClientEntityLayer = Client.toLayer(
           }))
         )
     })
-  }),
-  { maxIdleTime: CLIENT_ENTITY_MAX_IDLE }
+  })
+  // released after `ENTITY_IDLE_MS` without a message (the sharding config),
+  // longer than the nodes' re-attach interval, so that an attached client keeps its state
 )

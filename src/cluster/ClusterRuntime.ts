@@ -83,15 +83,31 @@ const runnerHealthByPing = Layer.effect(
 /** Shards per group; each node's own group needs very few, the default group a few per node. */
 const SHARDS_PER_GROUP = 64
 
-export const layerSingleNode = (options: { readonly host: string; readonly port: number }) =>
+/** What bounds the entities resident on a node (see docs/cluster.md, entity capacity). */
+export interface EntityCapacity {
+  /** Entities resident at once on this node; past it, calls that would start one fail (`MailboxFull`). */
+  readonly maxEntities: number
+  /** An entity without a message for this long is released. */
+  readonly entityIdleMs: number
+}
+
+const capacitySettings = (capacity: EntityCapacity) => ({
+  maxResidentEntities: capacity.maxEntities,
+  entityMaxIdleTime: capacity.entityIdleMs
+})
+
+export const layerSingleNode = (options: { readonly host: string; readonly port: number } & EntityCapacity) =>
   Sharding.layer.pipe(
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
-    Layer.provide(ShardingConfig.layer({ runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)) }))
+    Layer.provide(ShardingConfig.layer({
+      runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
+      ...capacitySettings(options)
+    }))
   )
 
-export interface ClusterOptions {
+export interface ClusterOptions extends EntityCapacity {
   readonly databaseUrl: Redacted.Redacted<string>
   readonly host: string
   readonly port: number
@@ -107,7 +123,8 @@ export const layerPostgres = (options: ClusterOptions) => {
     availableShardGroups: ["default", ...options.nodes.map(nodeShardGroup)],
     assignedShardGroups: ["default", nodeShardGroup(options.node)],
     shardsPerGroup: SHARDS_PER_GROUP,
-    ...CLUSTER_TIMINGS
+    ...CLUSTER_TIMINGS,
+    ...capacitySettings(options)
   })
   const runnerHealth = runnerHealthByPing.pipe(
     Layer.provide(Runners.layerRpc),

@@ -26,6 +26,8 @@ import { nodeShardGroup } from "./ClusterRuntime.ts"
 import type { ConnectionInfo, NodeStatusMessage, PresenceEntry } from "./messages.ts"
 import { NodeInbox } from "./NodeInbox.ts"
 import { TopicRegistry } from "./TopicRegistry.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 export interface NodeRouterShape {
   /** Every live node of the cluster, this one included. */
@@ -182,7 +184,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
         )
         yield* refresh
-        yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), Effect.forkScoped)
+        yield* refresh.pipe(Effect.repeat(Schedule.spaced(LIVE_NODES_REFRESH)), supervised(SupervisedChild.liveNodeRefresh))
         const metrics = yield* Metrics
         const unwatchLinks = metrics.watch(catalogue.clusterNodeLinks, () => liveNodes.length - 1)
         yield* Effect.addFinalizer(() => Effect.sync(unwatchLinks))

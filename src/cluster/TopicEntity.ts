@@ -24,6 +24,8 @@ import { AppRegistry } from "../apps/AppRegistry.ts"
 import { PresenceEntry, PresenceState } from "./messages.ts"
 import type { BroadcastMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 /** A broadcast to every subscriber; `id` is unique per broadcast (repeats are dropped by the nodes). */
 export const Publish = Rpc.make("Publish", {
@@ -56,9 +58,6 @@ const PRESENCE_STATE_SETTLE = "1 second"
 
 /** How often an entity with presences checks that their nodes are alive. */
 const DEAD_NODE_CHECK_INTERVAL = "2 seconds"
-
-/** Longer than the presence re-sync interval, so that a topic with presences keeps its state. */
-const TOPIC_ENTITY_MAX_IDLE = "2 minutes"
 
 export const topicEntityId = appScopedId
 
@@ -204,7 +203,7 @@ export const TopicEntityLayer = Topic.toLayer(
           })
         )
       )
-    }).pipe(Effect.repeat(Schedule.spaced(DEAD_NODE_CHECK_INTERVAL)), Effect.forkScoped)
+    }).pipe(Effect.repeat(Schedule.spaced(DEAD_NODE_CHECK_INTERVAL)), supervised(SupervisedChild.presenceDeadNodeCheck))
 
     return Topic.of({
       SyncPresences: ({ payload: { node, presences: nodePresences } }) => syncNode(node, nodePresences),
@@ -229,6 +228,9 @@ export const TopicEntityLayer = Topic.toLayer(
     })
   }),
   // handlers start in mailbox order and only queue broadcasts, so running them
-  // concurrently keeps the order while a busy topic's broadcasts batch up
-  { maxIdleTime: TOPIC_ENTITY_MAX_IDLE, concurrency: "unbounded" }
+  // concurrently keeps the order while a busy topic's broadcasts batch up.
+  // Released after `ENTITY_IDLE_MS` without a message (the sharding config),
+  // longer than the presence re-sync interval, so that a topic with presences
+  // keeps its state.
+  { concurrency: "unbounded" }
 )

@@ -13,11 +13,14 @@ import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Serializer } from "../protocol/Serializer.ts"
 import { Topic, topicEntityId } from "./TopicEntity.ts"
 import type { PresenceEntry, PresenceState } from "./messages.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
+import { boundEntityCall } from "./entityCallTimeout.ts"
 
 /** Presence re-sync period: well under the Topic entity's idle time. */
 const PRESENCE_RESYNC_INTERVAL = "30 seconds"
 /** Longer than a failover takes, so that a topic's entity has found its new node. */
-const SYNC_TIMEOUT = "15 seconds"
+const SYNC_TIMEOUT_MS = 15_000
 
 /** Fan-out targets are sockets; kept abstract so the registry does not depend on the socket layer. */
 export interface TopicSubscriber {
@@ -41,7 +44,16 @@ export interface TopicRegistryShape {
     | undefined
   /** This node's presences on a topic. */
   readonly localPresences: (app: string, topic: string) => ReadonlyArray<PresenceEntry>
-  /** Adds a presence of a local subscriber; answers the topic's whole presence state. */
+  /**
+   * Whether a subscriber of the app may have a presence on the topic: an app
+   * has presences on at most `MAX_PRESENCE_TOPICS_PER_APP` topics through this
+   * node, since each keeps a Topic entity resident somewhere in the cluster.
+   */
+  readonly admitsPresence: (app: string, topic: string) => boolean
+  /**
+   * Adds a presence of a local subscriber (locally at once, at the entity when
+   * run); answers the topic's whole presence state.
+   */
   readonly track: (app: string, topic: string, entry: PresenceEntry) => Effect.Effect<PresenceState>
   /** Removes a presence; the Topic entity announces the leave in the background. */
   readonly untrack: (app: string, topic: string, entry: PresenceEntry) => void
@@ -58,8 +70,13 @@ export interface TopicRegistryShape {
 }
 
 interface LocalTopic {
+  readonly app: string
   readonly subscribers: Set<TopicSubscriber>
-  /** presence ref → entry; created on the first presence of a presence channel */
+  /**
+   * presence ref → entry; created on the first presence of a presence
+   * channel, dropped once empty and told to the entity (so that the re-sync
+   * no longer keeps the entity resident)
+   */
   presences: Map<string, PresenceEntry> | undefined
   /** ids of the latest broadcasts delivered, to drop repeats; created on the first delivery */
   recentIds: Array<string> | undefined
@@ -74,12 +91,31 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
   static readonly layer = Layer.effect(
     TopicRegistry,
     Effect.gen(function*() {
-      const { nodeName } = yield* GatewayConfig
+      const { nodeName, limits: { entityCallTimeoutMs, maxPresenceTopicsPerApp } } = yield* GatewayConfig
       const topicClient = yield* Topic.client
       const context = yield* Effect.context<Sharding.Sharding>()
       const runInBackground = Effect.runForkWith(context)
 
       const local = new Map<string, LocalTopic>()
+      // app → its local topics with presences (see admitsPresence)
+      const presenceTopics = new Map<string, number>()
+      const countPresenceTopic = (app: string, delta: 1 | -1) => {
+        const count = (presenceTopics.get(app) ?? 0) + delta
+        if (count === 0) presenceTopics.delete(app)
+        else presenceTopics.set(app, count)
+      }
+      const presencesOf = (topic: LocalTopic) => {
+        if (topic.presences === undefined) {
+          topic.presences = new Map()
+          countPresenceTopic(topic.app, 1)
+        }
+        return topic.presences
+      }
+      const dropPresences = (topic: LocalTopic) => {
+        if (topic.presences === undefined) return
+        topic.presences = undefined
+        countPresenceTopic(topic.app, -1)
+      }
 
       const logFailure = (what: string, entityId: string) => (error: unknown) =>
         Effect.logWarning(`${what} failed; the next presence re-sync repairs it`, String(error)).pipe(
@@ -89,17 +125,21 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
       const syncPresences = (entityId: string, presences: ReadonlyMap<string, PresenceEntry>) =>
         topicClient(entityId).SyncPresences({ node: nodeName, presences: [...presences.values()] }).pipe(
           // a topic whose shard has no owner yet must not hold up the others for ever
-          Effect.timeoutOrElse({
-            duration: SYNC_TIMEOUT,
-            orElse: () => Effect.fail(`no answer within ${SYNC_TIMEOUT}`)
-          }),
-          Effect.catch(logFailure("presence re-sync", entityId))
+          boundEntityCall("Topic.SyncPresences", SYNC_TIMEOUT_MS),
+          Effect.as(true),
+          Effect.catch((error) => logFailure("presence re-sync", entityId)(error).pipe(Effect.as(false)))
         )
 
       const resyncAll = Effect.suspend(() =>
         Effect.forEach(
-          [...local].flatMap(([entityId, { presences }]) => presences === undefined ? [] : [[entityId, presences] as const]),
-          ([entityId, presences]) => syncPresences(entityId, presences),
+          [...local].flatMap(([entityId, topic]) => topic.presences === undefined ? [] : [[entityId, topic] as const]),
+          ([entityId, topic]) => {
+            const presences = topic.presences!
+            return syncPresences(entityId, presences).pipe(Effect.map((answered) => {
+              // the entity knows this node has none left: nothing more to re-send
+              if (answered && presences.size === 0 && topic.presences === presences) dropPresences(topic)
+            }))
+          },
           { concurrency: 16, discard: true }
         )
       )
@@ -125,14 +165,14 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
       yield* resyncAll.pipe(
         Effect.repeat(Schedule.spaced(PRESENCE_RESYNC_INTERVAL)),
         Effect.delay(PRESENCE_RESYNC_INTERVAL),
-        Effect.forkScoped
+        supervised(SupervisedChild.presenceResync)
       )
 
       const subscribe = (app: string, topic: string, subscriber: TopicSubscriber) => {
         const entityId = topicEntityId(app, topic)
         const existing = local.get(entityId)
         if (existing !== undefined) existing.subscribers.add(subscriber)
-        else local.set(entityId, { subscribers: new Set([subscriber]), presences: undefined, recentIds: undefined })
+        else local.set(entityId, { app, subscribers: new Set([subscriber]), presences: undefined, recentIds: undefined })
       }
 
       const unsubscribe = (app: string, topic: string, subscriber: TopicSubscriber) => {
@@ -144,29 +184,35 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         if (existing.presences !== undefined && existing.presences.size > 0) {
           runInBackground(syncPresences(entityId, new Map()))
         }
+        dropPresences(existing)
       }
 
-      const track = (app: string, topic: string, entry: PresenceEntry) =>
-        Effect.suspend(() => {
-          const entityId = topicEntityId(app, topic)
-          const existing = local.get(entityId)
-          if (existing !== undefined) (existing.presences ??= new Map()).set(entry.ref, entry)
-          return topicClient(entityId).Track({ node: nodeName, entry }).pipe(
-            Effect.catch((error) => logFailure("presence tracking", entityId)(error).pipe(Effect.as({})))
-          )
-        })
+      const track = (app: string, topic: string, entry: PresenceEntry) => {
+        // counted at once, so that the next join's admission sees it
+        const entityId = topicEntityId(app, topic)
+        const existing = local.get(entityId)
+        if (existing !== undefined) presencesOf(existing).set(entry.ref, entry)
+        return topicClient(entityId).Track({ node: nodeName, entry }).pipe(
+          boundEntityCall("Topic.Track", entityCallTimeoutMs),
+          Effect.catch((error) => logFailure("presence tracking", entityId)(error).pipe(Effect.as({})))
+        )
+      }
 
       const untrack = (app: string, topic: string, entry: PresenceEntry) => {
         const entityId = topicEntityId(app, topic)
         local.get(entityId)?.presences?.delete(entry.ref)
         runInBackground(
           topicClient(entityId).Untrack({ node: nodeName, ref: entry.ref }).pipe(
+            boundEntityCall("Topic.Untrack", entityCallTimeoutMs),
             Effect.catch(logFailure("presence untracking", entityId))
           )
         )
       }
 
       return TopicRegistry.of({
+        admitsPresence: (app, topic) =>
+          local.get(topicEntityId(app, topic))?.presences !== undefined ||
+          (presenceTopics.get(app) ?? 0) < maxPresenceTopicsPerApp,
         subscribe,
         unsubscribe,
         subscribersFor: ({ id, app, topic }) => {
@@ -181,7 +227,8 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
         localPresences: (app, topic) => [...(local.get(topicEntityId(app, topic))?.presences?.values() ?? [])],
         track,
         untrack,
-        presences: (app, topic) => topicClient(topicEntityId(app, topic)).Presences(),
+        presences: (app, topic) =>
+          topicClient(topicEntityId(app, topic)).Presences().pipe(boundEntityCall("Topic.Presences", entityCallTimeoutMs)),
         resyncPresences
       })
     })

@@ -106,6 +106,17 @@ export interface GatewayLimits {
   readonly requestHeadTimeoutMs: number
   /** TCP connections still sending their first request head at once; more are dropped. */
   readonly maxPendingRequestHeads: number
+  /** Restarts of supervised background work tolerated within `supervisorPeriodMs`; one more restarts the node. */
+  readonly supervisorMaxRestarts: number
+  readonly supervisorPeriodMs: number
+  /** The longest any call to a cluster entity waits for its answer. */
+  readonly entityCallTimeoutMs: number
+  /** Cluster entities resident on this node at most (effect/cluster's `maxResidentEntities`). */
+  readonly maxEntities: number
+  /** Topics on which one app's clients connected to this node have presences, at most. */
+  readonly maxPresenceTopicsPerApp: number
+  /** A Topic or Client entity that gets no message for this long is released. */
+  readonly entityIdleMs: number
 }
 
 export interface GatewayConfigShape {
@@ -168,7 +179,13 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxAppPushesInFlight: 10_000,
   maxAppPushBytesInFlight: 256 * 1024 * 1024,
   requestHeadTimeoutMs: 10_000,
-  maxPendingRequestHeads: 1_000
+  maxPendingRequestHeads: 1_000,
+  supervisorMaxRestarts: 10,
+  supervisorPeriodMs: 60000,
+  entityCallTimeoutMs: 5000,
+  maxEntities: 10000,
+  maxPresenceTopicsPerApp: 1000,
+  entityIdleMs: 120000
 }
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
@@ -267,6 +284,8 @@ const Port = integer(1, 65535, "a port number from 1 to 65535")
 const Count = integer(1, Number.MAX_SAFE_INTEGER, "a positive integer")
 // Durations feed timers, and Node timers overflow above 2^31-1 ms.
 const Millis = integer(1, 2_147_483_647, "a duration in milliseconds from 1 to 2147483647")
+// Nodes re-send what entities hold every 30 s: an entity idle for less than two of those could lose it between them.
+const EntityIdleMillis = integer(60_000, 2_147_483_647, "a duration in milliseconds from 60000 to 2147483647")
 
 const name = (what: string) =>
   Schema.String.check(
@@ -361,7 +380,13 @@ const FileLimits = Schema.Struct({
   maxAppPushesInFlight: Schema.optionalKey(Count),
   maxAppPushBytesInFlight: Schema.optionalKey(Count),
   requestHeadTimeoutMs: Schema.optionalKey(Millis),
-  maxPendingRequestHeads: Schema.optionalKey(Count)
+  maxPendingRequestHeads: Schema.optionalKey(Count),
+  supervisorMaxRestarts: Schema.optionalKey(Count),
+  supervisorPeriodMs: Schema.optionalKey(Millis),
+  entityCallTimeoutMs: Schema.optionalKey(Millis),
+  maxEntities: Schema.optionalKey(Count),
+  maxPresenceTopicsPerApp: Schema.optionalKey(Count),
+  entityIdleMs: Schema.optionalKey(EntityIdleMillis)
 })
 
 /** The JSON config file named by `GATEWAY_CONFIG`. Unknown keys are rejected. */
@@ -700,7 +725,19 @@ export const loadGatewayConfigResult = (
     maxAppPushesInFlight: limit("MAX_APP_PUSHES_IN_FLIGHT", "maxAppPushesInFlight", Count),
     maxAppPushBytesInFlight: limit("MAX_APP_PUSH_BYTES_IN_FLIGHT", "maxAppPushBytesInFlight", Count),
     requestHeadTimeoutMs: limit("REQUEST_HEAD_TIMEOUT_MS", "requestHeadTimeoutMs", Millis),
-    maxPendingRequestHeads: limit("MAX_PENDING_REQUEST_HEADS", "maxPendingRequestHeads", Count)
+    maxPendingRequestHeads: limit("MAX_PENDING_REQUEST_HEADS", "maxPendingRequestHeads", Count),
+    supervisorMaxRestarts: limit("SUPERVISOR_MAX_RESTARTS", "supervisorMaxRestarts", Count),
+    supervisorPeriodMs: limit("SUPERVISOR_PERIOD_MS", "supervisorPeriodMs", Millis),
+    entityCallTimeoutMs: limit("ENTITY_CALL_TIMEOUT_MS", "entityCallTimeoutMs", Millis),
+    maxEntities: limit("MAX_ENTITIES", "maxEntities", Count),
+    maxPresenceTopicsPerApp: limit("MAX_PRESENCE_TOPICS_PER_APP", "maxPresenceTopicsPerApp", Count),
+    entityIdleMs: limit("ENTITY_IDLE_MS", "entityIdleMs", EntityIdleMillis)
+  }
+  if (limits.maxPresenceTopicsPerApp > limits.maxEntities) {
+    problems.push({
+      key: isSet("MAX_PRESENCE_TOPICS_PER_APP") ? "MAX_PRESENCE_TOPICS_PER_APP" : "GATEWAY_CONFIG limits.maxPresenceTopicsPerApp",
+      message: `must not exceed MAX_ENTITIES (${limits.maxEntities}), got ${limits.maxPresenceTopicsPerApp}`
+    })
   }
 
   const apps: Array<AppConfig> = []

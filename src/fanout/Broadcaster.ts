@@ -11,6 +11,7 @@ import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { makeIdSource } from "../cluster/entityIds.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
+import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 
 export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("BroadcastFailed", {
   app: Schema.String,
@@ -31,7 +32,13 @@ export interface BroadcasterShape {
 
 /** Retries within about a second, which covers a shard handover; then the whole call gives up. */
 const PUBLISH_RETRY = { schedule: Schedule.exponential("50 millis"), times: 4 } as const
-const PUBLISH_TIMEOUT = "8 seconds"
+/**
+ * Longer than other entity calls (`ENTITY_CALL_TIMEOUT_MS`): a publish may
+ * start the topic's entity on another node, retry through a handover, and
+ * waits for every node's inbox (up to a second); on a busy node all of that
+ * measured more than 5 s.
+ */
+const PUBLISH_TIMEOUT_MS = 8_000
 
 export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>()("realtime-gateway/fanout/Broadcaster") {
   static readonly layer = Layer.effect(
@@ -48,10 +55,7 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
             excludeConnectionId
           }).pipe(
             Effect.retry(PUBLISH_RETRY),
-            Effect.timeoutOrElse({
-              duration: PUBLISH_TIMEOUT,
-              orElse: () => Effect.fail(`no answer from the topic's entity within ${PUBLISH_TIMEOUT}`)
-            }),
+            boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS),
             Effect.catch((error) => {
               const failure = new BroadcastFailed({ app, topic, detail: String(error) })
               return Effect.logWarning("broadcast failed", failure.detail).pipe(

@@ -20,6 +20,8 @@ import { PrometheusMetrics } from "effect/observability"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Event } from "../protocol/constants.ts"
 import type { UpstreamCall } from "../upstream/errors.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 // ---------------------------------------------------------------------------
 // The catalogue
@@ -342,7 +344,7 @@ const watchProcess = Effect.gen(function*() {
     catalogue.eventLoopUtilization.updateUnsafe(performance.eventLoopUtilization(now, utilization).utilization, context)
     utilization = now
   })
-  yield* sampleEventLoop.pipe(Effect.repeat(Schedule.spaced(EVENT_LOOP_SAMPLE_MS)), Effect.forkScoped)
+  yield* sampleEventLoop.pipe(Effect.repeat(Schedule.spaced(EVENT_LOOP_SAMPLE_MS)), supervised(SupervisedChild.eventLoopSample))
 })
 
 /** `render` with the series of unbounded labels left out. */

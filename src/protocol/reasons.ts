@@ -31,6 +31,11 @@ export const ReplyReason = {
   rateLimited: "rate_limited",
   apiError: "api_error",
   apiTimeout: "api_timeout",
+  /**
+   * A join of a presence channel past the app's presence topics on this node
+   * (`MAX_PRESENCE_TOPICS_PER_APP`; a gateway extension of the contract).
+   */
+  overCapacity: "over_capacity",
   /** The app asked for a broadcast that the cluster could not take (a gateway extension of the contract). */
   broadcastFailed: "broadcast_failed"
 } as const

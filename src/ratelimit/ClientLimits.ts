@@ -16,6 +16,9 @@ import type { RateLimitsMessage } from "../cluster/messages.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { RateLimiter } from "./RateLimiter.ts"
 import type { ClientTokens, Decision, RateLimits } from "./RateLimiter.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
+import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 
 export interface ClientLimitsShape {
   /** A decision now, or an Effect when the cluster must be asked first. */
@@ -54,7 +57,7 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
   static readonly layerCluster = Layer.effect(
     ClientLimits,
     Effect.gen(function*() {
-      const { nodeName } = yield* GatewayConfig
+      const { nodeName, limits: { entityCallTimeoutMs } } = yield* GatewayConfig
       const limiter = yield* RateLimiter
       const clientEntity = yield* Client.client
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
@@ -63,10 +66,14 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
       const modes = new Map<string, { mode: Mode | "attaching"; app: string; clientId: string; limits: RateLimits }>()
 
       const detach = (entityId: string) =>
-        runInBackground(clientEntity(entityId).Detach({ node: nodeName }).pipe(Effect.ignore))
+        runInBackground(clientEntity(entityId).Detach({ node: nodeName }).pipe(
+          boundEntityCall("Client.Detach", entityCallTimeoutMs),
+          Effect.ignore
+        ))
 
       const attach = (entityId: string, limits: RateLimits) =>
         clientEntity(entityId).Attach({ node: nodeName, limits: toMessage(limits) }).pipe(
+          boundEntityCall("Client.Attach", entityCallTimeoutMs),
           Effect.map((shared): Mode => (shared ? "shared" : "local")),
           Effect.catch((error) =>
             // without an answer, limit locally rather than refuse the push
@@ -93,7 +100,7 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
           }))
         }, { concurrency: 16, discard: true })
       )
-      yield* reattach.pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), Effect.forkScoped)
+      yield* reattach.pipe(Effect.repeat(Schedule.spaced(REATTACH_INTERVAL)), Effect.delay(REATTACH_INTERVAL), supervised(SupervisedChild.clientReattach))
 
       // a push only touches the default bucket and its event's: the rest of the table need not travel
       const limitsOfEvent = (limits: RateLimits, event: string): RateLimitsMessage => {
@@ -103,6 +110,7 @@ export class ClientLimits extends Context.Service<ClientLimits, ClientLimitsShap
 
       const takeShared = (entityId: string, event: string, limits: RateLimits) =>
         clientEntity(entityId).TakeToken({ event, limits: limitsOfEvent(limits, event) }).pipe(
+          boundEntityCall("Client.TakeToken", entityCallTimeoutMs),
           Effect.map(({ decision, shared }) => {
             // the other nodes are gone: back to deciding here
             const current = modes.get(entityId)

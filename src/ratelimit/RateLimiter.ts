@@ -26,6 +26,9 @@ import { Clock, Context, Effect, Layer, Schedule } from "effect"
 import type { RateLimit } from "../contract/SchemaDocument.ts"
 import { addressKey } from "./addressKey.ts"
 import * as TokenBucket from "./TokenBucket.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
+import type { Supervisor } from "../supervision/Supervisor.ts"
 
 /** `maxRequests` per `windowMs`, both positive integers. */
 export type { RateLimit } from "../contract/SchemaDocument.ts"
@@ -319,7 +322,7 @@ const serveMemory = (store: MemoryRateLimiter) =>
     yield* Effect.sync(store.sweep).pipe(
       Effect.repeat(Schedule.spaced(SWEEP_INTERVAL)),
       Effect.delay(SWEEP_INTERVAL),
-      Effect.forkScoped
+      supervised(SupervisedChild.rateLimitSweep)
     )
     return RateLimiter.of({
       checkPush: store.checkPush,
@@ -333,7 +336,7 @@ export class RateLimiter extends Context.Service<RateLimiter, RateLimiterShape>(
   "realtime-gateway/ratelimit/RateLimiter"
 ) {
   /** This node's buckets in memory, timed by the `Clock`, swept every `SWEEP_INTERVAL`. */
-  static readonly layerMemory: Layer.Layer<RateLimiter> = Layer.effect(
+  static readonly layerMemory: Layer.Layer<RateLimiter, never, Supervisor> = Layer.effect(
     RateLimiter,
     Effect.gen(function*() {
       const clock = yield* Clock.Clock
@@ -342,7 +345,7 @@ export class RateLimiter extends Context.Service<RateLimiter, RateLimiterShape>(
   )
 
   /** Like `layerMemory`, with a store made by the caller (who can then inspect it). */
-  static layerFromMemory(store: MemoryRateLimiter): Layer.Layer<RateLimiter> {
+  static layerFromMemory(store: MemoryRateLimiter): Layer.Layer<RateLimiter, never, Supervisor> {
     return Layer.effect(RateLimiter, serveMemory(store))
   }
 

@@ -22,6 +22,8 @@ import { HttpRouter } from "effect/http"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { monotonicMs } from "../socket/Session.ts"
 import { WebSocketTransport } from "../transport/WebSocketTransport.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 /** Accept errors are reported at most once per this interval, with how many there were. */
 const ACCEPT_ERROR_REPORT_MS = 10_000
@@ -75,7 +77,7 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
             socket.destroy()
           }
           forgetClosed()
-        }).pipe(Effect.repeat(Schedule.spaced(Math.min(1_000, requestHeadTimeoutMs))), Effect.forkScoped)
+        }).pipe(Effect.repeat(Schedule.spaced(Math.min(1_000, requestHeadTimeoutMs))), supervised(SupervisedChild.requestHeadSweep))
 
         yield* Effect.callback<void, Error>((resume) => {
           const failed = (error: Error) => resume(Effect.fail(error))

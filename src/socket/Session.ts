@@ -60,6 +60,8 @@ export interface SessionHub {
   readonly tracing: TracingShape
   readonly subscribe: (session: Session, topic: string) => void
   readonly unsubscribe: (session: Session, topic: string) => void
+  /** Whether the session's app may have one more presence on the topic (a bound per app and node). */
+  readonly admitsPresence: (session: Session, topic: string) => boolean
   /** Makes the join present on its presence channel and sends the joiner `presence_state`. */
   readonly track: (session: Session, topic: string, join: Join) => void
   readonly untrack: (session: Session, topic: string, join: Join) => void
@@ -291,6 +293,9 @@ export class Session {
     const previous = this.joins.get(frame.topic)
     if (previous === undefined && this.joins.size >= this.hub.maxChannelsPerConnection) {
       return this.refuseJoin(frame, ReplyReason.tooManyChannels, span)
+    }
+    if (match.channel.presence && !this.hub.admitsPresence(this, frame.topic)) {
+      return this.refuseJoin(frame, ReplyReason.overCapacity, span)
     }
     if (previous !== undefined) TokenBucket.take((this.churn ??= this.bucket(this.hub.churnLimit, now)), now)
     const join: Join = { joinRef: frame.joinRef, match, presence: undefined }

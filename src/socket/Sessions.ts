@@ -33,6 +33,8 @@ export interface ConnectionPage {
   readonly after?: string | undefined
   readonly limit: number
 }
+import { SupervisedChild } from "../supervision/children.ts"
+import { supervised } from "../supervision/Supervisor.ts"
 
 export interface SessionsShape {
   readonly open: (options: {
@@ -142,6 +144,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         tracing,
         subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
+        admitsPresence: (session, topic) => topics.admitsPresence(session.app.config.id, topic),
         track: (session, topic, join) => {
           const ref = `${session.connectionId}.${presenceRefs++}`
           const entry: PresenceEntry = {
@@ -218,7 +221,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         for (const session of allSessions()) {
           if (session.lastSeen < deadline) session.close(CloseCode.normal, "idle timeout")
         }
-      }).pipe(Effect.repeat(Schedule.spaced(Math.min(IDLE_SWEEP_INTERVAL_MS, idleTimeoutMs))), Effect.forkScoped)
+      }).pipe(Effect.repeat(Schedule.spaced(Math.min(IDLE_SWEEP_INTERVAL_MS, idleTimeoutMs))), supervised(SupervisedChild.idleSweep))
 
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {

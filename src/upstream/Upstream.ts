@@ -23,6 +23,8 @@ import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./erro
 import { Http1Pool } from "./Http1Pool.ts"
 import { NotificationQueue } from "./NotificationQueue.ts"
 import { TaskQueue } from "./TaskQueue.ts"
+import { SupervisedChild } from "../supervision/children.ts"
+import { Supervisor } from "../supervision/Supervisor.ts"
 
 export interface UpstreamRequest {
   readonly call: UpstreamCall
@@ -242,6 +244,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
       const tracing = yield* Tracing
       const pools = new Map<string, AppPool>()
       const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
+      const supervisor = yield* Supervisor
 
       const logDefect = (app: AppConfig) => (error: unknown) =>
         runInBackground(Effect.logError("unexpected error in a call to the app", String(error)).pipe(
@@ -300,7 +303,7 @@ export class Upstream extends Context.Service<Upstream, UpstreamShape>()("realti
                   )
                 ),
               countDropped: (why) => appMetrics.notificationsDropped(why, 1),
-              onDefect: logDefect(app)
+              onDefect: (error) => supervisor.reportFailure(SupervisedChild.notificationDelivery, error)
             }),
             metrics: appMetrics,
             stopped: false,

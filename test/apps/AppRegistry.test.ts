@@ -8,6 +8,7 @@ import { Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
 import { AppRegistry } from "../../src/apps/AppRegistry.ts"
 import { makeAppConfig, makeGatewayConfig, GatewayConfig } from "../../src/config/GatewayConfig.ts"
 import * as Logging from "../../src/observability/Logging.ts"
+import { Supervisor } from "../../src/supervision/Supervisor.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
 import { connectSocket, defaultSchema, startFakeApp, startTestGateway } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
@@ -24,6 +25,7 @@ beforeAll(async () => {
   scope = Scope.makeUnsafe()
   const layer = AppRegistry.layer.pipe(
     Layer.provideMerge(Upstream.layer),
+    Layer.provide(Supervisor.layer),
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps: [makeAppConfig({ id: "chat", api: app.url })] }))),
     Layer.provide(Metrics.layerDisabled),
     Layer.provide(Tracing.layerOff),
@@ -137,6 +139,7 @@ describe("an app without notifications", () => {
     await Effect.runPromise(Layer.buildWithScope(
       AppRegistry.layer.pipe(
         Layer.provide(Upstream.layer),
+        Layer.provide(Supervisor.layer),
         Layer.provide(Metrics.layerDisabled),
         Layer.provide(Tracing.layerOff),
         Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ apps }))),

@@ -674,6 +674,42 @@ describe("cluster settings", () => {
   })
 })
 
+describe("supervision and entity limits", () => {
+  it("are read from the environment and the file, with their defaults", () => {
+    expect(loadOk({ GATEWAY_APPS: "" }).limits).toMatchObject({
+      supervisorMaxRestarts: 10,
+      supervisorPeriodMs: 60_000,
+      entityCallTimeoutMs: 5_000,
+      maxEntities: 10_000,
+      maxPresenceTopicsPerApp: 1_000,
+      entityIdleMs: 120_000
+    })
+    const env = {
+      SUPERVISOR_MAX_RESTARTS: "3",
+      SUPERVISOR_PERIOD_MS: "5000",
+      ENTITY_CALL_TIMEOUT_MS: "2000",
+      MAX_ENTITIES: "20000"
+    }
+    expect(loadOk(env, { limits: { maxPresenceTopicsPerApp: 500, entityIdleMs: 90_000 } }).limits).toMatchObject({
+      supervisorMaxRestarts: 3,
+      supervisorPeriodMs: 5_000,
+      entityCallTimeoutMs: 2_000,
+      maxEntities: 20_000,
+      maxPresenceTopicsPerApp: 500,
+      entityIdleMs: 90_000
+    })
+  })
+
+  it("refuse an entity idle time shorter than two re-sends, and more presence topics per app than entities", () => {
+    expect(problemsOf({ ENTITY_IDLE_MS: "30000" })).toEqual([
+      { key: "ENTITY_IDLE_MS", message: "expected a duration in milliseconds from 60000 to 2147483647, got 30000" }
+    ])
+    expect(problemsOf({ MAX_ENTITIES: "100", MAX_PRESENCE_TOPICS_PER_APP: "200" })).toEqual([
+      { key: "MAX_PRESENCE_TOPICS_PER_APP", message: "must not exceed MAX_ENTITIES (100), got 200" }
+    ])
+  })
+})
+
 describe("lifecycle notifications", () => {
   it("are sent to <APP>_API/notify by default and turned off with \"none\"", () => {
     const on = loadOk({ GATEWAY_APPS: "a", A_API: "https://a.example.com" })

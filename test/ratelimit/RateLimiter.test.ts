@@ -5,12 +5,15 @@
  * and the layer's periodic sweep on the TestClock.
  */
 import { it as effectIt } from "@effect/vitest"
-import { Clock, Effect } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { TestClock } from "effect/testing"
 import { describe, expect, it } from "vitest"
 import type { CompiledRateLimits } from "../../src/apps/CompiledSchema.ts"
 import { MAX_EVENT_LABELS_PER_APP, RateLimiter } from "../../src/ratelimit/RateLimiter.ts"
 import type { Decision, RateLimit, RateLimits } from "../../src/ratelimit/RateLimiter.ts"
+import { Supervisor } from "../../src/supervision/Supervisor.ts"
+
+const supervisor = Supervisor.layerWith({ maxRestarts: 10, periodMs: 60_000 })
 
 const limits = (fallback: RateLimit | undefined, byEvent: Record<string, RateLimit> = {}): RateLimits => ({
   default: fallback,
@@ -283,7 +286,7 @@ describe("RateLimiter.layerMemory", () => {
       expect(limiter.checkPush("chat", "alice", "msg", schema)).toEqual({ allowed: true })
       expect(limiter.checkPush("chat", "alice", "msg", schema)).toEqual({ allowed: false, retryAfterMs: 5_000 })
       expect(limiter.refusals()).toEqual([{ app: "chat", kind: "push", event: "msg", count: 2 }])
-    }).pipe(Effect.provide(RateLimiter.layerMemory)))
+    }).pipe(Effect.provide(RateLimiter.layerMemory.pipe(Layer.provide(supervisor)))))
 })
 
 describe("RateLimiter.layerFromMemory", () => {
@@ -306,6 +309,6 @@ describe("RateLimiter.layerFromMemory", () => {
         limiter.checkPush("chat", "alice", "msg", schema)
         yield* TestClock.adjust("30 seconds")
         expect(store.bucketCount()).toBe(0)
-      }).pipe(Effect.provide(RateLimiter.layerFromMemory(store)))
+      }).pipe(Effect.provide(RateLimiter.layerFromMemory(store).pipe(Layer.provide(supervisor))))
     }))
 })

@@ -19,16 +19,17 @@ export interface GatewayProcess {
 }
 
 /**
- * Starts `src/main.ts` with the given environment added to this process's;
- * `maxOpenFiles` starts it under that `ulimit -n`.
+ * Starts `src/main.ts` (or `options.script`) with the given environment added
+ * to this process's; `maxOpenFiles` starts it under that `ulimit -n`.
  */
 export const startGatewayProcess = (
   env: Readonly<Record<string, string>>,
-  options: { readonly maxOpenFiles?: number } = {}
+  options: { readonly maxOpenFiles?: number; readonly script?: string } = {}
 ): GatewayProcess => {
+  const script = options.script ?? "src/main.ts"
   const command = options.maxOpenFiles === undefined
-    ? [process.execPath, ["src/main.ts"]] as const
-    : ["bash", ["-c", `ulimit -n ${options.maxOpenFiles} && exec "$0" src/main.ts`, process.execPath]] as const
+    ? [process.execPath, [script]] as const
+    : ["bash", ["-c", `ulimit -n ${options.maxOpenFiles} && exec "$0" "$1"`, process.execPath, script]] as const
   const child = spawn(command[0], [...command[1]], {
     cwd: new URL("../..", import.meta.url).pathname,
     env: { ...process.env, ...env },

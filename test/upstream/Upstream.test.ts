@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { GatewayConfig, makeAppConfig, makeGatewayConfig } from "../../src/config/GatewayConfig.ts"
 import * as Logging from "../../src/observability/Logging.ts"
+import { Supervisor } from "../../src/supervision/Supervisor.ts"
 import { Upstream } from "../../src/upstream/Upstream.ts"
 import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
@@ -21,6 +22,7 @@ let upstream: Upstream["Service"]
 /** An Upstream living in `scope`: closing the scope waits for its pending notifications, then closes its connections. */
 const upstreamIn = async (scope: Scope.Scope) => {
   const layer = Upstream.layer.pipe(
+    Layer.provide(Supervisor.layer),
     Layer.provide(Layer.succeed(GatewayConfig, makeGatewayConfig({ nodeName: "node-a" }))),
     Layer.provide(Metrics.layerDisabled),
     Layer.provide(Tracing.layerOff),

@@ -81,6 +81,8 @@ export interface TestPostgres {
   /** Another fresh database on the same server (one per cluster, so clusters never see each other's runners). */
   readonly createDatabase: () => Promise<string>
   readonly stop: () => Promise<void>
+  /** The server's (postmaster's) process id; undefined for a server this harness did not start. */
+  readonly pid: number | undefined
 }
 
 /**
@@ -95,13 +97,19 @@ export const startPostgres = async (): Promise<TestPostgres> => {
     return {
       url: await createDatabase(external),
       createDatabase: () => createDatabase(external),
-      stop: async () => {}
+      stop: async () => {},
+      pid: undefined
     }
   }
   let log = ""
   const server = await startPostgresServer({ onLog: (text) => void (log = (log + text).slice(-20_000)) })
   try {
-    return { url: await server.createDatabase(), createDatabase: () => server.createDatabase(), stop: server.stop }
+    return {
+      url: await server.createDatabase(),
+      createDatabase: () => server.createDatabase(),
+      stop: server.stop,
+      pid: server.pid
+    }
   } catch (error) {
     await server.stop()
     throw new Error(`${String(error)}\npostgres log:\n${log}`)

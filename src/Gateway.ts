@@ -12,7 +12,6 @@ import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
 import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
-import { NodeInboxLayer } from "./cluster/NodeInbox.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
 import { TopicRegistry } from "./cluster/TopicRegistry.ts"
@@ -27,6 +26,7 @@ import { DrainOnShutdown } from "./server/Drain.ts"
 import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
+import { LocalNodeLive } from "./socket/LocalNodeLive.ts"
 import { Sessions } from "./socket/Sessions.ts"
 import { WebSocketTransport } from "./transport/WebSocketTransport.ts"
 import { Upstream } from "./upstream/Upstream.ts"
@@ -38,8 +38,9 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
       databaseUrl: config.databaseUrl!,
       host: config.cluster.host,
       port: config.cluster.port,
-      node: config.nodeName,
-      nodes: config.cluster.nodes
+      secret: config.cluster.secret!,
+      tls: config.cluster.tls,
+      node: config.nodeName
     })
     : layerSingleNode({ host: config.cluster.host, port: config.cluster.port })
   const base = Layer.mergeAll(
@@ -54,7 +55,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
   const sessions = Sessions.layer.pipe(Layer.provideMerge(PushHandler.layer), Layer.provideMerge(Broadcaster.layer))
   const entities = clustered
-    ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
+    ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
     : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
   const edge = HttpListener.layer(Layer.mergeAll(HealthRoutes, ServerApiRoutes)).pipe(
     Layer.provideMerge(WebSocketTransport.layer)
@@ -63,6 +64,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   return DrainOnShutdown.pipe(
     Layer.provideMerge(edge),
     Layer.provideMerge(entities),
+    Layer.provideMerge(LocalNodeLive),
     Layer.provideMerge(sessions),
     Layer.provideMerge(topics),
     Layer.provideMerge(appBoundary),

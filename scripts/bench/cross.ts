@@ -9,7 +9,7 @@
  *   cluster  PostgreSQL (`cluster/postgres.ts`: embedded, in a temporary
  *            directory on a free port; a fresh database) and `--cross-nodes`
  *            (4) gateway processes `node-1`…`node-N` forming one effect/cluster
- *            over it (`CLUSTER_NODES`, `CLUSTER_HOST=127.0.0.1`, a distinct free
+ *            over it (a fresh `CLUSTER_SECRET`, `CLUSTER_HOST=127.0.0.1`, a distinct free
  *            `CLUSTER_PORT` each).
  * Every gateway process is started as the other suites start theirs
  * (`startServer`: as `npm start` does, with the stats agent preloaded, its CPU
@@ -77,6 +77,7 @@
  * broadcasts beyond 64 unanswered are skipped and reported, exit status 3);
  * `--cross-rate` compares the setups at a load the machine carries.
  */
+import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { checkFormation } from "../../cluster/formation.ts"
@@ -378,7 +379,7 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
       databaseUrl = await postgres.createDatabase()
       env["DATABASE_URL"] = databaseUrl
       env["CLUSTER_HOST"] = "127.0.0.1"
-      env["CLUSTER_NODES"] = names.join(",")
+      env["CLUSTER_SECRET"] = randomBytes(48).toString("base64")
     }
     const startedAt = now()
     for (const name of names) {

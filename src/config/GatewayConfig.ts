@@ -86,6 +86,26 @@ export interface GatewayLimits {
   readonly drainWindowMs: number
 }
 
+/** How this node reaches and admits the other nodes (used only with `databaseUrl`). */
+export interface ClusterConfig {
+  /** Address other nodes use to reach this node; it listens there too. */
+  readonly host: string
+  readonly port: number
+  /** Authenticates every connection between nodes; required with `databaseUrl`. */
+  readonly secret: Redacted.Redacted<string> | undefined
+  /** PEM files for TLS between nodes; `undefined` = plain TCP. */
+  readonly tls: ClusterTls | undefined
+  /** Whether the retired `CLUSTER_NODES` list was given (logged once as ignored). */
+  readonly staticNodeListIgnored: boolean
+}
+
+export interface ClusterTls {
+  readonly certFile: string
+  readonly keyFile: string
+  /** Peers' certificates must chain to it; `undefined` = the system's CAs. */
+  readonly caFile: string | undefined
+}
+
 export interface GatewayConfigShape {
   /** HTTP + WebSocket listener; port 0 lets the OS pick one. */
   readonly port: number
@@ -107,12 +127,7 @@ export interface GatewayConfigShape {
   readonly adminToken: Redacted.Redacted<string> | undefined
   /** PostgreSQL for cluster storage; `undefined` = single node, in memory. */
   readonly databaseUrl: Redacted.Redacted<string> | undefined
-  /** Address other nodes use to reach this node. */
-  /**
-   * `nodes`: every node's name, the same list on every node (each owns a shard
-   * group pinning its inbox entity); defaults to this node alone.
-   */
-  readonly cluster: { readonly host: string; readonly port: number; readonly nodes: ReadonlyArray<string> }
+  readonly cluster: ClusterConfig
   readonly log: { readonly level: LogLevel; readonly format: LogFormat }
   /** OTLP/HTTP traces endpoint; `undefined` = tracing off. */
   readonly otlpEndpoint: string | undefined
@@ -255,6 +270,18 @@ const Secret = Schema.RedactedFromValue(
   Schema.String.check(Schema.makeFilter((value: string) => value.length > 0 || "must not be empty"))
 )
 
+/** Bytes, not characters: the secret keys an HMAC. */
+const CLUSTER_SECRET_MIN_BYTES = 32
+
+const ClusterSecret = Schema.RedactedFromValue(
+  Schema.String.check(Schema.makeFilter((value: string) =>
+    Buffer.byteLength(value) >= CLUSTER_SECRET_MIN_BYTES ||
+    `must be at least ${CLUSTER_SECRET_MIN_BYTES} bytes (value not shown); make one with: openssl rand -base64 48`
+  ))
+)
+
+const FilePath = Schema.NonEmptyString
+
 const DatabaseUrl = Schema.RedactedFromValue(Schema.String.check(Schema.makeFilter((value: string) => {
   if (!URL.canParse(value)) {
     return "invalid URL, expected postgres://user:password@host:port/database (value not shown: it may hold a password)"
@@ -315,7 +342,12 @@ export const GatewayConfigFile = Schema.Struct({
   databaseUrl: Schema.optionalKey(DatabaseUrl),
   clusterHost: Schema.optionalKey(HostName),
   clusterPort: Schema.optionalKey(Port),
+  /** Retired: nodes find each other in PostgreSQL; accepted and ignored so that old files still load. */
   clusterNodes: Schema.optionalKey(Schema.Array(NodeName)),
+  clusterSecret: Schema.optionalKey(ClusterSecret),
+  clusterTlsCert: Schema.optionalKey(FilePath),
+  clusterTlsKey: Schema.optionalKey(FilePath),
+  clusterTlsCa: Schema.optionalKey(FilePath),
   logLevel: Schema.optionalKey(LogLevelValue),
   logFormat: Schema.optionalKey(LogFormatValue),
   otlpEndpoint: Schema.optionalKey(HttpUrl),
@@ -359,13 +391,6 @@ const OriginListFromEnv = Schema.String.pipe(
   Schema.decodeTo(
     OriginList,
     SchemaTransformation.transform({ decode: splitList, encode: (origins) => origins.join(",") })
-  )
-)
-
-const NodeListFromEnv = Schema.String.pipe(
-  Schema.decodeTo(
-    Schema.Array(NodeName),
-    SchemaTransformation.transform({ decode: splitList, encode: (nodes) => nodes.join(",") })
   )
 )
 
@@ -597,16 +622,25 @@ export const loadGatewayConfigResult = (
   const databaseUrl = read("DATABASE_URL", DatabaseUrl) ?? fileConfig?.databaseUrl
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
   const clusterPort = read("CLUSTER_PORT", integerFromEnv(Port)) ?? fileConfig?.clusterPort ?? DEFAULT_CLUSTER_PORT
-  const clusterNodes = read("CLUSTER_NODES", NodeListFromEnv) ?? fileConfig?.clusterNodes
-  if (databaseUrl !== undefined && clusterNodes === undefined) {
-    // every node must announce the same shard groups, one per node name
-    problems.push({ key: "CLUSTER_NODES", message: "required with DATABASE_URL: every node's name, the same list on every node" })
-  }
-  if (clusterNodes !== undefined && nodeName !== undefined && !clusterNodes.includes(nodeName)) {
+  const staticNodeListIgnored = isSet("CLUSTER_NODES") || fileConfig?.clusterNodes !== undefined
+  const clusterSecret = read("CLUSTER_SECRET", ClusterSecret) ?? fileConfig?.clusterSecret
+  if (databaseUrl !== undefined && clusterSecret === undefined && !isSet("CLUSTER_SECRET")) {
     problems.push({
-      key: isSet("CLUSTER_NODES") ? "CLUSTER_NODES" : "GATEWAY_CONFIG clusterNodes",
-      message: `must include this node's name ${quote(nodeName)} (NODE_NAME)`
+      key: "CLUSTER_SECRET",
+      message: `required with DATABASE_URL: at least ${CLUSTER_SECRET_MIN_BYTES} bytes, the same on every node (openssl rand -base64 48)`
     })
+  }
+  const tlsCert = read("CLUSTER_TLS_CERT", FilePath) ?? fileConfig?.clusterTlsCert
+  const tlsKey = read("CLUSTER_TLS_KEY", FilePath) ?? fileConfig?.clusterTlsKey
+  const tlsCa = read("CLUSTER_TLS_CA", FilePath) ?? fileConfig?.clusterTlsCa
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    problems.push({
+      key: tlsCert === undefined ? "CLUSTER_TLS_CERT" : "CLUSTER_TLS_KEY",
+      message: "CLUSTER_TLS_CERT and CLUSTER_TLS_KEY go together (a PEM certificate and its key)"
+    })
+  }
+  if (tlsCa !== undefined && tlsCert === undefined) {
+    problems.push({ key: "CLUSTER_TLS_CA", message: "needs CLUSTER_TLS_CERT and CLUSTER_TLS_KEY" })
   }
   const logLevel = read("LOG_LEVEL", lowerCased(LogLevelValue)) ?? fileConfig?.logLevel ?? "info"
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
@@ -663,7 +697,13 @@ export const loadGatewayConfigResult = (
     trustProxy,
     adminToken,
     databaseUrl,
-    cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
+    cluster: {
+      host: clusterHost ?? nodeName,
+      port: clusterPort,
+      secret: clusterSecret,
+      tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey, caFile: tlsCa } : undefined,
+      staticNodeListIgnored
+    },
     log: { level: logLevel, format: logFormat },
     otlpEndpoint,
     limits
@@ -796,7 +836,12 @@ export interface GatewayConfigInit {
   readonly trustProxy?: boolean
   readonly adminToken?: string | Redacted.Redacted<string> | undefined
   readonly databaseUrl?: string | Redacted.Redacted<string> | undefined
-  readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
+  readonly cluster?: {
+    readonly host?: string
+    readonly port?: number
+    readonly secret?: string | Redacted.Redacted<string> | undefined
+    readonly tls?: ClusterTls | undefined
+  }
   readonly log?: { readonly level?: LogLevel; readonly format?: LogFormat }
   readonly otlpEndpoint?: string | undefined
   readonly limits?: Partial<GatewayLimits>
@@ -822,7 +867,9 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     cluster: {
       host: init.cluster?.host ?? nodeName,
       port: init.cluster?.port ?? DEFAULT_CLUSTER_PORT,
-      nodes: init.cluster?.nodes ?? [nodeName]
+      secret: redact(init.cluster?.secret),
+      tls: init.cluster?.tls,
+      staticNodeListIgnored: false
     },
     log: { level: init.log?.level ?? "info", format: init.log?.format ?? "json" },
     otlpEndpoint: init.otlpEndpoint,

@@ -392,6 +392,8 @@ export interface Cluster {
 }
 
 export const SECRET = "cluster-test-secret"
+/** The nodes' shared secret (at least 32 bytes). */
+export const CLUSTER_SECRET = "cluster-test-secret-shared-by-every-node"
 
 const envName = (appId: string) => appId.toUpperCase().replaceAll("-", "_")
 
@@ -480,7 +482,7 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
   const env: Record<string, string> = {
     HOST: "127.0.0.1",
     CLUSTER_HOST: "127.0.0.1",
-    CLUSTER_NODES: names.join(","),
+    CLUSTER_SECRET,
     DATABASE_URL: databaseUrl,
     GATEWAY_APPS: appIds.join(","),
     LOG_LEVEL: process.env["CLUSTER_TEST_LOG_LEVEL"] ?? "info",

@@ -1,0 +1,23 @@
+/**
+ * What the cluster asks of this node's own connections: deliver broadcasts to
+ * its subscribers, close a client's connections, list its connections, read
+ * its presences of a topic, and note that a client pushes through another
+ * node too. The socket layer provides it (`socket/LocalNodeLive.ts`); the
+ * cluster layer only calls it, so that dependencies point one way.
+ */
+import { Context } from "effect"
+import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
+import type { BroadcastMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
+
+export interface LocalNodeShape {
+  /** Writes the broadcast to this node's subscribers of its topic (a repeat is dropped). */
+  readonly deliver: (broadcast: BroadcastMessage) => void
+  /** Closes every connection of the client here; answers how many. */
+  readonly disconnectClient: (app: string, clientId: string) => number
+  readonly connections: (app: string) => ReadonlyArray<ConnectionInfo>
+  readonly presences: (app: string, topic: string) => ReadonlyArray<PresenceEntry>
+  /** The client pushes through another node too: answers the tokens it has left here. */
+  readonly clientShared: (app: string, clientId: string) => ClientTokens
+}
+
+export class LocalNode extends Context.Service<LocalNode, LocalNodeShape>()("realtime-gateway/cluster/LocalNode") {}

@@ -389,6 +389,12 @@ export interface Cluster {
   logs(lines?: number): string
   /** SIGTERM to every live node, SIGKILL after 35 s; resolves when all have exited. */
   stop(): Promise<void>
+  /**
+   * Starts one more node with the cluster's environment (plus `env`), as a
+   * node added to a running cluster; it joins `nodes` (and is stopped with
+   * them) but is not awaited: call its `ready()`.
+   */
+  addNode(name: string, env?: Readonly<Record<string, string>>): Promise<ClusterNode>
 }
 
 export const SECRET = "cluster-test-secret"
@@ -529,7 +535,12 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
     live: () => nodes.filter((node) => node.alive()),
     converged: (timeoutMs = 30_000) => converge(cluster, appIds[0]!, timeoutMs),
     logs,
-    stop
+    stop,
+    addNode: async (name, extra = {}) => {
+      const node = startNode(name, await freePort(), await freePort(), { ...env, ...extra }, appIds[0]!)
+      nodes.push(node)
+      return node
+    }
   }
 
   try {

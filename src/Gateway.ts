@@ -13,6 +13,7 @@ import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
 import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
+import { PublishRoute } from "./cluster/PublishRoute.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
 import { TopicRegistry } from "./cluster/TopicRegistry.ts"
 import { GatewayConfig } from "./config/GatewayConfig.ts"
@@ -46,7 +47,8 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   const base = Layer.mergeAll(
     Layer.succeed(GatewayConfig, config),
     runtime,
-    Lifecycle.layer
+    Lifecycle.layer,
+    PublishRoute.layer
   )
   const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
     Layer.provideMerge(RateLimiter.layerMemory)

@@ -57,6 +57,15 @@ import type { Redacted } from "effect"
 import { ClusterPort, runnerSocket } from "./ClusterPort.ts"
 import type { ClusterPortOptions } from "./ClusterPort.ts"
 
+/**
+ * Shared by one node and a cluster. A call to an entity in this process is not
+ * encoded and decoded as if it crossed to another (effect's default): that
+ * round trip through the Schemas was a large share of a broadcast's CPU.
+ * Calls between processes are still encoded, and the multi-process tests
+ * catch a value that does not fit its Schema.
+ */
+const LOCAL_CALLS = { simulateRemoteSerialization: false } as const
+
 const CLUSTER_TIMINGS = {
   shardLockExpiration: "5 seconds",
   shardLockRefreshInterval: "1500 millis",
@@ -88,7 +97,10 @@ export const layerSingleNode = (options: { readonly host: string; readonly port:
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
-    Layer.provide(ShardingConfig.layer({ runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)) }))
+    Layer.provide(ShardingConfig.layer({
+      runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
+      ...LOCAL_CALLS
+    }))
   )
 
 export interface ClusterOptions extends ClusterPortOptions {
@@ -122,6 +134,7 @@ export const layerPostgres = (options: ClusterOptions) => {
   const shardingConfig = ShardingConfig.layer({
     runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
     shardsPerGroup: SHARDS_PER_GROUP,
+    ...LOCAL_CALLS,
     ...CLUSTER_TIMINGS
   })
   const storage = SqlRunnerStorage.layer.pipe(
@@ -136,7 +149,7 @@ export const layerPostgres = (options: ClusterOptions) => {
     Layer.provideMerge(transport),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provideMerge(storage),
-    Layer.provide(shardingConfig),
+    Layer.provideMerge(shardingConfig),
     Layer.provide(RpcSerialization.layerNdjson)
   )
 }

@@ -6,15 +6,15 @@
  *
  * Calls for this node go straight to `LocalNode`. In a cluster, the others
  * are found in PostgreSQL: every healthy runner registered there (effect/
- * cluster's runner storage, read every second) is dialed on its cluster port
+ * cluster's runner storage, read every 2 s) is dialed on its cluster port
  * and linked (`NodeLink`, authenticated by `ClusterPort`); the live nodes are
  * this one and those with an open link, known by the name each gives in its
  * hello. A runner that leaves the registrations, or whose link breaks, drops
- * out of the live nodes; a new one is linked within about a second. No list
+ * out of the live nodes; a new one is linked within about 2 s. No list
  * of nodes is configured anywhere.
  */
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
-import { RunnerStorage } from "effect/cluster"
+import { RunnerStorage, Sharding, ShardId, ShardingConfig } from "effect/cluster"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { ClientTokens } from "../ratelimit/RateLimiter.ts"
 import { ClusterPort } from "./ClusterPort.ts"
@@ -23,6 +23,8 @@ import type { LocalNodeShape } from "./LocalNode.ts"
 import { ClientTokensMessage, ConnectionInfo, PresenceEntry } from "./messages.ts"
 import type { BroadcastMessage } from "./messages.ts"
 import { decodeDelivery, encodeDelivery, LinkConnection } from "./NodeLink.ts"
+import { PublishRoute } from "./PublishRoute.ts"
+import type { PublishRouteShape } from "./PublishRoute.ts"
 import { TopicRegistry } from "./TopicRegistry.ts"
 
 export interface NodeRouterShape {
@@ -52,7 +54,9 @@ const NO_TOKENS: ClientTokens = { byEvent: [] }
 
 /** How long a request to another node may take before that node counts as gone for it. */
 const REQUEST_TIMEOUT_MS = 3_000
-const DISCOVERY_INTERVAL = "1 second"
+const DISCOVERY_INTERVAL = "2 seconds"
+/** Every entity of the gateway lives in effect/cluster's default shard group. */
+const ENTITY_SHARD_GROUP = "default"
 /** A node listed for this long counts as joined even if a listed peer never linked back (a stale registration). */
 const JOIN_WAIT_LIMIT_MS = 5_000
 
@@ -61,28 +65,43 @@ const Requests = {
   disconnectClient: { args: Schema.Tuple([Schema.String, Schema.String]), answer: Schema.Number },
   connections: { args: Schema.Tuple([Schema.String]), answer: Schema.Array(ConnectionInfo) },
   presences: { args: Schema.Tuple([Schema.String, Schema.String]), answer: Schema.Array(PresenceEntry) },
-  clientShared: { args: Schema.Tuple([Schema.String, Schema.String]), answer: ClientTokensMessage }
+  clientShared: { args: Schema.Tuple([Schema.String, Schema.String]), answer: ClientTokensMessage },
+  /** A broadcast for the topic's entity, which runs on the node asked (see `PublishRoute`). */
+  publish: {
+    args: Schema.Tuple([Schema.String, Schema.String, Schema.String, Schema.String, Schema.Unknown, Schema.NullOr(Schema.String)]),
+    answer: Schema.Null
+  }
 } as const
 type Method = keyof typeof Requests
 
 const decodeArgs = Object.fromEntries(
   Object.entries(Requests).map(([method, { args }]) => [method, Schema.decodeUnknownSync(args as Schema.Codec<unknown>)])
-) as Record<Method, (value: unknown) => ReadonlyArray<string>>
+) as Record<Method, (value: unknown) => ReadonlyArray<unknown>>
 const decodeAnswer = Object.fromEntries(
   Object.entries(Requests).map(([method, { answer }]) => [method, Schema.decodeUnknownSync(answer as Schema.Codec<unknown>)])
 ) as Record<Method, (value: unknown) => unknown>
 
-/** What a node answers to a request from another. */
-const answerRequest = (local: LocalNodeShape, method: Method, args: ReadonlyArray<string>): unknown => {
+/** What a node answers to a request from another: a value, or an effect for the answer. */
+const answerRequest = (
+  local: LocalNodeShape,
+  route: PublishRouteShape,
+  method: Method,
+  args: ReadonlyArray<unknown>
+): unknown => {
+  const [a, b] = args as ReadonlyArray<string>
   switch (method) {
     case "disconnectClient":
-      return local.disconnectClient(args[0]!, args[1]!)
+      return local.disconnectClient(a!, b!)
     case "connections":
-      return local.connections(args[0]!)
+      return local.connections(a!)
     case "presences":
-      return local.presences(args[0]!, args[1]!)
+      return local.presences(a!, b!)
     case "clientShared":
-      return local.clientShared(args[0]!, args[1]!)
+      return local.clientShared(a!, b!)
+    case "publish": {
+      const [app, topic, id, event, payload, exclude] = args as [string, string, string, string, unknown, string | null]
+      return Effect.as(route.publishHere({ app, topic, id, event, payload, excludeConnectionId: exclude ?? undefined }), null)
+    }
   }
 }
 
@@ -109,6 +128,8 @@ interface OutgoingLink {
   connection: LinkConnection | undefined
   /** The peer's name, once its hello arrived. */
   node: string | undefined
+  /** The shard list this node last told the peer. */
+  shardsSent: string | undefined
   readonly pending: Map<number, (answer: { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly reason: string }) => void>
 }
 
@@ -141,6 +162,10 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       const port = yield* ClusterPort
       const storage = yield* RunnerStorage.RunnerStorage
       const topics = yield* TopicRegistry
+      const route = yield* PublishRoute
+      const sharding = yield* Sharding.Sharding
+      const { shardsPerGroup } = yield* ShardingConfig.ShardingConfig
+      const runAnswer = Effect.runPromiseWith(yield* Effect.context<never>())
       const runLog = Effect.runForkWith(yield* Effect.context<never>())
       const log = (level: "info" | "warn", message: string, node: string | undefined, address: string) =>
         runLog(
@@ -153,6 +178,8 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       const outgoing = new Map<string, OutgoingLink>()
       /** Names of the nodes that linked to this one. */
       const incoming = new Map<string, number>()
+      /** shard of the default group → the node that said it owns it, over its link to this one */
+      const shardOwners = new Map<number, string>()
       let liveNodes: ReadonlyArray<string> = [nodeName]
       let liveLinks: ReadonlyArray<LinkConnection> = []
       let listedPeers: ReadonlyArray<string> = []
@@ -180,7 +207,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       }
 
       const openLink = (address: string) => {
-        const link: OutgoingLink = { address, connection: undefined, node: undefined, pending: new Map() }
+        const link: OutgoingLink = { address, connection: undefined, node: undefined, shardsSent: undefined, pending: new Map() }
         outgoing.set(address, link)
         const [host, portText] = [address.slice(0, address.lastIndexOf(":")), address.slice(address.lastIndexOf(":") + 1)]
         port.dial(host, Number(portText), "link").then(
@@ -237,24 +264,50 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
                 }
               } else if (message[0] === "q" && typeof message[1] === "number" && Object.hasOwn(Requests, message[2] as string)) {
                 const method = message[2] as Method
+                const requestId = message[1]
                 try {
-                  link.send(["a", message[1], answerRequest(local, method, decodeArgs[method](message[3]))])
+                  const answer = answerRequest(local, route, method, decodeArgs[method](message[3]))
+                  if (!Effect.isEffect(answer)) link.send(["a", requestId, answer])
+                  else {
+                    runAnswer(answer as Effect.Effect<unknown, unknown>).then(
+                      (value) => link.send(["a", requestId, value]),
+                      (error: unknown) => link.send(["f", requestId, String(error)])
+                    )
+                  }
                 } catch (error) {
-                  link.send(["f", message[1], String(error)])
+                  link.send(["f", requestId, String(error)])
                 }
+              } else if (message[0] === "s" && Array.isArray(message[1])) {
+                for (const [shard, owner] of shardOwners) if (owner === node) shardOwners.delete(shard)
+                for (const shard of message[1]) if (typeof shard === "number") shardOwners.set(shard, node)
               } else {
                 link.close("a message this node does not know")
               }
             },
             onClose: () => {
               const count = (incoming.get(node) ?? 1) - 1
-              if (count <= 0) incoming.delete(node)
-              else incoming.set(node, count)
+              if (count > 0) return incoming.set(node, count)
+              incoming.delete(node)
+              for (const [shard, owner] of shardOwners) if (owner === node) shardOwners.delete(shard)
             }
           }
           link.send(["h", nodeName])
         })
       })
+
+      /** Tells every linked node which shards this one owns, when that changed for it. */
+      const advertiseShards = () => {
+        const owned: Array<number> = []
+        for (let shard = 1; shard <= shardsPerGroup; shard++) {
+          if (sharding.hasShardId(ShardId.make(ENTITY_SHARD_GROUP, shard))) owned.push(shard)
+        }
+        const key = owned.join(",")
+        for (const link of outgoing.values()) {
+          if (link.node === undefined || link.connection === undefined || link.shardsSent === key) continue
+          link.shardsSent = key
+          link.connection.send(["s", owned])
+        }
+      }
 
       const discover = storage.getRunners.pipe(
         Effect.map((runners) => {
@@ -276,6 +329,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
               if (link.node !== undefined) linksChanged()
             }
           }
+          advertiseShards()
         }),
         Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
       )
@@ -292,7 +346,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         })
       )
 
-      const ask: Ask = (node, method, args, otherwise) =>
+      const request = (node: string, method: Method, args: ReadonlyArray<unknown>) =>
         Effect.callback<unknown, string>((resume) => {
           const link = [...outgoing.values()].find((candidate) => candidate.node === node && candidate.connection?.isOpen)
           if (link === undefined) return resume(Effect.fail("no link to the node"))
@@ -315,7 +369,10 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
             clearTimeout(timer)
             link.pending.delete(id)
           })
-        }).pipe(
+        })
+
+      const ask: Ask = (node, method, args, otherwise) =>
+        request(node, method, args).pipe(
           Effect.catch((reason) =>
             Effect.logWarning(`${method} request to another node failed`, reason).pipe(
               Effect.annotateLogs({ target_node: node }),
@@ -323,6 +380,21 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
             )
           )
         ) as Effect.Effect<typeof otherwise>
+
+      route.setForwarder((shard, publish) => {
+        const owner = shardOwners.get(shard)
+        if (owner === undefined) return Effect.succeed(false)
+        const { app, topic, id, event, payload, excludeConnectionId } = publish
+        return request(owner, "publish", [app, topic, id, event, payload, excludeConnectionId ?? null]).pipe(
+          Effect.as(true),
+          Effect.catch((reason) =>
+            Effect.logDebug("a broadcast forwarded to its entity's node failed; calling the entity instead", reason).pipe(
+              Effect.annotateLogs({ target_node: owner }),
+              Effect.as(false)
+            )
+          )
+        )
+      })
 
       return NodeRouter.of({
         nodes: Effect.sync(() => liveNodes),

@@ -1,14 +1,19 @@
 /**
  * The entry point of every broadcast, whether an app's answer or the server
  * API asked for it: it goes through the topic's entity, whose single mailbox
- * gives every subscriber, on every node, the same order.
+ * gives every subscriber, on every node, the same order. When the entity's
+ * shard is on another node, the broadcast travels over the node link to it
+ * (`PublishRoute`), and only without one through an effect/cluster call.
  *
  * A call that fails while the cluster moves the topic's shard is retried (the
  * broadcast keeps its id, so a node that got it already drops the repeat);
  * one that still fails is reported to the caller, never silently dropped.
  */
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { EntityId, Sharding } from "effect/cluster"
 import { makeIdSource } from "../cluster/entityIds.ts"
+import { PublishRoute } from "../cluster/PublishRoute.ts"
+import type { ForwardedPublish } from "../cluster/PublishRoute.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
 
@@ -43,15 +48,30 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
     Broadcaster,
     Effect.gen(function*() {
       const topicClient = yield* Topic.client
+      const sharding = yield* Sharding.Sharding
+      const route = yield* PublishRoute
       const nextId = makeIdSource()
+
+      const callEntity = (publish: ForwardedPublish) =>
+        topicClient(topicEntityId(publish.app, publish.topic)).Publish({
+          id: publish.id,
+          event: publish.event,
+          payload: publish.payload,
+          excludeConnectionId: publish.excludeConnectionId
+        })
+      route.setPublisher(callEntity)
+
+      /** Over a node link to the entity's node when one is known, else (or when that fails) an entity call. */
+      const deliverToEntity = (publish: ForwardedPublish) => {
+        const entityId = EntityId.make(topicEntityId(publish.app, publish.topic))
+        const shard = sharding.getShardId(entityId, Topic.getShardGroup(entityId))
+        if (sharding.hasShardId(shard)) return callEntity(publish)
+        return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))
+      }
+
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) =>
-          topicClient(topicEntityId(app, topic)).Publish({
-            id: nextId(),
-            event,
-            payload,
-            excludeConnectionId
-          }).pipe(
+          deliverToEntity({ app, topic, id: nextId(), event, payload, excludeConnectionId }).pipe(
             Effect.retry(PUBLISH_RETRY),
             Effect.timeoutOrElse({
               duration: PUBLISH_TIMEOUT,

@@ -15,12 +15,13 @@ import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
 import { PublishRoute } from "./cluster/PublishRoute.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
-import { TopicRegistry } from "./cluster/TopicRegistry.ts"
 import { GatewayConfig } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
+import { TopicRegistry } from "./fanout/TopicRegistry.ts"
 import * as Logging from "./observability/Logging.ts"
+import { Presence } from "./presence/Presence.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
@@ -54,7 +55,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(RateLimiter.layerMemory)
   )
   const appBoundary = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(Upstream.layer))
-  const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
+  const topics = Layer.mergeAll(LocalFanout.layer, Presence.layer).pipe(Layer.provideMerge(TopicRegistry.layer))
   const sessions = Sessions.layer.pipe(Layer.provideMerge(PushHandler.layer), Layer.provideMerge(Broadcaster.layer))
   const entities = clustered
     ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))

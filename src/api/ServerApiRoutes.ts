@@ -18,7 +18,7 @@ import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { describeIssue } from "../apps/SchemaDocument.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { Presence } from "../presence/Presence.ts"
 import { AppEventName, Broadcaster } from "../fanout/Broadcaster.ts"
 
 /** A refusal of a server API call; turned into its JSON answer in one place. */
@@ -53,7 +53,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   const apps = yield* AppRegistry
   const broadcaster = yield* Broadcaster
   const nodeRouter = yield* NodeRouter
-  const topics = yield* TopicRegistry
+  const presence = yield* Presence
   const clientEntity = yield* Client.client
 
   /** The app named in the path, once its secret is proven. */
@@ -121,7 +121,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handle(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { topic } = yield* HttpRouter.params
-    const presences = yield* topics.presences(app.config.id, topic ?? "").pipe(
+    const presences = yield* presence.presences(app.config.id, topic ?? "").pipe(
       Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
     )
     return json({ topic, presences })

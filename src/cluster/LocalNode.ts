@@ -1,8 +1,8 @@
 /**
  * What the cluster asks of this node's own connections: deliver broadcasts to
  * its subscribers, close a client's connections, list its connections, read
- * its presences of a topic, and note that a client pushes through another
- * node too. The socket layer provides it (`socket/LocalNodeLive.ts`); the
+ * its presences of a topic, note that a client pushes through another node
+ * too, and hear that the live nodes changed. The socket layer provides it (`socket/LocalNodeLive.ts`); the
  * cluster layer only calls it, so that dependencies point one way.
  */
 import { Context } from "effect"
@@ -18,6 +18,12 @@ export interface LocalNodeShape {
   readonly presences: (app: string, topic: string) => ReadonlyArray<PresenceEntry>
   /** The client pushes through another node too: answers the tokens it has left here. */
   readonly clientShared: (app: string, clientId: string) => ClientTokens
+  /**
+   * The live nodes changed: a node that left may have run presence entities
+   * (restart them now), and entities drop the presences of a node while it
+   * is not live (restore them when it is again).
+   */
+  readonly liveNodesChanged: () => void
 }
 
 export class LocalNode extends Context.Service<LocalNode, LocalNodeShape>()("realtime-gateway/cluster/LocalNode") {}

@@ -25,7 +25,6 @@ import type { BroadcastMessage } from "./messages.ts"
 import { decodeDelivery, encodeDelivery, LinkConnection } from "./NodeLink.ts"
 import { PublishRoute } from "./PublishRoute.ts"
 import type { PublishRouteShape } from "./PublishRoute.ts"
-import { TopicRegistry } from "./TopicRegistry.ts"
 
 export interface NodeRouterShape {
   /** Every live node of the cluster, this one included. */
@@ -161,7 +160,6 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       const local = yield* LocalNode
       const port = yield* ClusterPort
       const storage = yield* RunnerStorage.RunnerStorage
-      const topics = yield* TopicRegistry
       const route = yield* PublishRoute
       const sharding = yield* Sharding.Sharding
       const { shardsPerGroup } = yield* ShardingConfig.ShardingConfig
@@ -198,11 +196,8 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         }
         liveNodes = [...names]
         liveLinks = links
-        // A node that left may have run presence entities (restart them now),
-        // and entities drop the presences of a node while it is not live
-        // (restore them when it is again).
         const next = [...names].sort().join(",")
-        if (next !== membership) topics.resyncPresences()
+        if (next !== membership) local.liveNodesChanged()
         membership = next
       }
 

@@ -4,7 +4,7 @@
  * written to every socket (Phoenix's "fastlane").
  */
 import { Context, Effect, Layer } from "effect"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { TopicRegistry } from "./TopicRegistry.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
 import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"

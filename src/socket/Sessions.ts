@@ -13,7 +13,8 @@ import type { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
 import { makeIdSource } from "../cluster/entityIds.ts"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { TopicRegistry } from "../fanout/TopicRegistry.ts"
+import { Presence } from "../presence/Presence.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
@@ -50,6 +51,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
     Effect.gen(function*() {
       const config = yield* GatewayConfig
       const topics = yield* TopicRegistry
+      const presence = yield* Presence
       const upstream = yield* Upstream
       const pushHandler = yield* PushHandler
       const clientLimits = yield* ClientLimits
@@ -110,7 +112,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             }
           }
           join.presence = entry
-          runInBackground(topics.track(session.app.config.id, topic, entry).pipe(
+          runInBackground(presence.track(session.app.config.id, topic, entry).pipe(
             Effect.map((state) => {
               if (session.joins.get(topic) === join) {
                 session.send(session.serializer.encodePush(join.joinRef, topic, Event.presenceState, state))
@@ -121,7 +123,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         untrack: (session, topic, join) => {
           if (join.presence === undefined) return
-          topics.untrack(session.app.config.id, topic, join.presence)
+          presence.untrack(session.app.config.id, topic, join.presence)
           join.presence = undefined
         },
         notify: (session, event: LifecycleEvent, topic) => {

@@ -609,10 +609,15 @@ export const hopFigures = (single: CrossMeasurement, cluster: CrossMeasurement) 
   const singlePerDeliveryMs = single.cpu.gatewayMs / Math.max(1, single.deliveries.received)
   const broadcasts = Math.max(1, cluster.broadcasts.accepted)
   const perBroadcastMs = (cluster.cpu.gatewayMs - singlePerDeliveryMs * cluster.deliveries.received) / broadcasts
+  // the same without what each setup spends at rest (heartbeats, storage reads, health checks)
+  const busyMs = (m: CrossMeasurement) => m.cpu.gatewayMs - m.cpu.idlePercentOfCore / 100 * m.windowMs
+  const busyPerBroadcastMs = (busyMs(cluster) - busyMs(single) / Math.max(1, single.deliveries.received) * cluster.deliveries.received) /
+    broadcasts
   const deliveriesPerBroadcast = cluster.deliveries.received / broadcasts
   const joined = Math.max(1, cluster.joined)
   return {
     perBroadcastMs,
+    busyPerBroadcastMs,
     cpuRatio: cluster.cpu.gatewayPerDeliveryUs / Math.max(1e-9, single.cpu.gatewayPerDeliveryUs),
     latencyRatio: cluster.latencyMs.p99 / Math.max(1e-9, single.latencyMs.p99),
     byNode: cluster.nodes.map((node) => ({
@@ -680,7 +685,8 @@ export const formatCross = (results: CrossResults): string => {
       const hop = hopFigures(single, cluster)
       lines.push(
         `Cluster hop: ${fixed(hop.perBroadcastMs, 2)} ms of CPU per broadcast summed over the nodes ` +
-          `(target ≤ ${t.hopCpuMaxMs} ms: ${hop.perBroadcastMs <= t.hopCpuMaxMs ? "met" : "NOT met"}); ` +
+          `(target ≤ ${t.hopCpuMaxMs} ms: ${hop.perBroadcastMs <= t.hopCpuMaxMs ? "met" : "NOT met"}; ` +
+          `${fixed(hop.busyPerBroadcastMs, 2)} ms without the CPU each setup spends at rest); ` +
           `CPU per delivery ${fixed(hop.cpuRatio, 2)}× one node's (target ≤ ${t.cpuPerDeliveryRatioMax}×: ` +
           `${hop.cpuRatio <= t.cpuPerDeliveryRatioMax ? "met" : "NOT met"}); p99 to all ${fixed(hop.latencyRatio, 2)}× ` +
           `one node's (target ≤ ${t.latencyRatioMax}×: ${hop.latencyRatio <= t.latencyRatioMax ? "met" : "NOT met"})`

@@ -77,6 +77,36 @@ describe("authentication on the cluster port", () => {
   }, 90_000)
 })
 
+describe("TLS between nodes", () => {
+  it("nodes with CLUSTER_TLS_* form one cluster over TLS; a plain TCP peer gets no byte in the clear", async () => {
+    const fixture = (name: string) => new URL(`../upstream/fixtures/${name}`, import.meta.url).pathname
+    // a self-signed certificate is its own CA: every node presents it and requires it of its peers
+    const tls = await startCluster({
+      nodes: 2,
+      fakeApp: chat,
+      postgres,
+      env: {
+        CLUSTER_TLS_CERT: fixture("localhost-cert.pem"),
+        CLUSTER_TLS_KEY: fixture("localhost-key.pem"),
+        CLUSTER_TLS_CA: fixture("localhost-cert.pem")
+      }
+    })
+    try {
+      await tls.converged()
+      const plain = Net.createConnection({ host: "127.0.0.1", port: tls.node("node-1").clusterPort })
+      const received: Array<Buffer> = []
+      plain.on("data", (chunk: Buffer) => received.push(chunk))
+      plain.on("error", () => {})
+      const closed = new Promise<void>((resolve) => plain.once("close", () => resolve()))
+      plain.write(`["h","intruder"]\n`)
+      await within(closed, 10_000, "the node closing the plain connection")
+      expect(Buffer.concat(received).length).toBe(0)
+    } finally {
+      await tls.stop()
+    }
+  }, 120_000)
+})
+
 describe("discovery", () => {
   it("a node added while the cluster runs receives broadcasts within 5 s; one that leaves is dropped", async () => {
     showLogs()

@@ -138,6 +138,14 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
     Effect.gen(function*() {
       const { nodeName } = yield* GatewayConfig
       const local = yield* LocalNode
+      const route = yield* PublishRoute
+      route.setRouter({
+        forward: () => Effect.succeed(false),
+        fanOut: (publish) => {
+          local.deliver(publish)
+          return true
+        }
+      })
       // one node: no other node exists to ask
       const ask: Ask = (node, _method, _args, otherwise) =>
         Effect.logWarning("request for an unknown node dropped").pipe(
@@ -376,19 +384,32 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
           )
         ) as Effect.Effect<typeof otherwise>
 
-      route.setForwarder((shard, publish) => {
-        const owner = shardOwners.get(shard)
-        if (owner === undefined) return Effect.succeed(false)
-        const { app, topic, id, event, payload, excludeConnectionId } = publish
-        return request(owner, "publish", [app, topic, id, event, payload, excludeConnectionId ?? null]).pipe(
-          Effect.as(true),
-          Effect.catch((reason) =>
-            Effect.logDebug("a broadcast forwarded to its entity's node failed; calling the entity instead", reason).pipe(
-              Effect.annotateLogs({ target_node: owner }),
-              Effect.as(false)
+      const broadcast = (broadcast: BroadcastMessage) => {
+        local.deliver(broadcast)
+        if (liveLinks.length === 0) return
+        const encoded = encodeDelivery(broadcast)
+        for (const link of liveLinks) link.sendDelivery(encoded)
+      }
+
+      route.setRouter({
+        forward: (shard, publish) => {
+          const owner = shardOwners.get(shard)
+          if (owner === undefined) return Effect.succeed(false)
+          const { app, topic, id, event, payload, excludeConnectionId } = publish
+          return request(owner, "publish", [app, topic, id, event, payload, excludeConnectionId ?? null]).pipe(
+            Effect.as(true),
+            Effect.catch((reason) =>
+              Effect.logDebug("a broadcast forwarded to its topic's node failed; calling the entity instead", reason).pipe(
+                Effect.annotateLogs({ target_node: owner }),
+                Effect.as(false)
+              )
             )
           )
-        )
+        },
+        fanOut: (publish) => {
+          broadcast(publish)
+          return true
+        }
       })
 
       return NodeRouter.of({
@@ -402,12 +423,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
             return node !== undefined && incoming.has(node)
           })
         },
-        broadcast: (broadcast) => {
-          local.deliver(broadcast)
-          if (liveLinks.length === 0) return
-          const encoded = encodeDelivery(broadcast)
-          for (const link of liveLinks) link.sendDelivery(encoded)
-        },
+        broadcast,
         ...routes(nodeName, local, ask)
       })
     })

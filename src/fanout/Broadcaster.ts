@@ -1,9 +1,10 @@
 /**
  * The entry point of every broadcast, whether an app's answer or the server
- * API asked for it: it goes through the topic's entity, whose single mailbox
- * gives every subscriber, on every node, the same order. When the entity's
- * shard is on another node, the broadcast travels over the node link to it
- * (`PublishRoute`), and only without one through an effect/cluster call.
+ * API asked for it: it is sequenced on the node that holds the topic's shard
+ * (where its Topic entity runs), which hands it to every subscriber on every
+ * node in one order. On that node it is fanned out at once; from another node
+ * it travels over the node link to it (`PublishRoute`), and only without one
+ * through an effect/cluster call to the entity.
  *
  * A call that fails while the cluster moves the topic's shard is retried (the
  * broadcast keeps its id, so a node that got it already drops the repeat);
@@ -59,13 +60,19 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
           payload: publish.payload,
           excludeConnectionId: publish.excludeConnectionId
         })
-      route.setPublisher(callEntity)
-
-      /** Over a node link to the entity's node when one is known, else (or when that fails) an entity call. */
-      const deliverToEntity = (publish: ForwardedPublish) => {
+      const shardOf = (publish: ForwardedPublish) => {
         const entityId = EntityId.make(topicEntityId(publish.app, publish.topic))
-        const shard = sharding.getShardId(entityId, Topic.getShardGroup(entityId))
-        if (sharding.hasShardId(shard)) return callEntity(publish)
+        return sharding.getShardId(entityId, Topic.getShardGroup(entityId))
+      }
+      /** On the topic's own node, fanned out at once; else through the entity. */
+      const publishHere = (publish: ForwardedPublish) =>
+        sharding.hasShardId(shardOf(publish)) && route.fanOut(publish) ? Effect.void : callEntity(publish)
+      route.setPublisher(publishHere)
+
+      /** Sequenced here when this node holds the topic, over a node link when another does, else an entity call. */
+      const deliverToEntity = (publish: ForwardedPublish) => {
+        const shard = shardOf(publish)
+        if (sharding.hasShardId(shard)) return route.fanOut(publish) ? Effect.void : callEntity(publish)
         return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))
       }
 

@@ -192,6 +192,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       let registeredAt: number | undefined
       let membership = nodeName
       let nextRequestId = 0
+      let stopping = false
 
       /** Recomputes the live nodes after a link opened or closed. */
       const linksChanged = () => {
@@ -236,7 +237,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
                 for (const resolve of link.pending.values()) resolve({ ok: false, reason: `the link closed: ${reason}` })
                 link.pending.clear()
                 if (link.node !== undefined) {
-                  log("warn", `node link closed: ${reason}`, link.node, address)
+                  log(stopping ? "info" : "warn", `node link closed: ${reason}`, link.node, address)
                   linksChanged()
                 }
               }
@@ -344,6 +345,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       yield* Effect.forkScoped(discoveryLoop)
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
+          stopping = true
           for (const link of outgoing.values()) link.connection?.close("this node stops")
           outgoing.clear()
         })

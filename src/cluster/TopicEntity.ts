@@ -4,7 +4,10 @@
  * passes, so that all subscribers on all nodes see them in one order.
  *
  * It forwards each broadcast to every live node; a node without local
- * subscribers to the topic drops it. With the handful of nodes a gateway runs
+ * subscribers to the topic drops it. Broadcasts that reach the node holding
+ * the topic's shard are handed on there directly, in arrival order, without a
+ * pass through this mailbox (`PublishRoute`); `Publish` is for publishers
+ * that know no route to that node. With the handful of nodes a gateway runs
  * on, this costs less than keeping every topic's subscriber nodes in an
  * entity: a join makes no cluster call, and a topic that nobody broadcasts to
  * has no live entity at all (an entity costs ~16 KiB and ~0.4 ms to start,

@@ -3,7 +3,8 @@
  * which one node delivers broadcasts to another and asks it things, as
  * newline-delimited JSON arrays.
  *
- *   ["h", node]                        hello: the sender's node name (first line each way)
+ *   ["h", node, address]               hello: the sender's node name and cluster address
+ *                                      (`host:port`, where it listens; first line each way)
  *   ["d", [[id, app, topic, event, payload, excludeConnectionId | null], …]]
  *                                      broadcasts for the receiver's subscribers, in order
  *   ["q", n, method, args]             a request; answered by
@@ -75,9 +76,9 @@ export class LinkConnection {
   handlers: LinkHandlers | undefined
 
   private readonly connection: Duplex
-  private readonly onHello: (node: string) => void
+  private readonly onHello: (node: string, address: string | undefined) => void
 
-  constructor(connection: Duplex, onHello: (node: string) => void) {
+  constructor(connection: Duplex, onHello: (node: string, address: string | undefined) => void) {
     this.connection = connection
     this.onHello = onHello
     connection.setEncoding("utf8")
@@ -162,7 +163,7 @@ export class LinkConnection {
         this.close("a hello without a node name")
         return false
       }
-      this.onHello(message[1])
+      this.onHello(message[1], typeof message[2] === "string" ? message[2] : undefined)
     } else if (this.handlers === undefined) {
       this.close("a message before the hello")
       return false

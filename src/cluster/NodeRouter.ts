@@ -6,12 +6,15 @@
  *
  * Calls for this node go straight to `LocalNode`. In a cluster, the others
  * are found in PostgreSQL: every healthy runner registered there (effect/
- * cluster's runner storage, read every 2 s) is dialed on its cluster port
- * and linked (`NodeLink`, authenticated by `ClusterPort`); the live nodes are
- * this one and those with an open link, known by the name each gives in its
- * hello. A runner that leaves the registrations, or whose link breaks, drops
- * out of the live nodes; a new one is linked within about 2 s. No list
- * of nodes is configured anywhere.
+ * cluster's runner storage) is dialed on its cluster port and linked
+ * (`NodeLink`, authenticated by `ClusterPort`); the live nodes are this one
+ * and those with an open link, known by the name each gives in its hello. A
+ * starting node reads the registrations at once and links to every node; each
+ * of them links back as soon as it hears the newcomer's hello, so the
+ * registrations are read again only every 10 s, as a safety net (a link that
+ * failed, a runner that left without closing its links). A node whose link
+ * breaks drops out of the live nodes at once. No list of nodes is configured
+ * anywhere.
  */
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { RunnerStorage, Sharding, ShardId, ShardingConfig } from "effect/cluster"
@@ -53,7 +56,12 @@ const NO_TOKENS: ClientTokens = { byEvent: [] }
 
 /** How long a request to another node may take before that node counts as gone for it. */
 const REQUEST_TIMEOUT_MS = 3_000
-const DISCOVERY_INTERVAL = "2 seconds"
+/** Links are made on hellos; the registrations are read this often as a safety net… */
+const DISCOVERY_INTERVAL = "10 seconds"
+/** …and this often until this node sees itself registered (readiness waits for that). */
+const REGISTRATION_POLL = "500 millis"
+/** How often this node checks which shards it owns, and tells its peers when that changed. */
+const SHARD_ADVERTISE_INTERVAL = "1 second"
 /** Every entity of the gateway lives in effect/cluster's default shard group. */
 const ENTITY_SHARD_GROUP = "default"
 /** A node listed for this long counts as joined even if a listed peer never linked back (a stale registration). */
@@ -242,7 +250,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
                 }
               }
             }
-            linkConnection.send(["h", nodeName])
+            linkConnection.send(["h", nodeName, selfAddress])
           },
           (error: unknown) => {
             // the next discovery round dials again, while the runner is listed
@@ -255,9 +263,11 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       // requests from nodes that linked to this one
       port.acceptLinks((connection) => {
         let peer: string | undefined
-        const link: LinkConnection = new LinkConnection(connection, (node) => {
+        const link: LinkConnection = new LinkConnection(connection, (node, address) => {
           if (peer !== undefined) return
           peer = node
+          // a node that links to this one is linked back at once, without waiting for the next read of the registrations
+          if (address !== undefined && address !== selfAddress && !outgoing.has(address) && !stopping) openLink(address)
           incoming.set(node, (incoming.get(node) ?? 0) + 1)
           link.handlers = {
             onMessage: (message) => {
@@ -295,7 +305,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
               for (const [shard, owner] of shardOwners) if (owner === node) shardOwners.delete(shard)
             }
           }
-          link.send(["h", nodeName])
+          link.send(["h", nodeName, selfAddress])
         })
       })
 
@@ -333,7 +343,6 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
               if (link.node !== undefined) linksChanged()
             }
           }
-          advertiseShards()
         }),
         Effect.catch((error) => Effect.logWarning("could not read the cluster's runners", String(error)))
       )
@@ -341,8 +350,14 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         yield* Effect.logWarning("CLUSTER_NODES is set and ignored: nodes find each other in PostgreSQL (DATABASE_URL)")
       }
       yield* discover
-      const discoveryLoop = discover.pipe(Effect.repeat(Schedule.spaced(DISCOVERY_INTERVAL)))
+      const discoveryLoop = Effect.sleep(REGISTRATION_POLL).pipe(
+        Effect.andThen(discover),
+        Effect.repeat({ until: () => registeredAt !== undefined }),
+        Effect.andThen(discover.pipe(Effect.repeat(Schedule.spaced(DISCOVERY_INTERVAL))))
+      )
       yield* Effect.forkScoped(discoveryLoop)
+      const shardAdvertising = Effect.sync(advertiseShards).pipe(Effect.repeat(Schedule.spaced(SHARD_ADVERTISE_INTERVAL)))
+      yield* Effect.forkScoped(shardAdvertising)
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
           stopping = true

@@ -194,7 +194,7 @@ const main = async (options: LauncherOptions): Promise<void> => {
       ...process.env as Record<string, string>,
       HOST: "127.0.0.1",
       CLUSTER_HOST: "127.0.0.1",
-      CLUSTER_NODES: names.join(","),
+      CLUSTER_SECRET: process.env["CLUSTER_SECRET"] ?? randomBytes(48).toString("base64"),
       DATABASE_URL: databaseUrl,
       GATEWAY_APPS: "demo",
       DEMO_API: demo.url,

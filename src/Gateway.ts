@@ -17,23 +17,25 @@ import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
 import { ClusterStorageHealth } from "./cluster/ClusterStorageHealth.ts"
 import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
-import { NodeInboxLayer } from "./cluster/NodeInbox.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
+import { PublishRoute } from "./cluster/PublishRoute.ts"
 import { TopicEntityLayer } from "./cluster/TopicEntity.ts"
-import { TopicRegistry } from "./cluster/TopicRegistry.ts"
 import { GatewayConfig } from "./config/GatewayConfig.ts"
 import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
+import { TopicRegistry } from "./fanout/TopicRegistry.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Metrics } from "./observability/Metrics.ts"
 import { Tracing } from "./observability/Tracing.ts"
+import { Presence } from "./presence/Presence.ts"
 import { ClientLimits } from "./ratelimit/ClientLimits.ts"
 import { RateLimiter } from "./ratelimit/RateLimiter.ts"
 import { DrainOnShutdown } from "./server/Drain.ts"
 import { HttpListener } from "./server/HttpListener.ts"
 import { Lifecycle } from "./server/Lifecycle.ts"
 import { PushHandler } from "./socket/PushHandler.ts"
+import { LocalNodeLive } from "./socket/LocalNodeLive.ts"
 import { Sessions } from "./socket/Sessions.ts"
 import { Supervisor } from "./supervision/Supervisor.ts"
 import { WebSocketTransport } from "./transport/WebSocketTransport.ts"
@@ -47,12 +49,18 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
       databaseUrl: config.databaseUrl!,
       host: config.cluster.host,
       port: config.cluster.port,
+      secret: config.cluster.secret!,
+      tls: config.cluster.tls,
       node: config.nodeName,
-      nodes: config.cluster.nodes,
       ...capacity
     })
     : layerSingleNode({ host: config.cluster.host, port: config.cluster.port, ...capacity })
-  const base = Layer.mergeAll(runtime, Lifecycle.layer, config.metrics ? Metrics.layer : Metrics.layerDisabled).pipe(
+  const base = Layer.mergeAll(
+    runtime,
+    Lifecycle.layer,
+    PublishRoute.layer,
+    config.metrics ? Metrics.layer : Metrics.layerDisabled
+  ).pipe(
     Layer.provideMerge(Supervisor.layer),
     Layer.provideMerge(Layer.succeed(GatewayConfig, config))
   )
@@ -61,10 +69,10 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(RateLimiter.layerMemory)
   )
   const appBoundary = Layer.mergeAll(AppRegistry.layer, Auth.layer).pipe(Layer.provideMerge(Upstream.layer))
-  const topics = LocalFanout.layer.pipe(Layer.provideMerge(TopicRegistry.layer))
+  const topics = Layer.mergeAll(LocalFanout.layer, Presence.layer).pipe(Layer.provideMerge(TopicRegistry.layer))
   const sessions = Sessions.layer.pipe(Layer.provideMerge(PushHandler.layer), Layer.provideMerge(Broadcaster.layer))
   const entities = clustered
-    ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer, NodeInboxLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
+    ? Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerCluster))
     : Layer.mergeAll(TopicEntityLayer, ClientEntityLayer).pipe(Layer.provideMerge(NodeRouter.layerSingleNode))
   const admin = Layer.mergeAll(
     NodeStatus.layer,
@@ -80,6 +88,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
   return DrainOnShutdown.pipe(
     Layer.provideMerge(edge),
     Layer.provideMerge(entities),
+    Layer.provideMerge(LocalNodeLive),
     Layer.provideMerge(admin),
     Layer.provideMerge(sessions),
     Layer.provideMerge(topics),

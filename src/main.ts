@@ -33,7 +33,10 @@ const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
         `ws://localhost:${loaded.port}/socket/websocket?app=demo&token=demo-alice&vsn=2.0.0`
     )
   }
-  return yield* serveGateway(makeGatewayLayer(config))
+  // a cluster that refuses this node (another CLUSTER_SECRET) is a configuration error too
+  return yield* serveGateway(makeGatewayLayer(config)).pipe(
+    Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
+  )
 })
 
 // SIGTERM/SIGINT interrupt the program; once the drain and shutdown finished

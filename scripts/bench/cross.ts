@@ -9,7 +9,7 @@
  *   cluster  PostgreSQL (`cluster/postgres.ts`: embedded, in a temporary
  *            directory on a free port; a fresh database) and `--cross-nodes`
  *            (4) gateway processes `node-1`…`node-N` forming one effect/cluster
- *            over it (`CLUSTER_NODES`, `CLUSTER_HOST=127.0.0.1`, a distinct free
+ *            over it (a fresh `CLUSTER_SECRET`, `CLUSTER_HOST=127.0.0.1`, a distinct free
  *            `CLUSTER_PORT` each).
  * Every gateway process is started as the other suites start theirs
  * (`startServer`: as `npm start` does, with the stats agent preloaded, its CPU
@@ -77,6 +77,7 @@
  * broadcasts beyond 64 unanswered are skipped and reported, exit status 3);
  * `--cross-rate` compares the setups at a load the machine carries.
  */
+import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync, rmSync } from "node:fs"
 import { join } from "node:path"
 import { checkFormation } from "../../cluster/formation.ts"
@@ -129,6 +130,12 @@ const WARMUP_FIRST_SEQ = 1_000_000
 const crossTargets = {
   /** p99 of the time for a broadcast to reach every subscriber, in the cluster, at most… */
   latencyP99MaxMs: 20,
+  /** The cluster hop's CPU per broadcast, summed over the nodes, at most (any rate). */
+  hopCpuMaxMs: 0.5,
+  /** The cluster's gateway CPU per delivery over one node's, at most (any rate). */
+  cpuPerDeliveryRatioMax: 1.2,
+  /** The cluster's p99 latency to all over one node's, at most (any rate). */
+  latencyRatioMax: 1.5,
   /** …at this load (other sizes and rates are measured but not judged). */
   subscribers: 1_000,
   broadcastsPerSecond: 100
@@ -378,7 +385,7 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
       databaseUrl = await postgres.createDatabase()
       env["DATABASE_URL"] = databaseUrl
       env["CLUSTER_HOST"] = "127.0.0.1"
-      env["CLUSTER_NODES"] = names.join(",")
+      env["CLUSTER_SECRET"] = randomBytes(48).toString("base64")
     }
     const startedAt = now()
     for (const name of names) {
@@ -592,6 +599,34 @@ export const crossSuspect = (results: CrossResults): boolean =>
 
 const percent = (value: number) => `${fixed(value, 0)}%`
 
+/**
+ * What the cluster hop costs: the cluster's gateway CPU per broadcast minus
+ * one node's (the per-subscriber writes, the same number in both, cancel
+ * out); by node, each node's CPU per broadcast minus its share of the single
+ * node's.
+ */
+export const hopFigures = (single: CrossMeasurement, cluster: CrossMeasurement) => {
+  const singlePerDeliveryMs = single.cpu.gatewayMs / Math.max(1, single.deliveries.received)
+  const broadcasts = Math.max(1, cluster.broadcasts.accepted)
+  const perBroadcastMs = (cluster.cpu.gatewayMs - singlePerDeliveryMs * cluster.deliveries.received) / broadcasts
+  // the same without what each setup spends at rest (heartbeats, storage reads, health checks)
+  const busyMs = (m: CrossMeasurement) => m.cpu.gatewayMs - m.cpu.idlePercentOfCore / 100 * m.windowMs
+  const busyPerBroadcastMs = (busyMs(cluster) - busyMs(single) / Math.max(1, single.deliveries.received) * cluster.deliveries.received) /
+    broadcasts
+  const deliveriesPerBroadcast = cluster.deliveries.received / broadcasts
+  const joined = Math.max(1, cluster.joined)
+  return {
+    perBroadcastMs,
+    busyPerBroadcastMs,
+    cpuRatio: cluster.cpu.gatewayPerDeliveryUs / Math.max(1e-9, single.cpu.gatewayPerDeliveryUs),
+    latencyRatio: cluster.latencyMs.p99 / Math.max(1e-9, single.latencyMs.p99),
+    byNode: cluster.nodes.map((node) => ({
+      name: node.name,
+      ms: node.cpuMs / broadcasts - singlePerDeliveryMs * deliveriesPerBroadcast * (node.subscribers ?? 0) / joined
+    }))
+  }
+}
+
 export const formatCross = (results: CrossResults): string => {
   const o = results.options
   const lines: Array<string> = []
@@ -644,6 +679,20 @@ export const formatCross = (results: CrossResults): string => {
       ...cell((m) => (m.cpu.othersPercentOfCore === undefined ? "?" : fixed(m.cpu.othersPercentOfCore, 0)))
     ])
     lines.push(renderTable(rows, measured.length))
+    const single = results.single
+    if (isCrossMeasurement(single) && isCrossMeasurement(cluster)) {
+      const t = crossTargets
+      const hop = hopFigures(single, cluster)
+      lines.push(
+        `Cluster hop: ${fixed(hop.perBroadcastMs, 2)} ms of CPU per broadcast summed over the nodes ` +
+          `(target ≤ ${t.hopCpuMaxMs} ms: ${hop.perBroadcastMs <= t.hopCpuMaxMs ? "met" : "NOT met"}; ` +
+          `${fixed(hop.busyPerBroadcastMs, 2)} ms without the CPU each setup spends at rest); ` +
+          `CPU per delivery ${fixed(hop.cpuRatio, 2)}× one node's (target ≤ ${t.cpuPerDeliveryRatioMax}×: ` +
+          `${hop.cpuRatio <= t.cpuPerDeliveryRatioMax ? "met" : "NOT met"}); p99 to all ${fixed(hop.latencyRatio, 2)}× ` +
+          `one node's (target ≤ ${t.latencyRatioMax}×: ${hop.latencyRatio <= t.latencyRatioMax ? "met" : "NOT met"})`
+      )
+      lines.push(`  hop per broadcast by node (ms of CPU): ${hop.byNode.map(({ name, ms }) => `${name} ${fixed(ms, 2)}`).join(", ")}`)
+    }
     if (isCrossMeasurement(cluster)) {
       const t = crossTargets
       lines.push(
@@ -670,7 +719,6 @@ export const formatCross = (results: CrossResults): string => {
           `one cluster after ${fixed((cluster.startup.convergedMs ?? 0) / 1000, 1)} s`
       )
     }
-    const single = results.single
     if (isCrossMeasurement(single)) {
       lines.push(`  1 node: ${single.nodes[0]?.name ?? "node-1"} CPU ${percent(single.nodes[0]?.cpuPercentOfCore ?? 0)} of a core`)
     }

@@ -19,8 +19,8 @@
  * Run
  *   npm run bench                                  # every suite at default sizes (about 3 minutes)
  *   npm run bench -- --suite fanout,push           # some suites (connect | fanout | push | cross)
- *   npm run bench -- --suite cross                 # the cluster suite alone (about 1 minute)
- *   npm run bench -- --suite cross --cross-rate 40 # at a lower broadcast rate
+ *   npm run bench -- --suite cross                 # the cluster suite alone, at 20 and 100 broadcasts/s (about 2 minutes)
+ *   npm run bench -- --suite cross --cross-rate 40 # at another broadcast rate
  *   npm run bench -- --connections 500            # quick connect run (seconds)
  *   npm run bench -- --suite fanout --fanout-subscribers 500 --fanout-duration-s 3   # quick fan-out run
  *   npm run bench -- --only gateway                # one server (bare | gateway) in connect and fanout
@@ -114,7 +114,7 @@
  * each node reaches a client on every node) before anything is measured. The
  * load generators open `--cross-subscribers` (1,000) raw `ws` V2 clients
  * joined to `room:0`, connection n to node n mod N; after `--cross-warmup-s`
- * (1 s) of uncounted broadcasts the runner POSTs `--cross-rate` (100)
+ * (1 s) of uncounted broadcasts the runner POSTs `--cross-rate` (20, then 100)
  * broadcasts/s of `--payload-bytes` payloads through node-1's server API for
  * `--cross-duration-s` (10 s). Figures per setup: deliveries/s, p50/p99 over
  * the broadcasts of the time to reach every subscriber on every node (target
@@ -232,7 +232,7 @@ const usage = `Usage: npm run bench -- [options]   (or scripts/node.sh scripts/b
  cross suite (gateway only: one node, then a cluster over PostgreSQL)
   --cross-nodes N           nodes of the cluster (default 4)
   --cross-subscribers N     subscribers of the one topic, spread evenly over the nodes (default 1000, at most ${MAX_CONNECTIONS})
-  --cross-rate N            broadcasts per second through node-1 (default 100)
+  --cross-rate LIST         broadcasts per second through node-1, one run per rate (default 20,100)
   --cross-duration-s S      broadcasting time (default 10)
   --cross-warmup-s S        broadcasts at the same rate before it, not counted (default 1; 0: none)`
 
@@ -259,7 +259,7 @@ interface Options {
   readonly pushDurationMs: number
   readonly crossNodes: number
   readonly crossSubscribers: number
-  readonly crossRate: number
+  readonly crossRates: ReadonlyArray<number>
   readonly crossDurationMs: number
   readonly crossWarmupMs: number
   readonly out: string
@@ -369,7 +369,7 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     pushDurationMs: integer("push-duration-s", values["push-duration-s"], 10, 1, 120) * 1000,
     crossNodes: integer("cross-nodes", values["cross-nodes"], 4, 2, 8),
     crossSubscribers: integer("cross-subscribers", values["cross-subscribers"], 1_000, 1, MAX_CONNECTIONS),
-    crossRate: integer("cross-rate", values["cross-rate"], 100, 1, 1_000),
+    crossRates: list(values["cross-rate"] ?? "20,100").map((rate) => integer("cross-rate", rate, 100, 1, 1_000)),
     crossDurationMs: integer("cross-duration-s", values["cross-duration-s"], 10, 1, 120) * 1000,
     crossWarmupMs: integer("cross-warmup-s", values["cross-warmup-s"], 1, 0, 30) * 1000,
     out: resolve(values.out ?? env["BENCH_OUT"] ?? join(benchDir, "results", "latest.json")),
@@ -573,7 +573,7 @@ const main = async (): Promise<number> => {
   let connect: ConnectResults | undefined
   let fanout: FanoutResults | undefined
   let push: PushResults | undefined
-  let cross: CrossResults | undefined
+  let cross: Array<CrossResults> | undefined
   let harnessError: string | undefined
   let app: AppProcess | undefined
   try {
@@ -635,25 +635,29 @@ const main = async (): Promise<number> => {
       console.log(formatPush(push))
     }
     if (options.suites.includes("cross") && app !== undefined) {
-      const loadAverage = loadAverageNow()
-      warnIfBusy("the cross suite", loadAverage)
-      cross = await runCross({
-        nodes: options.crossNodes,
-        subscribers: options.crossSubscribers,
-        broadcastsPerSecond: options.crossRate,
-        durationMs: options.crossDurationMs,
-        warmupMs: options.crossWarmupMs,
-        payloadBytes: options.payloadBytes,
-        load,
-        server: options,
-        readyTimeoutMs: options.readyTimeoutMs,
-        gatewayDefaultLimits: options.gatewayDefaultLimits,
-        appUrl: app.url,
-        secret,
-        configDir: dir
-      }, deadline, loadAverage)
-      console.log("")
-      console.log(formatCross(cross))
+      cross = []
+      for (const rate of options.crossRates) {
+        const loadAverage = loadAverageNow()
+        warnIfBusy("the cross suite", loadAverage)
+        const results = await runCross({
+          nodes: options.crossNodes,
+          subscribers: options.crossSubscribers,
+          broadcastsPerSecond: rate,
+          durationMs: options.crossDurationMs,
+          warmupMs: options.crossWarmupMs,
+          payloadBytes: options.payloadBytes,
+          load,
+          server: options,
+          readyTimeoutMs: options.readyTimeoutMs,
+          gatewayDefaultLimits: options.gatewayDefaultLimits,
+          appUrl: app.url,
+          secret,
+          configDir: dir
+        }, deadline, loadAverage)
+        cross.push(results)
+        console.log("")
+        console.log(formatCross(results))
+      }
     }
   } catch (error) {
     harnessError = error instanceof Error ? error.message : String(error)
@@ -694,7 +698,7 @@ const main = async (): Promise<number> => {
   const measuredSomething = (connect?.outcomes.some(isMeasurement) ?? false) ||
     Object.values(fanout?.servers ?? {}).some(isFanoutMeasurement) ||
     (push !== undefined && isPushMeasurement(push.outcome)) ||
-    (cross !== undefined && (isCrossMeasurement(cross.single) || isCrossMeasurement(cross.cluster)))
+    (cross?.some((run) => isCrossMeasurement(run.single) || isCrossMeasurement(run.cluster)) ?? false)
   console.log("")
   if (measuredSomething) {
     mkdirSync(dirname(options.out), { recursive: true })
@@ -708,14 +712,14 @@ const main = async (): Promise<number> => {
     (connect?.outcomes.some((o) => !isMeasurement(o)) ?? false) ||
     Object.values(fanout?.servers ?? {}).some((o) => o !== undefined && !isFanoutMeasurement(o)) ||
     (push !== undefined && !isPushMeasurement(push.outcome)) ||
-    (cross !== undefined && !(isCrossMeasurement(cross.single) && isCrossMeasurement(cross.cluster)))
+    (cross?.some((run) => !(isCrossMeasurement(run.single) && isCrossMeasurement(run.cluster))) ?? false)
   if (failed) return 1
   const suspect = (connect?.outcomes.some((o) =>
     isMeasurement(o) && (o.connections.failed > 0 || Object.keys(o.connections.droppedWhileIdle).length > 0)
   ) ?? false) ||
     (fanout !== undefined && fanoutSuspect(fanout)) ||
     (push !== undefined && pushSuspect(push)) ||
-    (cross !== undefined && crossSuspect(cross))
+    (cross?.some(crossSuspect) ?? false)
   return suspect ? 3 : 0
 }
 

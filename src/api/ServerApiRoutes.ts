@@ -20,7 +20,7 @@ import { Problem } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { Presence } from "../presence/Presence.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import { BroadcastBody } from "../contract/ServerApi.ts"
 import type { BroadcastRequest } from "../contract/ServerApi.ts"
@@ -140,7 +140,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   const apps = yield* AppRegistry
   const tracing = yield* Tracing
   const nodeRouter = yield* NodeRouter
-  const topics = yield* TopicRegistry
+  const presence = yield* Presence
   const actions = yield* appActions
 
   /** The app named in the path, once its secret is proven. */
@@ -208,7 +208,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
   yield* router.add("GET", "/api/apps/:app/topics/:topic/presence", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
     const { topic } = yield* HttpRouter.params
-    const presences = yield* topics.presences(app.config.id, topic ?? "").pipe(
+    const presences = yield* presence.presences(app.config.id, topic ?? "").pipe(
       Effect.mapError(() => new ApiRefusal({ status: 503, reason: "cluster_unavailable" }))
     )
     return json({ topic, presences })

@@ -37,7 +37,6 @@
  * measured ~15 % less cluster CPU per cross-node broadcast than the Schema
  * binary codec.
  */
-import * as NodeClusterSocket from "@effect/platform-node-shared/NodeClusterSocket"
 import { Effect, Layer, Option, Schedule } from "effect"
 import {
   MessageStorage,
@@ -50,12 +49,22 @@ import {
   SocketRunner,
   SqlRunnerStorage
 } from "effect/cluster"
-import { RpcSerialization } from "effect/rpc"
+import { RpcClient, RpcSerialization } from "effect/rpc"
+import * as Socket from "effect/socket/Socket"
+import * as SocketServer from "effect/socket/SocketServer"
 import { PgClient } from "@effect/sql-pg"
-import { Redacted } from "effect"
+import type { Redacted } from "effect"
+import { ClusterPort, runnerSocket } from "./ClusterPort.ts"
+import type { ClusterPortOptions } from "./ClusterPort.ts"
 
-/** The shard group that pins a node's own entity (the node router's inbox) to that node. */
-export const nodeShardGroup = (node: string) => `node-${node}`
+/**
+ * Shared by one node and a cluster. A call to an entity in this process is not
+ * encoded and decoded as if it crossed to another (effect's default): that
+ * round trip through the Schemas was a large share of a broadcast's CPU.
+ * Calls between processes are still encoded, and the multi-process tests
+ * catch a value that does not fit its Schema.
+ */
+const LOCAL_CALLS = { simulateRemoteSerialization: false } as const
 
 const CLUSTER_TIMINGS = {
   shardLockExpiration: "5 seconds",
@@ -80,7 +89,7 @@ const runnerHealthByPing = Layer.effect(
   })
 )
 
-/** Shards per group; each node's own group needs very few, the default group a few per node. */
+/** Shards of the one group: a few per node, spread by effect/cluster's hash ring. */
 const SHARDS_PER_GROUP = 64
 
 /** What bounds the entities resident on a node (see docs/cluster.md, entity capacity). */
@@ -103,43 +112,59 @@ export const layerSingleNode = (options: { readonly host: string; readonly port:
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
     Layer.provide(ShardingConfig.layer({
       runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
-      ...capacitySettings(options)
+      ...capacitySettings(options),
+      ...LOCAL_CALLS
     }))
   )
 
-export interface ClusterOptions extends EntityCapacity {
+export interface ClusterOptions extends EntityCapacity, ClusterPortOptions {
   readonly databaseUrl: Redacted.Redacted<string>
-  readonly host: string
-  readonly port: number
-  /** This node's name; one of `nodes`. */
+  /** This node's name, for PostgreSQL's view of its connections. */
   readonly node: string
-  /** Every node's name: each owns a shard group, and the list must be the same on every node. */
-  readonly nodes: ReadonlyArray<string>
 }
+
+/** effect/cluster's runner protocol over the cluster port's authenticated connections. */
+const runnerTransport = Layer.mergeAll(
+  Layer.effect(SocketServer.SocketServer, Effect.map(ClusterPort, (port) => port.runnerServer)),
+  Layer.effect(
+    Runners.RpcClientProtocol,
+    Effect.gen(function*() {
+      const port = yield* ClusterPort
+      const serialization = yield* RpcSerialization.RpcSerialization
+      return {
+        codecFor: serialization.codecFor,
+        make: (address: RunnerAddress.RunnerAddress) =>
+          Effect.flatMap(runnerSocket(port, address.host, address.port), (socket) =>
+            RpcClient.makeProtocolSocket().pipe(
+              Effect.provideService(Socket.Socket, socket),
+              Effect.provideService(RpcSerialization.RpcSerialization, serialization)
+            ))
+      }
+    })
+  )
+)
 
 export const layerPostgres = (options: ClusterOptions) => {
   const shardingConfig = ShardingConfig.layer({
     runnerAddress: Option.some(RunnerAddress.make(options.host, options.port)),
-    availableShardGroups: ["default", ...options.nodes.map(nodeShardGroup)],
-    assignedShardGroups: ["default", nodeShardGroup(options.node)],
     shardsPerGroup: SHARDS_PER_GROUP,
+    ...LOCAL_CALLS,
     ...CLUSTER_TIMINGS,
     ...capacitySettings(options)
   })
-  const runnerHealth = runnerHealthByPing.pipe(
-    Layer.provide(Runners.layerRpc),
-    Layer.provide(NodeClusterSocket.layerClientProtocol)
-  )
   const storage = SqlRunnerStorage.layer.pipe(
     Layer.orDie,
     Layer.provide(PgClient.layer({ url: options.databaseUrl, applicationName: `realtime-gateway ${options.node}` }))
   )
+  const port = ClusterPort.layer(options)
+  const transport = runnerTransport.pipe(Layer.provideMerge(port))
+  const runnerHealth = runnerHealthByPing.pipe(Layer.provide(Runners.layerRpc))
   return SocketRunner.layer.pipe(
-    Layer.provide([NodeClusterSocket.layerSocketServer, NodeClusterSocket.layerClientProtocol]),
     Layer.provide(runnerHealth),
+    Layer.provideMerge(transport),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provideMerge(storage),
-    Layer.provide(shardingConfig),
+    Layer.provideMerge(shardingConfig),
     Layer.provide(RpcSerialization.layerNdjson)
   )
 }

@@ -4,7 +4,10 @@
  * passes, so that all subscribers on all nodes see them in one order.
  *
  * It forwards each broadcast to every live node; a node without local
- * subscribers to the topic drops it. With the handful of nodes a gateway runs
+ * subscribers to the topic drops it. Broadcasts that reach the node holding
+ * the topic's shard are handed on there directly, in arrival order, without a
+ * pass through this mailbox (`PublishRoute`); `Publish` is for publishers
+ * that know no route to that node. With the handful of nodes a gateway runs
  * on, this costs less than keeping every topic's subscriber nodes in an
  * entity: a join makes no cluster call, and a topic that nobody broadcasts to
  * has no live entity at all (an entity costs ~16 KiB and ~0.4 ms to start,
@@ -15,14 +18,13 @@
  * idle reaping) and is rebuilt by the nodes re-sending their presences on an
  * interval (`TopicRegistry`).
  */
-import { Deferred, Effect, Fiber, Schedule, Schema } from "effect"
+import { Effect, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"
 import { Rpc } from "effect/rpc"
 import { appScopedId, makeIdSource, parseAppScopedId } from "./entityIds.ts"
 import { Event } from "../protocol/constants.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import { PresenceEntry, PresenceState } from "./messages.ts"
-import type { BroadcastMessage } from "./messages.ts"
 import { NodeRouter } from "./NodeRouter.ts"
 import { SupervisedChild } from "../supervision/children.ts"
 import { supervised } from "../supervision/Supervisor.ts"
@@ -50,9 +52,6 @@ export const Presences = Rpc.make("Presences", { success: PresenceState })
 
 export const Topic = Entity.make("Topic", [Publish, SyncPresences, Track, Untrack, Presences])
 
-/** The longest a publisher waits for its broadcast to reach every node's inbox. */
-const PUBLISH_WAIT_LIMIT = "1 second"
-
 /** How long a starting presence entity waits before it sends the full presence state. */
 const PRESENCE_STATE_SETTLE = "1 second"
 
@@ -78,62 +77,13 @@ export const TopicEntityLayer = Topic.toLayer(
     // node → presence ref → entry
     const presences = new Map<string, Map<string, PresenceEntry>>()
 
-    // Broadcasts leave in the order they were published, through one lane per
-    // node: while a batch is on its way to a node, that node's next broadcasts
-    // wait and then go together (a busy topic makes one call per node per
-    // batch), and a node that stopped answering holds up only its own lane
-    // until it drops out of the live nodes.
-    const scope = yield* Effect.scope
-    const runInBackground = Effect.runForkWith(yield* Effect.context<never>())
-    interface Outgoing {
-      readonly broadcast: BroadcastMessage
-      readonly sent: Deferred.Deferred<void>
-    }
-    interface Lane {
-      queue: Array<Outgoing>
-      sending: boolean
-    }
-    const lanes = new Map<string, Lane>()
-
-    const sendLane = (node: string, lane: Lane): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        while (lane.queue.length > 0) {
-          const batch = lane.queue
-          lane.queue = []
-          const live = yield* router.nodes
-          if (live.includes(node)) yield* router.deliver(node, batch.map((item) => item.broadcast))
-          for (const item of batch) Deferred.doneUnsafe(item.sent, Effect.void)
-        }
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        lane.sending = false
-      })))
-
     /**
-     * Queues the broadcast on every live node's lane, in call order, and
-     * completes once every node has been handed it (or has dropped out), or
-     * after `PUBLISH_WAIT_LIMIT`, whichever comes first.
+     * Hands the broadcast to every live node at once, in call order: this
+     * node's subscribers directly, the others' through their node links,
+     * which keep that order.
      */
     const publish = (id: string, event: string, payload: unknown, excludeConnectionId?: string) =>
-      Effect.flatMap(router.nodes, (nodes) => {
-        const broadcast: BroadcastMessage = { id, app, topic, event, payload, excludeConnectionId }
-        const waits: Array<Effect.Effect<void>> = []
-        for (const node of nodes) {
-          let lane = lanes.get(node)
-          if (lane === undefined) lanes.set(node, lane = { queue: [], sending: false })
-          const sent = Deferred.makeUnsafe<void>()
-          lane.queue.push({ broadcast, sent })
-          waits.push(Deferred.await(sent))
-          if (!lane.sending) {
-            lane.sending = true
-            Fiber.runIn(runInBackground(sendLane(node, lane)), scope)
-          }
-        }
-        return Effect.all(waits, { concurrency: "unbounded", discard: true }).pipe(
-          // a node that died but is still listed as live holds up its own lane
-          // until it drops out; callers wait for it only so long
-          Effect.timeoutOrElse({ duration: PUBLISH_WAIT_LIMIT, orElse: () => Effect.void })
-        )
-      })
+      Effect.sync(() => router.broadcast({ id, app, topic, event, payload, excludeConnectionId }))
 
     const publishDiff = (joins: ReadonlyArray<PresenceEntry>, leaves: ReadonlyArray<PresenceEntry>) => {
       if (joins.length === 0 && leaves.length === 0) return Effect.void
@@ -227,10 +177,9 @@ export const TopicEntityLayer = Topic.toLayer(
       Presences: () => Effect.sync(presenceState)
     })
   }),
-  // handlers start in mailbox order and only queue broadcasts, so running them
-  // concurrently keeps the order while a busy topic's broadcasts batch up.
-  // Released after `ENTITY_IDLE_MS` without a message (the sharding config),
-  // longer than the presence re-sync interval, so that a topic with presences
-  // keeps its state.
+  // handlers start in mailbox order and hand broadcasts on synchronously, so
+  // running them concurrently keeps the order. Released after
+  // `ENTITY_IDLE_MS` without a message (the sharding config), longer than the
+  // presence re-sync interval, so that a topic with presences keeps its state.
   { concurrency: "unbounded" }
 )

@@ -119,6 +119,26 @@ export interface GatewayLimits {
   readonly entityIdleMs: number
 }
 
+/** How this node reaches and admits the other nodes (used only with `databaseUrl`). */
+export interface ClusterConfig {
+  /** Address other nodes use to reach this node; it listens there too. */
+  readonly host: string
+  readonly port: number
+  /** Authenticates every connection between nodes; required with `databaseUrl`. */
+  readonly secret: Redacted.Redacted<string> | undefined
+  /** PEM files for TLS between nodes; `undefined` = plain TCP. */
+  readonly tls: ClusterTls | undefined
+  /** Whether the retired `CLUSTER_NODES` list was given (logged once as ignored). */
+  readonly staticNodeListIgnored: boolean
+}
+
+export interface ClusterTls {
+  readonly certFile: string
+  readonly keyFile: string
+  /** Peers' certificates must chain to it; `undefined` = the system's CAs. */
+  readonly caFile: string | undefined
+}
+
 export interface GatewayConfigShape {
   /** HTTP + WebSocket listener; port 0 lets the OS pick one. */
   readonly port: number
@@ -140,12 +160,7 @@ export interface GatewayConfigShape {
   readonly adminToken: Redacted.Redacted<string> | undefined
   /** PostgreSQL for cluster storage; `undefined` = single node, in memory. */
   readonly databaseUrl: Redacted.Redacted<string> | undefined
-  /** Address other nodes use to reach this node. */
-  /**
-   * `nodes`: every node's name, the same list on every node (each owns a shard
-   * group pinning its inbox entity); defaults to this node alone.
-   */
-  readonly cluster: { readonly host: string; readonly port: number; readonly nodes: ReadonlyArray<string> }
+  readonly cluster: ClusterConfig
   readonly log: { readonly level: LogLevel; readonly format: LogFormat }
   /** OTLP/HTTP traces endpoint; `undefined` = tracing off. */
   readonly otlpEndpoint: string | undefined
@@ -312,16 +327,21 @@ const Secret = Schema.RedactedFromValue(
   Schema.String.check(Schema.makeFilter((value: string) => value.length > 0 || "must not be empty"))
 )
 
-/** An HMAC key shorter than this is guessable offline from one signed call. */
-export const MIN_APP_SECRET_BYTES = 32
+/** An HMAC key shorter than this is guessable offline from one signed call (bytes, not characters). */
+export const MIN_SECRET_BYTES = 32
 
-const AppSecret = Schema.RedactedFromValue(
+/** A shared secret that keys an HMAC: at least `MIN_SECRET_BYTES`; the value is never shown. */
+const HmacSecret = Schema.RedactedFromValue(
   Schema.String.check(Schema.makeFilter((value: string) => {
     const bytes = Buffer.byteLength(value)
     return value.length === 0 ? "must not be empty"
-      : bytes >= MIN_APP_SECRET_BYTES || `too short: ${bytes} bytes, at least ${MIN_APP_SECRET_BYTES} needed (e.g. openssl rand -hex 32)`
+      : bytes >= MIN_SECRET_BYTES || `too short: ${bytes} bytes, at least ${MIN_SECRET_BYTES} needed (e.g. openssl rand -hex 32)`
   }))
 )
+const AppSecret = HmacSecret
+const ClusterSecret = HmacSecret
+
+const FilePath = Schema.NonEmptyString
 
 const DatabaseUrl = Schema.RedactedFromValue(Schema.String.check(Schema.makeFilter((value: string) => {
   if (!URL.canParse(value)) {
@@ -400,7 +420,12 @@ export const GatewayConfigFile = Schema.Struct({
   databaseUrl: Schema.optionalKey(DatabaseUrl),
   clusterHost: Schema.optionalKey(HostName),
   clusterPort: Schema.optionalKey(Port),
+  /** Retired: nodes find each other in PostgreSQL; accepted and ignored so that old files still load. */
   clusterNodes: Schema.optionalKey(Schema.Array(NodeName)),
+  clusterSecret: Schema.optionalKey(ClusterSecret),
+  clusterTlsCert: Schema.optionalKey(FilePath),
+  clusterTlsKey: Schema.optionalKey(FilePath),
+  clusterTlsCa: Schema.optionalKey(FilePath),
   logLevel: Schema.optionalKey(LogLevelValue),
   logFormat: Schema.optionalKey(LogFormatValue),
   otlpEndpoint: Schema.optionalKey(HttpUrl),
@@ -445,13 +470,6 @@ const OriginListFromEnv = Schema.String.pipe(
   Schema.decodeTo(
     OriginList,
     SchemaTransformation.transform({ decode: splitList, encode: (origins) => origins.join(",") })
-  )
-)
-
-const NodeListFromEnv = Schema.String.pipe(
-  Schema.decodeTo(
-    Schema.Array(NodeName),
-    SchemaTransformation.transform({ decode: splitList, encode: (nodes) => nodes.join(",") })
   )
 )
 
@@ -683,16 +701,25 @@ export const loadGatewayConfigResult = (
   const databaseUrl = read("DATABASE_URL", DatabaseUrl) ?? fileConfig?.databaseUrl
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
   const clusterPort = read("CLUSTER_PORT", integerFromEnv(Port)) ?? fileConfig?.clusterPort ?? DEFAULT_CLUSTER_PORT
-  const clusterNodes = read("CLUSTER_NODES", NodeListFromEnv) ?? fileConfig?.clusterNodes
-  if (databaseUrl !== undefined && clusterNodes === undefined) {
-    // every node must announce the same shard groups, one per node name
-    problems.push({ key: "CLUSTER_NODES", message: "required with DATABASE_URL: every node's name, the same list on every node" })
-  }
-  if (clusterNodes !== undefined && nodeName !== undefined && !clusterNodes.includes(nodeName)) {
+  const staticNodeListIgnored = isSet("CLUSTER_NODES") || fileConfig?.clusterNodes !== undefined
+  const clusterSecret = read("CLUSTER_SECRET", ClusterSecret) ?? fileConfig?.clusterSecret
+  if (databaseUrl !== undefined && clusterSecret === undefined && !isSet("CLUSTER_SECRET")) {
     problems.push({
-      key: isSet("CLUSTER_NODES") ? "CLUSTER_NODES" : "GATEWAY_CONFIG clusterNodes",
-      message: `must include this node's name ${quote(nodeName)} (NODE_NAME)`
+      key: "CLUSTER_SECRET",
+      message: `required with DATABASE_URL: at least ${MIN_SECRET_BYTES} bytes, the same on every node (openssl rand -hex 32)`
     })
+  }
+  const tlsCert = read("CLUSTER_TLS_CERT", FilePath) ?? fileConfig?.clusterTlsCert
+  const tlsKey = read("CLUSTER_TLS_KEY", FilePath) ?? fileConfig?.clusterTlsKey
+  const tlsCa = read("CLUSTER_TLS_CA", FilePath) ?? fileConfig?.clusterTlsCa
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    problems.push({
+      key: tlsCert === undefined ? "CLUSTER_TLS_CERT" : "CLUSTER_TLS_KEY",
+      message: "CLUSTER_TLS_CERT and CLUSTER_TLS_KEY go together (a PEM certificate and its key)"
+    })
+  }
+  if (tlsCa !== undefined && tlsCert === undefined) {
+    problems.push({ key: "CLUSTER_TLS_CA", message: "needs CLUSTER_TLS_CERT and CLUSTER_TLS_KEY" })
   }
   const logLevel = read("LOG_LEVEL", lowerCased(LogLevelValue)) ?? fileConfig?.logLevel ?? "info"
   const logFormat = read("LOG_FORMAT", lowerCased(LogFormatValue)) ?? fileConfig?.logFormat ?? "json"
@@ -776,7 +803,13 @@ export const loadGatewayConfigResult = (
     trustProxy,
     adminToken,
     databaseUrl,
-    cluster: { host: clusterHost ?? nodeName, port: clusterPort, nodes: clusterNodes ?? [nodeName] },
+    cluster: {
+      host: clusterHost ?? nodeName,
+      port: clusterPort,
+      secret: clusterSecret,
+      tls: tlsCert !== undefined && tlsKey !== undefined ? { certFile: tlsCert, keyFile: tlsKey, caFile: tlsCa } : undefined,
+      staticNodeListIgnored
+    },
     log: { level: logLevel, format: logFormat },
     otlpEndpoint,
     metrics,
@@ -951,7 +984,12 @@ export interface GatewayConfigInit {
   readonly trustProxy?: boolean
   readonly adminToken?: string | Redacted.Redacted<string> | undefined
   readonly databaseUrl?: string | Redacted.Redacted<string> | undefined
-  readonly cluster?: { readonly host?: string; readonly port?: number; readonly nodes?: ReadonlyArray<string> }
+  readonly cluster?: {
+    readonly host?: string
+    readonly port?: number
+    readonly secret?: string | Redacted.Redacted<string> | undefined
+    readonly tls?: ClusterTls | undefined
+  }
   readonly log?: { readonly level?: LogLevel; readonly format?: LogFormat }
   readonly otlpEndpoint?: string | undefined
   readonly metrics?: boolean
@@ -978,7 +1016,9 @@ export const makeGatewayConfig = (init: GatewayConfigInit = {}): GatewayConfigSh
     cluster: {
       host: init.cluster?.host ?? nodeName,
       port: init.cluster?.port ?? DEFAULT_CLUSTER_PORT,
-      nodes: init.cluster?.nodes ?? [nodeName]
+      secret: redact(init.cluster?.secret),
+      tls: init.cluster?.tls,
+      staticNodeListIgnored: false
     },
     log: { level: init.log?.level ?? "info", format: init.log?.format ?? "json" },
     otlpEndpoint: init.otlpEndpoint,

@@ -1,17 +1,24 @@
 /**
  * The entry point of every broadcast, whether an app's answer or the server
- * API asked for it: it goes through the topic's entity, whose single mailbox
- * gives every subscriber, on every node, the same order.
+ * API asked for it: it is sequenced on the node that holds the topic's shard
+ * (where its Topic entity runs), which hands it to every subscriber on every
+ * node in one order. On that node it is fanned out at once; from another node
+ * it travels over the node link to it (`PublishRoute`), and only without one
+ * through an effect/cluster call to the entity.
  *
  * A call that fails while the cluster moves the topic's shard is retried (the
  * broadcast keeps its id, so a node that got it already drops the repeat);
  * one that still fails is reported to the caller, never silently dropped.
  */
 import { Context, Effect, Layer, Schedule, Schema } from "effect"
+import { EntityId, Sharding } from "effect/cluster"
 import { makeIdSource } from "../cluster/entityIds.ts"
+import { PublishRoute } from "../cluster/PublishRoute.ts"
+import type { ForwardedPublish } from "../cluster/PublishRoute.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
+import { Tracing } from "../observability/Tracing.ts"
 
 export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("BroadcastFailed", {
   app: Schema.String,
@@ -34,9 +41,8 @@ export interface BroadcasterShape {
 const PUBLISH_RETRY = { schedule: Schedule.exponential("50 millis"), times: 4 } as const
 /**
  * Longer than other entity calls (`ENTITY_CALL_TIMEOUT_MS`): a publish may
- * start the topic's entity on another node, retry through a handover, and
- * waits for every node's inbox (up to a second); on a busy node all of that
- * measured more than 5 s.
+ * start the topic's entity on another node and retry through a handover; on
+ * a busy node that measured more than 5 s.
  */
 const PUBLISH_TIMEOUT_MS = 8_000
 
@@ -45,17 +51,40 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
     Broadcaster,
     Effect.gen(function*() {
       const topicClient = yield* Topic.client
+      const sharding = yield* Sharding.Sharding
+      const route = yield* PublishRoute
+      const tracing = yield* Tracing
       const nextId = makeIdSource()
+
+      const callEntity = (publish: ForwardedPublish) =>
+        topicClient(topicEntityId(publish.app, publish.topic)).Publish({
+          id: publish.id,
+          event: publish.event,
+          payload: publish.payload,
+          excludeConnectionId: publish.excludeConnectionId
+        })
+      const shardOf = (publish: ForwardedPublish) => {
+        const entityId = EntityId.make(topicEntityId(publish.app, publish.topic))
+        return sharding.getShardId(entityId, Topic.getShardGroup(entityId))
+      }
+      /** On the topic's own node, fanned out at once; else through the entity. */
+      const publishHere = (publish: ForwardedPublish) =>
+        sharding.hasShardId(shardOf(publish)) && route.fanOut(publish) ? Effect.void : callEntity(publish)
+      route.setPublisher(publishHere)
+
+      /** Sequenced here when this node holds the topic, over a node link when another does, else an entity call. */
+      const deliverToEntity = (publish: ForwardedPublish) => {
+        const shard = shardOf(publish)
+        if (sharding.hasShardId(shard)) return route.fanOut(publish) ? Effect.void : callEntity(publish)
+        return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))
+      }
+
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) =>
-          topicClient(topicEntityId(app, topic)).Publish({
-            id: nextId(),
-            event,
-            payload,
-            excludeConnectionId
-          }).pipe(
+          deliverToEntity({ app, topic, id: nextId(), event, payload, excludeConnectionId }).pipe(
             Effect.retry(PUBLISH_RETRY),
             boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS),
+            tracing.around("gateway.publish", { "gateway.app_id": app, "gateway.topic": topic, "gateway.event": event }, "producer"),
             Effect.catch((error) => {
               const failure = new BroadcastFailed({ app, topic, detail: String(error) })
               return Effect.logWarning("broadcast failed", failure.detail).pipe(

@@ -5,9 +5,9 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { AppRegistry } from "../apps/AppRegistry.ts"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import type { PresenceEvent } from "../observability/Metrics.ts"
+import { TopicRegistry } from "./TopicRegistry.ts"
 import type { BroadcastMessage } from "../cluster/messages.ts"
 import { Event } from "../protocol/constants.ts"
 import { V2 } from "../protocol/Serializer.ts"

@@ -13,7 +13,8 @@ import type { WebSocket } from "ws"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import type { Identity } from "../auth/Auth.ts"
 import { makeIdSource } from "../cluster/entityIds.ts"
-import { TopicRegistry } from "../cluster/TopicRegistry.ts"
+import { TopicRegistry } from "../fanout/TopicRegistry.ts"
+import { Presence } from "../presence/Presence.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { ConnectionInfo } from "../cluster/messages.ts"
 import type { PresenceEntry } from "../cluster/messages.ts"
@@ -27,12 +28,8 @@ import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { PushHandler } from "./PushHandler.ts"
 import { bucketLimit, monotonicMs, Session } from "./Session.ts"
 import type { Closure, LifecycleEvent, SessionHub } from "./Session.ts"
+import type { ConnectionPage } from "../cluster/LocalNode.ts"
 
-/** Where a listing of connections resumes (the last `connection_id` already listed) and how many it takes. */
-export interface ConnectionPage {
-  readonly after?: string | undefined
-  readonly limit: number
-}
 import { SupervisedChild } from "../supervision/children.ts"
 import { supervised } from "../supervision/Supervisor.ts"
 
@@ -66,6 +63,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
     Effect.gen(function*() {
       const config = yield* GatewayConfig
       const topics = yield* TopicRegistry
+      const presence = yield* Presence
       const upstream = yield* Upstream
       const pushHandler = yield* PushHandler
       const clientLimits = yield* ClientLimits
@@ -144,7 +142,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         tracing,
         subscribe: (session, topic) => topics.subscribe(session.app.config.id, topic, session),
         unsubscribe: (session, topic) => topics.unsubscribe(session.app.config.id, topic, session),
-        admitsPresence: (session, topic) => topics.admitsPresence(session.app.config.id, topic),
+        admitsPresence: (session, topic) => presence.admitsPresence(session.app.config.id, topic),
         track: (session, topic, join) => {
           const ref = `${session.connectionId}.${presenceRefs++}`
           const entry: PresenceEntry = {
@@ -158,7 +156,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
             }
           }
           join.presence = entry
-          runInBackground(topics.track(session.app.config.id, topic, entry).pipe(
+          runInBackground(presence.track(session.app.config.id, topic, entry).pipe(
             Effect.map((state) => {
               if (session.joins.get(topic) === join) {
                 session.send(session.serializer.encodePush(join.joinRef, topic, Event.presenceState, state))
@@ -169,7 +167,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         },
         untrack: (session, topic, join) => {
           if (join.presence === undefined) return
-          topics.untrack(session.app.config.id, topic, join.presence)
+          presence.untrack(session.app.config.id, topic, join.presence)
           join.presence = undefined
         },
         notify: (session, event: LifecycleEvent, topic) => {

@@ -16,8 +16,10 @@ export const SupervisedChild = {
   rateLimitSweep: "rate-limit sweep",
   /** Re-sends attached clients to their Client entities (`ClientLimits`, cluster). */
   clientReattach: "client re-attach",
-  /** Reads the live nodes from the cluster's runner storage (`NodeRouter`, cluster). */
+  /** Reads the healthy runners from the cluster's storage and links to new ones (`NodeRouter`, cluster). */
   liveNodeRefresh: "live-node refresh",
+  /** Tells linked nodes which shards this one owns, for broadcasts routed to their topic's node (`NodeRouter`, cluster). */
+  shardAdvertising: "shard advertising",
   /** Re-sends this node's presences to their Topic entities (`TopicRegistry`). */
   presenceResync: "presence re-sync",
   /** In each presence topic's entity: the presences of nodes that died leave (`TopicEntity`). */

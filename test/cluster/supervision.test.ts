@@ -13,7 +13,7 @@ import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
 import { injectAndAwaitRestart, inProcessConfig, startSupervisedGateway } from "../supervision/support.ts"
 import type { SupervisedGateway } from "../supervision/support.ts"
-import { poll, startPostgres } from "./support/cluster.ts"
+import { CLUSTER_SECRET, poll, startPostgres } from "./support/cluster.ts"
 import type { TestPostgres } from "./support/cluster.ts"
 
 let postgres: TestPostgres
@@ -29,7 +29,7 @@ beforeAll(async () => {
     nodeName: "solo",
     apps: [makeAppConfig({ id: "chat", api: app.url })],
     databaseUrl: Redacted.make(postgres.url),
-    cluster: { host: "127.0.0.1", port: await freePort(), nodes: ["solo"] }
+    cluster: { host: "127.0.0.1", port: await freePort(), secret: CLUSTER_SECRET }
   }))
   await poll("the node is ready", async () => (await readiness()) === 200 ? true : undefined, { timeoutMs: 20_000 })
 }, 60_000)
@@ -45,6 +45,8 @@ describe("supervised children of a clustered node", () => {
     const running = gateway.supervisor.children().filter((child) => child.running > 0).map((child) => child.name)
     expect(running).toEqual(expect.arrayContaining([
       SupervisedChild.liveNodeRefresh,
+      SupervisedChild.shardAdvertising,
+      SupervisedChild.runtimeAppsSync,
       SupervisedChild.clientReattach,
       SupervisedChild.storageProbe,
       SupervisedChild.presenceResync
@@ -53,6 +55,8 @@ describe("supervised children of a clustered node", () => {
 
   it.each([
     SupervisedChild.liveNodeRefresh,
+    SupervisedChild.shardAdvertising,
+    SupervisedChild.runtimeAppsSync,
     SupervisedChild.clientReattach,
     SupervisedChild.storageProbe
   ])("%s comes back after a defect, and the node stays ready", async (name) => {

@@ -113,7 +113,9 @@ describe("loadGatewayConfigResult", () => {
       databaseUrl: "postgres://gw:pw@db:5432/gateway",
       clusterHost: "10.0.0.5",
       clusterPort: 4500,
-      clusterNodes: ["node-a", "node-b"],
+      clusterSecret: "a-cluster-secret-of-at-least-32-bytes",
+      clusterTlsCert: "/etc/gateway/node.crt",
+      clusterTlsKey: "/etc/gateway/node.key",
       logLevel: "debug",
       logFormat: "pretty",
       otlpEndpoint: "http://otel:4318",
@@ -142,7 +144,12 @@ describe("loadGatewayConfigResult", () => {
       nodeName: "node-a",
       demo: undefined,
       allowedOrigins: ["https://global.example.com"],
-      cluster: { host: "10.0.0.5", port: 4500, nodes: ["node-a", "node-b"] },
+      cluster: {
+        host: "10.0.0.5",
+        port: 4500,
+        tls: { certFile: "/etc/gateway/node.crt", keyFile: "/etc/gateway/node.key", caFile: undefined },
+        staticNodeListIgnored: false
+      },
       log: { level: "debug", format: "pretty" },
       otlpEndpoint: "http://otel:4318",
       limits: { maxConnections: 10, maxChannelsPerConnection: 5, maxFrameBytes: 1024, maxOutboxBytes: 2048, idleTimeoutMs: 1000 }
@@ -434,7 +441,7 @@ describe("loadGatewayConfigResult", () => {
   })
 
   describe("secrets", () => {
-    const SECRETS = ["app-secret-123-0123456789abcdef0123456789", "file-secret-456-0123456789abcdef012345678", "admin-token-789", "db-password-000"]
+    const SECRETS = ["app-secret-123-0123456789abcdef0123456789", "file-secret-456-0123456789abcdef012345678", "admin-token-789", "db-password-000", "cluster-secret-0123456789-0123456789"]
 
     const containsNoSecret = (text: string) => {
       for (const secret of SECRETS) expect(text).not.toContain(secret)
@@ -447,7 +454,7 @@ describe("loadGatewayConfigResult", () => {
         A_SECRET: "app-secret-123-0123456789abcdef0123456789",
         GATEWAY_ADMIN_TOKEN: "admin-token-789",
         DATABASE_URL: "postgres://gw:db-password-000@db/gw",
-        CLUSTER_NODES: "gw-host-1"
+        CLUSTER_SECRET: "cluster-secret-0123456789-0123456789"
       }, { apps: [{ id: "b", api: "https://b.example.com", secret: "file-secret-456-0123456789abcdef012345678" }] })
       containsNoSecret(String(config))
       containsNoSecret(JSON.stringify(config))
@@ -663,14 +670,38 @@ describe("a process started with a bad configuration", () => {
 })
 
 describe("cluster settings", () => {
-  it("DATABASE_URL needs CLUSTER_NODES, which must name this node", () => {
-    expect(problemsOf({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-1" })).toEqual([
-      expect.objectContaining({ key: "CLUSTER_NODES", message: expect.stringContaining("required with DATABASE_URL") })
+  const database = { DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-1" }
+  const clusterSecret = "s".repeat(32)
+
+  it("DATABASE_URL needs a CLUSTER_SECRET of at least 32 bytes", () => {
+    expect(problemsOf(database)).toEqual([
+      expect.objectContaining({ key: "CLUSTER_SECRET", message: expect.stringContaining("required with DATABASE_URL") })
     ])
-    expect(problemsOf({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-9", CLUSTER_NODES: "node-1,node-2" }))
-      .toEqual([expect.objectContaining({ key: "CLUSTER_NODES", message: expect.stringContaining("node-9") })])
-    expect(loadOk({ DATABASE_URL: "postgres://gw:pw@db/gw", NODE_NAME: "node-2", CLUSTER_NODES: "node-1, node-2" }).cluster)
-      .toMatchObject({ nodes: ["node-1", "node-2"], host: "node-2", port: 34431 })
+    expect(problemsOf({ ...database, CLUSTER_SECRET: "s".repeat(31) })).toEqual([
+      expect.objectContaining({ key: "CLUSTER_SECRET", message: expect.stringContaining("at least 32 needed") })
+    ])
+    // bytes, not characters: 16 two-byte characters are enough
+    const config = loadOk({ ...database, CLUSTER_SECRET: "é".repeat(16) })
+    expect(Redacted.value(config.cluster.secret!)).toBe("é".repeat(16))
+    expect(config.cluster).toMatchObject({ host: "node-1", port: 34431, tls: undefined })
+  })
+
+  it("CLUSTER_NODES is no longer read: accepted, and marked to be logged as ignored", () => {
+    expect(loadOk({ ...database, CLUSTER_SECRET: clusterSecret, CLUSTER_NODES: "node-1,node-2" }).cluster)
+      .toMatchObject({ staticNodeListIgnored: true })
+    expect(loadOk({ ...database, CLUSTER_SECRET: clusterSecret }).cluster).toMatchObject({ staticNodeListIgnored: false })
+  })
+
+  it("TLS between nodes needs a certificate and its key; a CA only with them", () => {
+    const withSecret = { ...database, CLUSTER_SECRET: clusterSecret }
+    expect(problemsOf({ ...withSecret, CLUSTER_TLS_CERT: "/tls/node.crt" })).toEqual([
+      expect.objectContaining({ key: "CLUSTER_TLS_KEY" })
+    ])
+    expect(problemsOf({ ...withSecret, CLUSTER_TLS_CA: "/tls/ca.crt" })).toEqual([
+      expect.objectContaining({ key: "CLUSTER_TLS_CA" })
+    ])
+    expect(loadOk({ ...withSecret, CLUSTER_TLS_CERT: "/tls/node.crt", CLUSTER_TLS_KEY: "/tls/node.key", CLUSTER_TLS_CA: "/tls/ca.crt" }).cluster.tls)
+      .toEqual({ certFile: "/tls/node.crt", keyFile: "/tls/node.key", caFile: "/tls/ca.crt" })
   })
 })
 

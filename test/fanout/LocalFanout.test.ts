@@ -4,8 +4,8 @@
  */
 import { Effect, Layer } from "effect"
 import { describe, expect, it } from "vitest"
-import { TopicRegistry } from "../../src/cluster/TopicRegistry.ts"
-import type { TopicRegistryShape, TopicSubscriber } from "../../src/cluster/TopicRegistry.ts"
+import { TopicRegistry } from "../../src/fanout/TopicRegistry.ts"
+import type { TopicRegistryShape, TopicSubscriber } from "../../src/fanout/TopicRegistry.ts"
 import { AppRegistry } from "../../src/apps/AppRegistry.ts"
 import type { AppRegistryShape } from "../../src/apps/AppRegistry.ts"
 import { LocalFanout } from "../../src/fanout/LocalFanout.ts"

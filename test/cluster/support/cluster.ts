@@ -402,9 +402,17 @@ export interface Cluster {
    * ports, which takes its place in `nodes`; resolves with it once it is ready.
    */
   restart(name: string): Promise<ClusterNode>
+  /**
+   * Starts one more node with the cluster's environment (plus `env`), as a
+   * node added to a running cluster; it joins `nodes` (and is stopped with
+   * them) but is not awaited: call its `ready()`.
+   */
+  addNode(name: string, env?: Readonly<Record<string, string>>): Promise<ClusterNode>
 }
 
 export const SECRET = "cluster-test-secret-0123456789abcdef"
+/** The nodes' shared secret (at least 32 bytes). */
+export const CLUSTER_SECRET = "cluster-test-secret-shared-by-every-node"
 
 const envName = (appId: string) => appId.toUpperCase().replaceAll("-", "_")
 
@@ -493,7 +501,7 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
   const env: Record<string, string> = {
     HOST: "127.0.0.1",
     CLUSTER_HOST: "127.0.0.1",
-    CLUSTER_NODES: names.join(","),
+    CLUSTER_SECRET,
     DATABASE_URL: databaseUrl,
     GATEWAY_APPS: appIds.join(","),
     LOG_LEVEL: process.env["CLUSTER_TEST_LOG_LEVEL"] ?? "info",
@@ -550,6 +558,11 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
       nodes[index] = fresh
       await fresh.ready()
       return fresh
+    },
+    addNode: async (name, extra = {}) => {
+      const node = startNode(name, await freePort(), await freePort(), { ...env, ...extra }, appIds[0]!)
+      nodes.push(node)
+      return node
     }
   }
 

@@ -20,7 +20,7 @@ export const SupervisedChild = {
   liveNodeRefresh: "live-node refresh",
   /** Tells linked nodes which shards this one owns, for broadcasts routed to their topic's node (`NodeRouter`, cluster). */
   shardAdvertising: "shard advertising",
-  /** Re-sends this node's presences to their Topic entities (`TopicRegistry`). */
+  /** Re-sends this node's presences to their Topic entities (`Presence`). */
   presenceResync: "presence re-sync",
   /** In each presence topic's entity: the presences of nodes that died leave (`TopicEntity`). */
   presenceDeadNodeCheck: "presence dead-node check",

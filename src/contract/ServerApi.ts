@@ -32,8 +32,7 @@ export const ConnectionInfo = Schema.Struct({
 })
 export type ConnectionInfo = typeof ConnectionInfo.Type
 
-/** `GET /api/apps/:app/connections` */
-/** One page of `GET /connections`; `next_cursor` (null on the last page) asks for the next one with `?cursor=`. */
+/** One page of `GET /api/apps/:app/connections`; `next_cursor` (null on the last page) asks for the next one with `?cursor=`. */
 export const ConnectionsAnswer = Schema.Struct({
   connections: Schema.Array(ConnectionInfo),
   next_cursor: Schema.NullOr(Schema.String)

@@ -55,6 +55,7 @@ import * as SocketServer from "effect/socket/SocketServer"
 import { PgClient } from "@effect/sql-pg"
 import type { Redacted } from "effect"
 import { ClusterPort, runnerSocket } from "./ClusterPort.ts"
+import { ClusterStorageHealth } from "./ClusterStorageHealth.ts"
 import type { ClusterPortOptions } from "./ClusterPort.ts"
 
 /**
@@ -107,6 +108,7 @@ const capacitySettings = (capacity: EntityCapacity) => ({
 
 export const layerSingleNode = (options: { readonly host: string; readonly port: number } & EntityCapacity) =>
   Sharding.layer.pipe(
+    Layer.provideMerge(ClusterStorageHealth.layerSingleNode),
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
@@ -152,9 +154,12 @@ export const layerPostgres = (options: ClusterOptions) => {
     ...CLUSTER_TIMINGS,
     ...capacitySettings(options)
   })
-  const storage = SqlRunnerStorage.layer.pipe(
-    Layer.orDie,
-    Layer.provide(PgClient.layer({ url: options.databaseUrl, applicationName: `realtime-gateway ${options.node}` }))
+  // the storage's own periodic calls tell readiness whether PostgreSQL answers (no probe of our own)
+  const storage = ClusterStorageHealth.layerWatching.pipe(
+    Layer.provide(SqlRunnerStorage.layer.pipe(
+      Layer.orDie,
+      Layer.provide(PgClient.layer({ url: options.databaseUrl, applicationName: `realtime-gateway ${options.node}` }))
+    ))
   )
   const port = ClusterPort.layer(options)
   const transport = runnerTransport.pipe(Layer.provideMerge(port))

@@ -15,7 +15,6 @@ import { ServerApiRoutes } from "./api/ServerApiRoutes.ts"
 import { AppRegistry } from "./apps/AppRegistry.ts"
 import { Auth } from "./auth/Auth.ts"
 import { ClientEntityLayer } from "./cluster/ClientEntity.ts"
-import { ClusterStorageHealth } from "./cluster/ClusterStorageHealth.ts"
 import { layerPostgres, layerSingleNode } from "./cluster/ClusterRuntime.ts"
 import { NodeRouter } from "./cluster/NodeRouter.ts"
 import { PublishRoute } from "./cluster/PublishRoute.ts"
@@ -64,7 +63,6 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(Supervisor.layer),
     Layer.provideMerge(Layer.succeed(GatewayConfig, config))
   )
-  const storageHealth = clustered ? ClusterStorageHealth.layerCluster : ClusterStorageHealth.layerSingleNode
   const limits = (clustered ? ClientLimits.layerCluster : ClientLimits.layerSingleNode).pipe(
     Layer.provideMerge(RateLimiter.layerMemory)
   )
@@ -94,7 +92,6 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     Layer.provideMerge(topics),
     Layer.provideMerge(appBoundary),
     Layer.provideMerge(limits),
-    Layer.provideMerge(storageHealth),
     Layer.provideMerge(base),
     Layer.provideMerge(tracing),
     Layer.provide(Logging.layer({ nodeName: config.nodeName, format: config.log.format, level: config.log.level }))

@@ -8,13 +8,18 @@
  *
  * On a single node (`layerMemory`) the change lives in this process only and
  * is gone after a restart. In a cluster (`layerPostgres`) it is written to the
- * `gateway_runtime_apps` table and every node reads that table every second,
- * so that a change made through one node is in force on all of them within
- * about a second, and a node that starts (or restarts) applies every change
- * before it opens its listener. Removals stay as rows without settings, so
- * that an app of the configuration file stays removed after a restart.
+ * `gateway_runtime_apps` table, and the same statement notifies every node
+ * (PostgreSQL `NOTIFY`), which reads the table again when told: a change made
+ * through one node is in force on all of them within milliseconds, and no
+ * node queries anything while nothing changes. Every node also reads the table
+ * each time it starts listening (a lost listening connection is opened again
+ * a second later) and every {@link SAFETY_READ_INTERVAL}, for a notification
+ * lost without its connection closing. A node that starts (or restarts)
+ * applies every change before it opens its listener. Removals stay as rows
+ * without settings, so that an app of the configuration file stays removed
+ * after a restart.
  */
-import { Context, Effect, Layer, Redacted, Result, Schedule, Schema } from "effect"
+import { Context, Effect, Layer, Queue, Redacted, Result, Schedule, Schema } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
@@ -43,8 +48,12 @@ export interface RuntimeAppsShape {
   readonly remove: (appId: string) => Effect.Effect<boolean, RuntimeAppsUnavailable>
 }
 
-/** How often each node reads the table of runtime changes. */
-const SYNC_INTERVAL = "1 second"
+/** The PostgreSQL notification channel a change is announced on. */
+const CHANGES_CHANNEL = "gateway_runtime_apps"
+/** Each node reads the table this often even without a notification: a safety net, not the way changes travel. */
+const SAFETY_READ_INTERVAL = "10 seconds"
+/** After the listening connection is lost, the next one is opened (and the table read) this much later. */
+const RELISTEN_DELAY = "1 second"
 
 /** What every node does with a change, wherever it was made. */
 const applier = Effect.gen(function*() {
@@ -144,17 +153,39 @@ export class RuntimeApps extends Context.Service<RuntimeApps, RuntimeAppsShape>(
         )
         // before the listener opens: a (re)started node serves runtime apps at once
         yield* sync.pipe(Effect.orDie)
-        const syncLoop = sync.pipe(
-          Effect.catch((error) => Effect.logWarning("could not read the runtime apps from PostgreSQL", String(error))),
-          Effect.repeat(Schedule.spaced(SYNC_INTERVAL))
+        const syncOrWarn = sync.pipe(
+          Effect.catch((error) => Effect.logWarning("could not read the runtime apps from PostgreSQL", String(error)))
+        )
+        // Reads the table once listening (what changed while it was not), then
+        // on every notification (all that arrived together at once) and at the
+        // safety interval; ends when the listening connection is lost.
+        const followChanges = Effect.scoped(Effect.gen(function*() {
+          const notifications = yield* sql.listen(CHANGES_CHANNEL)
+          yield* syncOrWarn
+          while (true) {
+            yield* Queue.take(notifications).pipe(
+              Effect.andThen(Queue.clear(notifications)),
+              Effect.timeoutOption(SAFETY_READ_INTERVAL)
+            )
+            yield* syncOrWarn
+          }
+        }))
+        const syncLoop = followChanges.pipe(
+          Effect.catch((error) => Effect.logWarning("stopped listening for runtime app changes in PostgreSQL", String(error))),
+          Effect.andThen(Effect.sleep(RELISTEN_DELAY)),
+          Effect.forever
         )
         yield* syncLoop.pipe(supervised(SupervisedChild.runtimeAppsSync))
 
+        // the notification is sent when the change commits, with it
         const write = (appId: string, settings: string | null) =>
-          sql<{ revision: string }>`INSERT INTO gateway_runtime_apps (id, revision, settings)
-            VALUES (${appId}, nextval('gateway_runtime_apps_revision'), ${settings})
-            ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, settings = excluded.settings
-            RETURNING revision::text AS revision`.pipe(
+          sql<{ revision: string }>`WITH changed AS (
+              INSERT INTO gateway_runtime_apps (id, revision, settings)
+              VALUES (${appId}, nextval('gateway_runtime_apps_revision'), ${settings})
+              ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, settings = excluded.settings
+              RETURNING revision::text AS revision
+            )
+            SELECT revision, pg_notify(${CHANGES_CHANNEL}, revision) FROM changed`.pipe(
             Effect.map((rows) => applied.set(appId, rows[0]!.revision)),
             Effect.mapError(unavailable)
           )

@@ -16,10 +16,11 @@
  * 10 s (see docs/cluster.md):
  * - the survivors notice a dead runner through the health check, which runs
  *   on one runner (a cluster singleton) every `runnerHealthCheckInterval`
- *   (1 s) and pings each runner: up to 3 tries, 250 ms apart, 5 s each, so a
- *   dead runner (connection refused) counts as dead within about a second
+ *   (2 s) and pings each runner: up to 3 tries, 250 ms apart, 5 s each, so a
+ *   dead runner (connection refused) counts as dead within about 2.5 s
  *   (effect's default is 6 tries of up to 10 s). A live runner busy enough to
- *   miss 5 s pings three times running is not declared dead;
+ *   miss 5 s pings three times running is not declared dead. Every 1 s, its
+ *   pings were the largest part of what an idle cluster spends;
  * - a runner that stops heart-beating (frozen, machine lost, or the dead one
  *   ran the health check itself) drops out when its heartbeat is
  *   `shardLockExpiration` old: 5 s bounds that case (measured 9–11 s to
@@ -55,6 +56,7 @@ import * as SocketServer from "effect/socket/SocketServer"
 import { PgClient } from "@effect/sql-pg"
 import type { Redacted } from "effect"
 import { ClusterPort, runnerSocket } from "./ClusterPort.ts"
+import { ClusterStorageHealth } from "./ClusterStorageHealth.ts"
 import type { ClusterPortOptions } from "./ClusterPort.ts"
 
 /**
@@ -70,7 +72,7 @@ const CLUSTER_TIMINGS = {
   shardLockExpiration: "5 seconds",
   shardLockRefreshInterval: "1500 millis",
   refreshAssignmentsInterval: "1 second",
-  runnerHealthCheckInterval: "1 second"
+  runnerHealthCheckInterval: "2 seconds"
 } as const
 
 /** Pings a runner as the health check does (see above), with tries short enough for failover within 10 s. */
@@ -107,6 +109,7 @@ const capacitySettings = (capacity: EntityCapacity) => ({
 
 export const layerSingleNode = (options: { readonly host: string; readonly port: number } & EntityCapacity) =>
   Sharding.layer.pipe(
+    Layer.provideMerge(ClusterStorageHealth.layerSingleNode),
     Layer.provideMerge(Runners.layerNoop),
     Layer.provideMerge(MessageStorage.layerNoop),
     Layer.provide([RunnerStorage.layerMemory, RunnerHealth.layerNoop]),
@@ -152,9 +155,12 @@ export const layerPostgres = (options: ClusterOptions) => {
     ...CLUSTER_TIMINGS,
     ...capacitySettings(options)
   })
-  const storage = SqlRunnerStorage.layer.pipe(
-    Layer.orDie,
-    Layer.provide(PgClient.layer({ url: options.databaseUrl, applicationName: `realtime-gateway ${options.node}` }))
+  // the storage's own periodic calls tell readiness whether PostgreSQL answers (no probe of our own)
+  const storage = ClusterStorageHealth.layerWatching.pipe(
+    Layer.provide(SqlRunnerStorage.layer.pipe(
+      Layer.orDie,
+      Layer.provide(PgClient.layer({ url: options.databaseUrl, applicationName: `realtime-gateway ${options.node}` }))
+    ))
   )
   const port = ClusterPort.layer(options)
   const transport = runnerTransport.pipe(Layer.provideMerge(port))

@@ -30,8 +30,6 @@ export const SupervisedChild = {
   nodeStatusSample: "node status sample",
   /** Reads event-loop lag and utilisation for the metrics (`Metrics`). */
   eventLoopSample: "event-loop sample",
-  /** Whether the cluster's storage (PostgreSQL) answers, for readiness (`ClusterStorageHealth`, cluster). */
-  storageProbe: "cluster storage probe",
   /**
    * App notifications on their way out (`Upstream`): callbacks, not a fiber; a
    * defect fails only the notification it happened in and is reported here.

@@ -1,7 +1,7 @@
 /**
  * The loops only a clustered node runs are supervised too (CONTRACT §7): the
- * live-node refresh, the client re-attach and the cluster storage probe each
- * come back after an injected defect. One node in this process, on a real
+ * live-node refresh, the shard advertising, the runtime apps sync and the
+ * client re-attach each come back after an injected defect. One node in this process, on a real
  * PostgreSQL.
  */
 import { Redacted } from "effect"
@@ -48,7 +48,6 @@ describe("supervised children of a clustered node", () => {
       SupervisedChild.shardAdvertising,
       SupervisedChild.runtimeAppsSync,
       SupervisedChild.clientReattach,
-      SupervisedChild.storageProbe,
       SupervisedChild.presenceResync
     ]))
   })
@@ -57,8 +56,7 @@ describe("supervised children of a clustered node", () => {
     SupervisedChild.liveNodeRefresh,
     SupervisedChild.shardAdvertising,
     SupervisedChild.runtimeAppsSync,
-    SupervisedChild.clientReattach,
-    SupervisedChild.storageProbe
+    SupervisedChild.clientReattach
   ])("%s comes back after a defect, and the node stays ready", async (name) => {
     expect(await injectAndAwaitRestart(gateway, name)).toBe(1)
     expect(await readiness()).toBe(200)

@@ -12,13 +12,14 @@ import { makeGatewayLayer, serveGateway } from "./Gateway.ts"
 import * as Logging from "./observability/Logging.ts"
 
 const program = Effect.gen(function*() {
-  const loaded = yield* loadFromProcess.pipe(
-    Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
-  )
+  const loaded = yield* loadFromProcess
   return yield* run(loaded).pipe(
     Effect.provide(Logging.layer({ nodeName: loaded.nodeName, format: loaded.log.format, level: loaded.log.level }))
   )
-})
+}).pipe(
+  // a bad configuration, or a cluster that refuses this node (another CLUSTER_SECRET)
+  Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
+)
 
 const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
   let config = loaded
@@ -33,10 +34,7 @@ const run = (loaded: GatewayConfigShape) => Effect.gen(function*() {
         `ws://localhost:${loaded.port}/socket/websocket?app=demo&token=demo-alice&vsn=2.0.0`
     )
   }
-  // a cluster that refuses this node (another CLUSTER_SECRET) is a configuration error too
-  return yield* serveGateway(makeGatewayLayer(config)).pipe(
-    Effect.catchTag("ConfigError", (error) => Effect.sync(() => reportConfigErrorAndExit(error)))
-  )
+  return yield* serveGateway(makeGatewayLayer(config))
 })
 
 // SIGTERM/SIGINT interrupt the program; once the drain and shutdown finished

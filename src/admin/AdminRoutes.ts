@@ -26,7 +26,7 @@ import { ApiRefusal, appActions, handleRefusals, json, jsonBody } from "../api/S
 import { BroadcastRequest } from "../contract/ServerApi.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
-import { describeIssue } from "../apps/SchemaDocument.ts"
+import { describeIssue } from "../contract/Problems.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig, decodeAppConfig, withoutCredentials } from "../config/GatewayConfig.ts"
 import { SAMPLE_INTERVAL_MS } from "./NodeStatus.ts"

@@ -10,7 +10,8 @@
  * (what it records is the time between its timer's runs). The resolution is
  * coarse on purpose: the histogram's timer wakes the process at every step,
  * and at 10 ms that alone cost ~0.3 % of a core on an idle node; every
- * 100 ms, a stall that long is still seen.
+ * 100 ms, a stall that long is still seen. (The metrics keep a second, finer
+ * histogram for `gateway_event_loop_lag_seconds`, read every second.)
  *
  * Per app: connections and joined channels counted here; the traffic figures
  * read from the metric catalogue (`observability/Metrics.ts`), as cumulative

@@ -6,7 +6,9 @@
  * Answers: 404 `unknown_app`, 401 `unauthorized` (wrong or missing secret; an
  * app without a configured secret cannot use the server API), 400
  * `invalid_json` / `invalid_body` with `errors` (bodies over 4 MiB are
- * `invalid_json`, payloads nested deeper than 128 levels `invalid_body`), 503 `broadcast_failed` (the cluster could not take a
+ * `invalid_json`, payloads nested deeper than `MAX_JSON_DEPTH` levels
+ * `invalid_body`), 400 `invalid_query` (a bad `limit` or `cursor` of
+ * `GET /connections`), 503 `broadcast_failed` (the cluster could not take a
  * broadcast; those before it in an array were delivered) or
  * `cluster_unavailable`, else the call's answer.
  */
@@ -15,19 +17,17 @@ import { ByteSize, Effect, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
-import { describeIssue } from "../apps/SchemaDocument.ts"
-import { Problem } from "../contract/Problems.ts"
+import { describeIssue, Problem } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { Presence } from "../presence/Presence.ts"
-import type { ConnectionInfo } from "../cluster/messages.ts"
 import { BroadcastBody } from "../contract/ServerApi.ts"
-import type { BroadcastRequest } from "../contract/ServerApi.ts"
+import type { BroadcastRequest, ConnectionInfo } from "../contract/ServerApi.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Tracing } from "../observability/Tracing.ts"
-import { jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
+import { jsonDepthExceeds, MAX_JSON_DEPTH, parseAnyDepth } from "../protocol/json.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
@@ -40,7 +40,7 @@ export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
 
 /** Connections per page of `GET /connections`, by default and at most. */
-export const MAX_CONNECTIONS_PAGE = 1_000
+const MAX_CONNECTIONS_PAGE = 1_000
 
 const ConnectionsQuery = Schema.Struct({
   limit: Schema.optional(Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: MAX_CONNECTIONS_PAGE }))),
@@ -76,7 +76,7 @@ export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
     // refused before parsing: a deep payload could not be broadcast (JSON.stringify would overflow)
     const tooDeep = () => Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_body", errors: [TOO_DEEP] }))
     if (jsonDepthExceeds(text, MAX_JSON_DEPTH + 2)) return tooDeep()
-    const value = parseJsonText(text, 2)
+    const value = parseAnyDepth(text)
     if (value === undefined) return Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_json" }))
     // an array of broadcasts around each one's payload, or one broadcast (or app) around its values
     return !Array.isArray(value) && jsonDepthExceeds(text, MAX_JSON_DEPTH + 1) ? tooDeep() : Effect.succeed(value)

@@ -24,10 +24,10 @@
 import { MAX_JSON_DEPTH } from "../protocol/json.ts"
 
 /** Largest `maxItems` accepted beside `uniqueItems` on items that are not declared scalars. */
-export const MAX_UNIQUE_ITEMS = 256
+const MAX_UNIQUE_ITEMS = 256
 
 /** Subschemas a payload schema may expand to once its `$ref`s are followed. */
-export const MAX_EXPANDED_SUBSCHEMAS = 50_000
+const MAX_EXPANDED_SUBSCHEMAS = 50_000
 
 type SchemaObject = { readonly [key: string]: unknown }
 

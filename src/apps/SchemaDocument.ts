@@ -576,9 +576,6 @@ export const invalidSchemaDocument = (problems: ReadonlyArray<DocumentProblem>):
     issues: problems
   })
 
-/** Every problem of a failed Schema decode as `{path, message}`, for answers and logs. */
-export { describeIssue }
-
 const decodeShape = Schema.decodeUnknownEffect(SchemaDocument, { errors: "all" })
 
 /**

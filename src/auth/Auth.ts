@@ -19,9 +19,6 @@ import { isJsonObject, parseJsonText } from "../protocol/json.ts"
 import type { Grants } from "../apps/Grants.ts"
 import type { TraceSpan } from "../observability/Tracing.ts"
 
-/** What the app's auth endpoint must answer with status 200 (the definition `parseAuthAnswer` is held to). */
-export { AuthAnswer } from "../contract/Auth.ts"
-
 /**
  * The body of a 200 answer, decoded by hand: it runs for every connection,
  * where the generic decoder cost a measurable share of the connect path. A

@@ -47,6 +47,8 @@ export const Client = Entity.make("Client", [DisconnectClient, Attach, Detach, T
 
 export const clientEntityId = appScopedId
 
+// Released after `ENTITY_IDLE_MS` without a message (the sharding config),
+// longer than the nodes' re-attach interval, so that an attached client keeps its state.
 export const ClientEntityLayer = Client.toLayer(
   Effect.gen(function*() {
     const { app, key: clientId } = parseAppScopedId((yield* Entity.CurrentAddress).entityId)
@@ -91,6 +93,4 @@ export const ClientEntityLayer = Client.toLayer(
         )
     })
   })
-  // released after `ENTITY_IDLE_MS` without a message (the sharding config),
-  // longer than the nodes' re-attach interval, so that an attached client keeps its state
 )

@@ -7,7 +7,7 @@
  *
  * An admitted connection says what it is for: effect/cluster's runner protocol
  * (handed to the runner's RPC server through the `SocketServer` this module
- * provides) or a node link (handed to `NodeLinks`). A peer that fails is
+ * provides) or a node link (handed to `NodeRouter`, see `NodeLink`). A peer that fails is
  * dropped and logged (at most once a minute per address, so that a scanner
  * cannot flood the log).
  *

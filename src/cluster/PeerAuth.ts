@@ -31,7 +31,7 @@ const PROOF_BYTES = 32
 const ANSWER_BYTES = 1 + NONCE_BYTES + PROOF_BYTES
 
 /** How long a peer has to finish the exchange. */
-export const AUTH_TIMEOUT_MS = 5_000
+const AUTH_TIMEOUT_MS = 5_000
 
 /** Why an exchange failed; `mismatch` means the peer proved a different secret (or none). */
 export class PeerAuthError extends Error {

@@ -16,7 +16,7 @@
  * For presence channels it holds who is present through each node. That state
  * is only what nodes tell it, so it can be lost at any time (a move, a crash,
  * idle reaping) and is rebuilt by the nodes re-sending their presences on an
- * interval (`TopicRegistry`).
+ * interval (`Presence`).
  */
 import { Effect, Schedule, Schema } from "effect"
 import { Entity } from "effect/cluster"

@@ -1,13 +1,14 @@
 /**
- * The data that crosses between nodes in entity calls, as Schemas: a mismatch
- * passes in one process and fails only across processes, so every such value
- * is declared here once.
+ * The data that crosses between nodes (entity calls, node links), as Schemas:
+ * a mismatch passes in one process and fails only across processes, so every
+ * such value is declared once, here or, when an app sees it too, in
+ * `src/contract`.
  */
 import { Schema } from "effect"
 import { RateLimit } from "../contract/SchemaDocument.ts"
 import type { RateLimits } from "../ratelimit/RateLimiter.ts"
 
-/** One live connection, as the server API lists it (CONTRACT §4). */
+/** One live connection as the server API lists it, and a topic's presences (CONTRACT §4, §6). */
 export { ConnectionInfo, PresenceState } from "../contract/ServerApi.ts"
 
 /**

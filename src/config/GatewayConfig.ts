@@ -328,7 +328,7 @@ const Secret = Schema.RedactedFromValue(
 )
 
 /** An HMAC key shorter than this is guessable offline from one signed call (bytes, not characters). */
-export const MIN_SECRET_BYTES = 32
+const MIN_SECRET_BYTES = 32
 
 /** A shared secret that keys an HMAC: at least `MIN_SECRET_BYTES`; the value is never shown. */
 const HmacSecret = Schema.RedactedFromValue(
@@ -338,8 +338,6 @@ const HmacSecret = Schema.RedactedFromValue(
       : bytes >= MIN_SECRET_BYTES || `too short: ${bytes} bytes, at least ${MIN_SECRET_BYTES} needed (e.g. openssl rand -hex 32)`
   }))
 )
-const AppSecret = HmacSecret
-const ClusterSecret = HmacSecret
 
 const FilePath = Schema.NonEmptyString
 
@@ -377,7 +375,7 @@ const FileApp = Schema.Struct({
   authEndpoint: Schema.optionalKey(HttpUrl),
   messageEndpoint: Schema.optionalKey(HttpUrl),
   notifyEndpoint: Schema.optionalKey(NotifyEndpoint),
-  secret: Schema.optionalKey(AppSecret),
+  secret: Schema.optionalKey(HmacSecret),
   allowedOrigins: Schema.optionalKey(OriginList),
   rateLimits: Schema.optionalKey(FileRateLimits),
   timeouts: Schema.optionalKey(FileTimeouts)
@@ -422,7 +420,7 @@ export const GatewayConfigFile = Schema.Struct({
   clusterPort: Schema.optionalKey(Port),
   /** Retired: nodes find each other in PostgreSQL; accepted and ignored so that old files still load. */
   clusterNodes: Schema.optionalKey(Schema.Array(NodeName)),
-  clusterSecret: Schema.optionalKey(ClusterSecret),
+  clusterSecret: Schema.optionalKey(HmacSecret),
   clusterTlsCert: Schema.optionalKey(FilePath),
   clusterTlsKey: Schema.optionalKey(FilePath),
   clusterTlsCa: Schema.optionalKey(FilePath),
@@ -702,7 +700,7 @@ export const loadGatewayConfigResult = (
   const clusterHost = read("CLUSTER_HOST", HostName) ?? fileConfig?.clusterHost
   const clusterPort = read("CLUSTER_PORT", integerFromEnv(Port)) ?? fileConfig?.clusterPort ?? DEFAULT_CLUSTER_PORT
   const staticNodeListIgnored = isSet("CLUSTER_NODES") || fileConfig?.clusterNodes !== undefined
-  const clusterSecret = read("CLUSTER_SECRET", ClusterSecret) ?? fileConfig?.clusterSecret
+  const clusterSecret = read("CLUSTER_SECRET", HmacSecret) ?? fileConfig?.clusterSecret
   if (databaseUrl !== undefined && clusterSecret === undefined && !isSet("CLUSTER_SECRET")) {
     problems.push({
       key: "CLUSTER_SECRET",
@@ -730,18 +728,12 @@ export const loadGatewayConfigResult = (
   const limit = (variable: string, key: keyof GatewayLimits, schema: typeof Count) =>
     read(variable, integerFromEnv(schema)) ?? fileLimits?.[key] ?? DEFAULT_LIMITS[key]
   const limits: GatewayLimits = {
-    maxConnections: read("MAX_CONNECTIONS", integerFromEnv(Count)) ?? fileLimits?.maxConnections ??
-      DEFAULT_LIMITS.maxConnections,
-    maxChannelsPerConnection: read("MAX_CHANNELS_PER_CONNECTION", integerFromEnv(Count)) ??
-      fileLimits?.maxChannelsPerConnection ?? DEFAULT_LIMITS.maxChannelsPerConnection,
-    maxFrameBytes: read("MAX_FRAME_BYTES", integerFromEnv(Count)) ?? fileLimits?.maxFrameBytes ??
-      DEFAULT_LIMITS.maxFrameBytes,
-    maxOutboxBytes: read("MAX_OUTBOX_BYTES", integerFromEnv(Count)) ?? fileLimits?.maxOutboxBytes ??
-      DEFAULT_LIMITS.maxOutboxBytes,
-    idleTimeoutMs: read("IDLE_TIMEOUT_MS", integerFromEnv(Millis)) ?? fileLimits?.idleTimeoutMs ??
-      DEFAULT_LIMITS.idleTimeoutMs,
-    drainWindowMs: read("DRAIN_WINDOW_MS", integerFromEnv(Millis)) ?? fileLimits?.drainWindowMs ??
-      DEFAULT_LIMITS.drainWindowMs,
+    maxConnections: limit("MAX_CONNECTIONS", "maxConnections", Count),
+    maxChannelsPerConnection: limit("MAX_CHANNELS_PER_CONNECTION", "maxChannelsPerConnection", Count),
+    maxFrameBytes: limit("MAX_FRAME_BYTES", "maxFrameBytes", Count),
+    maxOutboxBytes: limit("MAX_OUTBOX_BYTES", "maxOutboxBytes", Count),
+    idleTimeoutMs: limit("IDLE_TIMEOUT_MS", "idleTimeoutMs", Millis),
+    drainWindowMs: limit("DRAIN_WINDOW_MS", "drainWindowMs", Millis),
     joinsPerSecond: limit("JOINS_PER_SECOND", "joinsPerSecond", Count),
     joinBurst: limit("JOIN_BURST", "joinBurst", Count),
     channelChurnPerSecond: limit("CHANNEL_CHURN_PER_SECOND", "channelChurnPerSecond", Count),
@@ -870,7 +862,7 @@ const resolveApp = (
     }
   }
 
-  const secret = read(`${prefix}_SECRET`, AppSecret) ?? fileConfig?.secret
+  const secret = read(`${prefix}_SECRET`, HmacSecret) ?? fileConfig?.secret
   const allowedOrigins = read(`${prefix}_ALLOWED_ORIGINS`, OriginListFromEnv) ?? fileConfig?.allowedOrigins ??
     globalOrigins
   const { authEndpoint, messageEndpoint, notifyEndpoint, schemaEndpoint } = endpoints
@@ -888,8 +880,6 @@ const resolveApp = (
   }
 }
 
-/** The JSON shape of one app, as the config file's `apps` entries and the admin API take it. */
-export type AppConfigFile = typeof FileApp.Encoded
 
 const APP_ENTRY_KEY = fileKey("apps[0].")
 

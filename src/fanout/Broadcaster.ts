@@ -30,9 +30,6 @@ export class BroadcastFailed extends Schema.TaggedError<BroadcastFailed>()("Broa
   }
 }
 
-/** Events an app may broadcast: `phx_` events are the protocol's own (a broadcast `phx_close` would close channels). */
-export { AppEventName, isAppEventName } from "../contract/Messages.ts"
-
 export interface BroadcasterShape {
   readonly publish: (broadcast: Omit<Broadcast, "id">) => Effect.Effect<void, BroadcastFailed>
 }
@@ -67,21 +64,26 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
         const entityId = EntityId.make(topicEntityId(publish.app, publish.topic))
         return sharding.getShardId(entityId, Topic.getShardGroup(entityId))
       }
+      /** Fanned out at once from this node, the topic's; through the entity when this node cannot yet. */
+      const fanOutOrCall = (publish: ForwardedPublish) => route.fanOut(publish) ? Effect.void : callEntity(publish)
       /** On the topic's own node, fanned out at once; else through the entity. */
       const publishHere = (publish: ForwardedPublish) =>
-        sharding.hasShardId(shardOf(publish)) && route.fanOut(publish) ? Effect.void : callEntity(publish)
+        sharding.hasShardId(shardOf(publish)) ? fanOutOrCall(publish) : callEntity(publish)
       route.setPublisher(publishHere)
 
       /** Sequenced here when this node holds the topic, over a node link when another does, else an entity call. */
       const deliverToEntity = (publish: ForwardedPublish) => {
         const shard = shardOf(publish)
-        if (sharding.hasShardId(shard)) return route.fanOut(publish) ? Effect.void : callEntity(publish)
+        if (sharding.hasShardId(shard)) return fanOutOrCall(publish)
         return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))
       }
 
       return Broadcaster.of({
-        publish: ({ app, topic, event, payload, excludeConnectionId }) =>
-          deliverToEntity({ app, topic, id: nextId(), event, payload, excludeConnectionId }).pipe(
+        publish: ({ app, topic, event, payload, excludeConnectionId }) => {
+          // one id for every try, so that a node that got the broadcast already drops a repeat;
+          // the route is chosen again on each try (the topic's shard may have moved)
+          const publish = { app, topic, id: nextId(), event, payload, excludeConnectionId }
+          return Effect.suspend(() => deliverToEntity(publish)).pipe(
             Effect.retry(PUBLISH_RETRY),
             boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS),
             tracing.around("gateway.publish", { "gateway.app_id": app, "gateway.topic": topic, "gateway.event": event }, "producer"),
@@ -93,6 +95,7 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
               )
             })
           )
+        }
       })
     })
   )

@@ -1,7 +1,8 @@
 /**
  * This node's subscribers per topic: the local index (`<app>/<topic>` →
  * sockets) that fan-out walks. Joining and leaving only touch it, with no
- * cluster call; the Topic entity sends every broadcast to every live node,
+ * cluster call; the node holding the topic's shard (`PublishRoute.fanOut`, or
+ * its Topic entity as a fallback) sends every broadcast to every live node,
  * and a node without subscribers to the topic drops it here.
  */
 import { Context, Layer } from "effect"

@@ -43,7 +43,7 @@ const escapeControl = (character: string) => {
  * line that looks like another log line nor send escape sequences to the
  * operator's terminal. JSON lines need nothing: JSON escapes them itself.
  */
-export const prettyText = (text: string): string => text.replace(CONTROL_CHARACTERS, escapeControl)
+const prettyText = (text: string): string => text.replace(CONTROL_CHARACTERS, escapeControl)
 
 const makeLineLogger = (nodeName: string, format: LogFormat) =>
   Logger.make<unknown, void>(({ cause, date, fiber, logLevel, message }) => {

@@ -128,7 +128,7 @@ const UNBOUNDED_SERIES = new Set(["effect_cluster_entity_mailbox_size"])
 // ---------------------------------------------------------------------------
 
 /** The `event` label of an event a client or app named that the app's schema does not have. */
-export const EVENT_NOT_IN_SCHEMA = "_not_in_schema"
+const EVENT_NOT_IN_SCHEMA = "_not_in_schema"
 
 export type ClosedBy = "client" | "server"
 export type PresenceEvent = typeof Event.presenceState | typeof Event.presenceDiff

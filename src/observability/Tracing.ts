@@ -56,7 +56,7 @@ export interface TraceSpan {
   readonly effectSpan: Tracer.Span | undefined
 }
 
-export type SpanKind = Tracer.SpanKind
+type SpanKind = Tracer.SpanKind
 
 export interface TracingShape {
   readonly enabled: boolean

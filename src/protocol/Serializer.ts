@@ -25,7 +25,7 @@ import { BinaryKind, Event, MAX_BINARY_FIELD_BYTES, USER_BROADCAST_EVENT, UserPa
 import { PAYLOAD_TOO_DEEP } from "./Frame.ts"
 import type { Frame } from "./Frame.ts"
 import type { DeepElement } from "./json.ts"
-import { isJsonObject, jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText, parseShallowJson } from "./json.ts"
+import { isJsonObject, jsonDepthExceeds, MAX_JSON_DEPTH, parseAnyDepth, parseShallowJson } from "./json.ts"
 
 export interface Serializer {
   readonly vsn: Vsn
@@ -169,11 +169,10 @@ const userPayload = (encoding: number, bytes: Buffer): unknown => {
   const text = decodeUtf8(bytes)
   if (text === undefined) return undefined
   // the frame's payload wraps it in one more level
-  return jsonDepthExceeds(text, MAX_JSON_DEPTH - 1) ? PAYLOAD_TOO_DEEP : parseJsonText(text)
+  return jsonDepthExceeds(text, MAX_JSON_DEPTH - 1) ? PAYLOAD_TOO_DEEP : parseAnyDepth(text)
 }
 
 const decodeUserBroadcastPush = (data: Buffer): Frame | undefined => {
-  if (data.length < USER_BROADCAST_PUSH_HEADER) return undefined
   // byte 5 is the size of the metadata, which is skipped; byte 6 the payload's encoding
   const push = decodeClientPush(data, USER_BROADCAST_PUSH_HEADER, data[5]!)
   const payload = push === undefined ? undefined : userPayload(data[6]!, push.payload)

@@ -55,7 +55,8 @@ export const jsonDepthExceeds = (text: string, limit: number): boolean => {
 export const parseJsonText = (text: string, envelopeLevels = 0): unknown =>
   jsonDepthExceeds(text, MAX_JSON_DEPTH + envelopeLevels) ? undefined : parseAnyDepth(text)
 
-const parseAnyDepth = (text: string): unknown => {
+/** The value of a JSON text, whatever its depth (the caller checked it); undefined when it is not JSON. */
+export const parseAnyDepth = (text: string): unknown => {
   try {
     return JSON.parse(text)
   } catch {

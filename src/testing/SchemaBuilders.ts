@@ -7,7 +7,7 @@
  */
 import { Schema } from "effect"
 import { SchemaDocument as SchemaDocumentSchema } from "../contract/SchemaDocument.ts"
-import type { SchemaChannel, SchemaDocument, SchemaEvent } from "./FakeApp.ts"
+import type { SchemaDocument, SchemaEvent } from "./FakeApp.ts"
 
 const decodeDocument = Schema.decodeUnknownResult(SchemaDocumentSchema, { errors: "all" })
 
@@ -21,11 +21,8 @@ export const schemaDocument = <const D extends SchemaDocument>(doc: D): D => {
   return doc
 }
 
-/** A channel: its topic pattern and the rest of its definition. */
-export const channel = (pattern: string, definition: Omit<SchemaChannel, "pattern"> = {}): SchemaChannel => ({
-  pattern,
-  ...definition
-})
+/** A channel: its topic pattern and the rest of its definition (the SDK's builder). */
+export { channel } from "../sdk/App.ts"
 
 /** An event allowed on the given channel patterns (`["*"]` for any topic). */
 export const event = (

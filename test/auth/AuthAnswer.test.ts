@@ -5,7 +5,8 @@
  */
 import { Exit, Schema } from "effect"
 import { describe, expect, it } from "vitest"
-import { AuthAnswer, parseAuthAnswer } from "../../src/auth/Auth.ts"
+import { parseAuthAnswer } from "../../src/auth/Auth.ts"
+import { AuthAnswer } from "../../src/contract/Auth.ts"
 
 const decodeWithSchema = Schema.decodeUnknownExit(Schema.fromJsonString(AuthAnswer))
 

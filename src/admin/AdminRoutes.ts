@@ -22,11 +22,10 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { Effect, Redacted, Result, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { ApiRefusal, appActions, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
+import { ApiRefusal, appActions, decodedJsonBody, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
 import { BroadcastRequest } from "../contract/ServerApi.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
-import { describeIssue } from "../contract/Problems.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { GatewayConfig, decodeAppConfig, withoutCredentials } from "../config/GatewayConfig.ts"
 import { SAMPLE_INTERVAL_MS } from "./NodeStatus.ts"
@@ -180,14 +179,7 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   yield* admin("POST", "/admin/apps/:id/broadcast", Effect.gen(function*() {
     const app = yield* knownApp
-    const broadcast = yield* jsonBody.pipe(
-      Effect.flatMap((body) => decodeBroadcast(body)),
-      Effect.mapError((error) =>
-        error._tag === "ApiRefusal"
-          ? error
-          : new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) })
-      )
-    )
+    const broadcast = yield* decodedJsonBody(decodeBroadcast)
     yield* actions.publish(app.config.id, broadcast)
     return json({ accepted: 1 }, 202)
   }))

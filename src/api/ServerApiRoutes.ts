@@ -83,6 +83,18 @@ export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
   })
 )
 
+/** The request's JSON body as `decode` reads it; `invalid_body` with every problem when it does not fit. */
+export const decodedJsonBody = <A>(
+  decode: (input: unknown) => Effect.Effect<A, { readonly issue: Parameters<typeof describeIssue>[0] }>
+) =>
+  jsonBody.pipe(
+    Effect.flatMap((body) =>
+      decode(body).pipe(
+        Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) }))
+      )
+    )
+  )
+
 /** Answers a refusal with its status and `{reason, errors?}`. */
 export const handleRefusals = <R>(effect: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiRefusal, R>) =>
   effect.pipe(
@@ -157,10 +169,7 @@ export const ServerApiRoutes = HttpRouter.use(Effect.fnUntraced(function*(router
 
   yield* router.add("POST", "/api/apps/:app/broadcast", handleRefusals(Effect.gen(function*() {
     const app = yield* authorizedApp
-    const body = yield* jsonBody
-    const decoded = yield* decodeBroadcastBody(body).pipe(
-      Effect.mapError((error) => new ApiRefusal({ status: 400, reason: "invalid_body", errors: describeIssue(error.issue) }))
-    )
+    const decoded = yield* decodedJsonBody(decodeBroadcastBody)
     const broadcasts = Array.isArray(decoded) ? decoded : [decoded]
     // one after the other: broadcasts to the same topic keep the order they were given in
     yield* Effect.forEach(broadcasts, (broadcast) => actions.publish(app.config.id, broadcast), { discard: true }).pipe(

@@ -216,6 +216,8 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
       const shardOwners = new Map<number, string>()
       let liveNodes: ReadonlyArray<string> = [nodeName]
       let liveLinks: ReadonlyArray<LinkConnection> = []
+      /** the link each live node is reached by (the first that said its name, in dialing order) */
+      let linkToNode = new Map<string, OutgoingLink>()
       let listedPeers: ReadonlyArray<string> = []
       let registeredAt: number | undefined
       let membership = nodeName
@@ -224,16 +226,14 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
 
       /** Recomputes the live nodes after a link opened or closed. */
       const linksChanged = () => {
-        const names = new Set<string>([nodeName])
-        const links: Array<LinkConnection> = []
+        linkToNode = new Map()
         for (const link of outgoing.values()) {
-          if (link.node === undefined || link.connection === undefined || names.has(link.node)) continue
-          names.add(link.node)
-          links.push(link.connection)
+          if (link.node === undefined || link.connection === undefined || link.node === nodeName || linkToNode.has(link.node)) continue
+          linkToNode.set(link.node, link)
         }
-        liveNodes = [...names]
-        liveLinks = links
-        const next = [...names].sort().join(",")
+        liveNodes = [nodeName, ...linkToNode.keys()]
+        liveLinks = [...linkToNode.values()].map((link) => link.connection!)
+        const next = [...liveNodes].sort().join(",")
         if (next !== membership) local.liveNodesChanged()
         membership = next
       }
@@ -398,8 +398,8 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
 
       const request = (node: string, method: Method, args: ReadonlyArray<unknown>) =>
         Effect.callback<unknown, string>((resume) => {
-          const link = [...outgoing.values()].find((candidate) => candidate.node === node && candidate.connection?.isOpen)
-          if (link === undefined) return resume(Effect.fail("no link to the node"))
+          const link = linkToNode.get(node)
+          if (link === undefined || link.connection?.isOpen !== true) return resume(Effect.fail("no link to the node"))
           const id = nextRequestId++
           const timer = setTimeout(() => {
             link.pending.delete(id)

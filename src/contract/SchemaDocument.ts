@@ -119,3 +119,13 @@ export const SchemaDocument = Schema.Struct({
 export type SchemaDocument = typeof SchemaDocument.Type
 /** A schema document as an app writes it. */
 export type SchemaDocumentInput = typeof SchemaDocument.Encoded
+
+/**
+ * Whether a schema fetch's `If-None-Match` names the document's `ETag` (the
+ * app then answers 304): it may list several tags, weak ones, or `*`.
+ */
+export const etagMatches = (header: string | undefined, etag: string): boolean => {
+  if (header === undefined) return false
+  const bare = (tag: string) => tag.trim().replace(/^W\//, "")
+  return header.split(",").some((tag) => tag.trim() === "*" || bare(tag) === bare(etag))
+}

@@ -53,6 +53,7 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
           subscriber.sendFrame(frame)
           written++
         }
+        if (written === 0) return
         appMetrics.messagesOut(
           presenceState || broadcast.event === Event.presenceDiff
             ? broadcast.event as PresenceEvent

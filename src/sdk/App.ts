@@ -31,6 +31,7 @@ import { Notification } from "../contract/Notifications.ts"
 import { describeIssue } from "../contract/Problems.ts"
 import type { Problem } from "../contract/Problems.ts"
 import type { ChannelDefinition, RateLimit, SchemaDocumentInput, SchemaEventInput } from "../contract/SchemaDocument.ts"
+import { etagMatches } from "../contract/SchemaDocument.ts"
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
 
 // ---------------------------------------------------------------------------
@@ -259,8 +260,7 @@ export const defineApp = <const E extends Events>(definition: AppDefinition<E>):
   const handlers = definition.messages as Readonly<Record<string, (message: Message<PayloadSchema>) => Handled<Answer, MessageRefused>>>
 
   const answerSchema = (request: Request): Response => {
-    const ifNoneMatch = request.headers.get("if-none-match")
-    if (ifNoneMatch !== null && ifNoneMatch.split(",").some((tag) => tag.trim() === "*" || tag.trim().replace(/^W\//, "") === etag)) {
+    if (etagMatches(request.headers.get("if-none-match") ?? undefined, etag)) {
       return new Response(null, { status: 304, headers: { etag } })
     }
     return new Response(documentBody, { status: 200, headers: { "content-type": "application/json", etag } })

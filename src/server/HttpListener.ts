@@ -51,9 +51,6 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
 
         // new connection → when it was accepted, until its first request head is read
         const awaitingHead = new Map<Duplex, number>()
-        const headRead = (socket: Duplex) => {
-          awaitingHead.delete(socket)
-        }
         // no listener per connection: one that closes before its head is forgotten by the sweep, or at the cap
         const forgetClosed = () => {
           for (const socket of awaitingHead.keys()) if (socket.destroyed) awaitingHead.delete(socket)
@@ -63,20 +60,21 @@ export class HttpListener extends Context.Service<HttpListener, HttpListenerShap
           if (awaitingHead.size >= maxPendingRequestHeads) return socket.destroy()
           awaitingHead.set(socket, monotonicMs())
         })
-        server.on("request", (request: IncomingMessage) => headRead(request.socket))
+        server.on("request", (request: IncomingMessage) => awaitingHead.delete(request.socket))
         server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-          headRead(socket)
+          awaitingHead.delete(socket)
           transport.handleUpgrade(request, socket, head)
         })
-        // one sweep rather than a timer per connection; Maps iterate in insertion order, so the oldest come first
+        // one sweep rather than a timer per connection: drops the late ones and forgets the closed ones
         yield* Effect.sync(() => {
           const deadline = monotonicMs() - requestHeadTimeoutMs
           for (const [socket, acceptedAt] of awaitingHead) {
-            if (acceptedAt > deadline) break
-            awaitingHead.delete(socket)
-            socket.destroy()
+            if (socket.destroyed) awaitingHead.delete(socket)
+            else if (acceptedAt <= deadline) {
+              awaitingHead.delete(socket)
+              socket.destroy()
+            }
           }
-          forgetClosed()
         }).pipe(Effect.repeat(Schedule.spaced(Math.min(1_000, requestHeadTimeoutMs))), supervised(SupervisedChild.requestHeadSweep))
 
         yield* Effect.callback<void, Error>((resume) => {

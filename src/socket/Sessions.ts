@@ -109,6 +109,8 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
 
       // a line per connection opened and closed; a storm of them is sampled
       const sampler = new LogSampler(runInBackground, { level: "Info" })
+      // floods and undecodable frames come in storms too
+      const warnings = new LogSampler(runInBackground, { level: "Warn" })
       const connectionFields = (session: Session) => ({
         app_id: session.app.config.id,
         client_id: session.identity.clientId,
@@ -189,6 +191,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
         push: (session, frame, join, bytes) => pushHandler.handle(session, frame, join, bytes),
         flooded: (session) => {
           session.metrics.rateLimited("frames")
+          if (!warnings.admit("connection flooded")) return
           runInBackground(
             Effect.logWarning(
               `connection closed (1008): more than ${config.limits.frameBurst} frames at once, ` +
@@ -202,6 +205,7 @@ export class Sessions extends Context.Service<Sessions, SessionsShape>()("realti
           )
         },
         undecodable: (session, what) => {
+          if (!warnings.admit("undecodable frame")) return
           runInBackground(
             Effect.logWarning(`undecodable frame (${what}); connection closed with 1007`).pipe(annotateSession(session))
           )

@@ -26,6 +26,7 @@ import type {
   SchemaDocumentInput,
   VariableRule
 } from "../contract/SchemaDocument.ts"
+import { etagMatches } from "../contract/SchemaDocument.ts"
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from "../contract/Signature.ts"
 import type { SignatureProblem } from "../contract/Signature.ts"
 
@@ -273,13 +274,6 @@ const parseJson = (raw: string): unknown => {
   } catch {
     return undefined
   }
-}
-
-/** `If-None-Match` may list several tags, weak ones, or `*`. */
-const etagMatches = (header: string | undefined, etag: string): boolean => {
-  if (header === undefined) return false
-  const bare = (tag: string) => tag.trim().replace(/^W\//, "")
-  return header.split(",").some((tag) => tag.trim() === "*" || bare(tag) === bare(etag))
 }
 
 const headerValue = (headers: IncomingHttpHeaders, name: string): string | undefined => {

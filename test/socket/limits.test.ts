@@ -243,6 +243,9 @@ describe("a client that does not read", () => {
         sent++
       }
       await dropped
+      // and it is counted (CONTRACT §8: slow-consumer disconnects)
+      const page = await (await fetch(`${small.url}/metrics`)).text()
+      expect(page).toMatch(/^gateway_slow_consumer_disconnects_total\{app="chat"\} 1$/m)
       for (let k = 0; k < 5; k++) {
         expect(await push(pusher, "flood", { n: sent })).toEqual(ok({}))
         sent++

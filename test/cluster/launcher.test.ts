@@ -8,7 +8,7 @@ import { spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { afterAll, describe, expect, it, onTestFailed } from "vitest"
 import { DEFAULT_LAUNCHER_OPTIONS, parseLauncherArgs } from "../../cluster/local.ts"
-import { portIsFree } from "../../cluster/ports.ts"
+import { freePortRange, portIsFree } from "../../cluster/ports.ts"
 import { connectSocket, push } from "../../src/testing/index.ts"
 import type { ConnectedSocket } from "../../src/testing/index.ts"
 import { inbox, poll, within } from "./support/cluster.ts"
@@ -35,16 +35,6 @@ describe("command line", () => {
     expect(() => parseLauncherArgs(["--base-port", "34430"])).toThrow(/overlap/)
   })
 })
-
-/** `count` consecutive ports on 127.0.0.1 that are free right now. */
-const freePortRange = async (count: number): Promise<number> => {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000)
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portIsFree(base + i)))
-    if (free.every(Boolean)) return base
-  }
-  throw new Error(`no ${count} consecutive free ports found`)
-}
 
 describe("a run with two nodes", () => {
   const sockets: Array<ConnectedSocket> = []

@@ -32,7 +32,7 @@
  *      through node-1 (its `node` field), and in the cluster the node running
  *      `room:0`'s Topic entity from PostgreSQL's shard locks
  *      (`topicOwner` of `cluster/postgres.ts`);
- *   3. every node's CPU over 2 s at rest (subscribers joined, no broadcast);
+ *   3. every node's CPU over 5 s at rest (subscribers joined, no broadcast);
  *      a heartbeat on every connection, then `--cross-warmup-s` (1 s) of
  *      broadcasts at the measured rate, not counted (compiled code, the
  *      Topic entity's start), until they are delivered;
@@ -123,7 +123,7 @@ const PROBE_TOKEN_BASE = 900_000_000
 const HTTP_TIMEOUT_MS = 5_000
 const NODE_STOP_GRACE_MS = 20_000
 /** The nodes' CPU is read over this long with every subscriber joined and no broadcast. */
-const IDLE_WINDOW_MS = 2_000
+const IDLE_WINDOW_MS = 5_000
 /** Warm-up broadcasts are numbered from here, apart from the measured ones (from 0). */
 const WARMUP_FIRST_SEQ = 1_000_000
 
@@ -188,7 +188,7 @@ export interface CrossMeasurement extends BroadcastFigures {
     readonly runnerMs: number
     /**
      * All gateway processes with every subscriber joined and no broadcast, in
-     * % of one core (over 2 s before the warm-up): what the setup costs at rest.
+     * % of one core (over 5 s before the warm-up): what the setup costs at rest.
      */
     readonly idlePercentOfCore: number
     /** The cluster's PostgreSQL over the measurement, in % of one core (undefined: 1 node, or no `/proc`). */

@@ -24,6 +24,7 @@ import type { GatewayConfigShape } from "./config/GatewayConfig.ts"
 import { Broadcaster } from "./fanout/Broadcaster.ts"
 import { LocalFanout } from "./fanout/LocalFanout.ts"
 import { TopicRegistry } from "./fanout/TopicRegistry.ts"
+import { EventLoop } from "./observability/EventLoop.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Metrics } from "./observability/Metrics.ts"
 import { Tracing } from "./observability/Tracing.ts"
@@ -58,7 +59,7 @@ export const makeGatewayLayer = (config: GatewayConfigShape) => {
     runtime,
     Lifecycle.layer,
     PublishRoute.layer,
-    config.metrics ? Metrics.layer : Metrics.layerDisabled
+    (config.metrics ? Metrics.layer : Metrics.layerDisabled).pipe(Layer.provideMerge(EventLoop.layer))
   ).pipe(
     Layer.provideMerge(Supervisor.layer),
     Layer.provideMerge(Layer.succeed(GatewayConfig, config))

@@ -5,13 +5,8 @@
  * The history is a ring buffer of one sample every {@link SAMPLE_INTERVAL_MS}
  * covering the last 15 minutes, kept in memory on each node, so that the
  * dashboard's charts are full the moment it opens. The event loop's delay is
- * measured by Node's own histogram (no timer of ours) and read as its 99th
- * percentile over each sampling period, less the histogram's resolution
- * (what it records is the time between its timer's runs). The resolution is
- * coarse on purpose: the histogram's timer wakes the process at every step,
- * and at 10 ms that alone cost ~0.3 % of a core on an idle node; every
- * 100 ms, a stall that long is still seen. (The metrics keep a second, finer
- * histogram for `gateway_event_loop_lag_seconds`, read every second.)
+ * the highest 99th percentile of its seconds over each sampling period, from
+ * the process's one delay monitor (`observability/EventLoop.ts`).
  *
  * Per app: connections and joined channels counted here; the traffic figures
  * read from the metric catalogue (`observability/Metrics.ts`), as cumulative
@@ -22,7 +17,6 @@
  * percentiles of the last sampling period (`<kind>_p50_ms`, `<kind>_p99_ms`).
  * Readers make rates from two cumulative counts.
  */
-import { monitorEventLoopDelay } from "node:perf_hooks"
 import { Context, Effect, Layer, Metric, Schedule } from "effect"
 import { ClusterMetrics, Sharding } from "effect/cluster"
 import { AppRegistry } from "../apps/AppRegistry.ts"
@@ -30,6 +24,7 @@ import type { AppFiguresMessage, NodeSampleMessage, NodeStatusMessage } from "..
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import { Lifecycle } from "../server/Lifecycle.ts"
 import { GATEWAY_VERSION } from "../server/version.ts"
+import { EventLoop } from "../observability/EventLoop.ts"
 import { catalogue } from "../observability/Metrics.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { SupervisedChild } from "../supervision/children.ts"
@@ -42,10 +37,9 @@ export interface NodeStatusShape {
 
 /** Sampling period of the history (and of the event-loop delay figure). */
 export const SAMPLE_INTERVAL_MS = 5_000
+const SAMPLE_INTERVAL_SECONDS = SAMPLE_INTERVAL_MS / 1000
 const HISTORY_MS = 15 * 60_000
 const HISTORY_SAMPLES = HISTORY_MS / SAMPLE_INTERVAL_MS
-/** Resolution of the event-loop delay histogram, in milliseconds. */
-const EVENT_LOOP_RESOLUTION_MS = 100
 
 /** A fixed number of the latest samples, oldest overwritten first. */
 class Ring<A> {
@@ -163,9 +157,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
       const sharding = yield* Sharding.Sharding
       const startedAt = Date.now()
 
-      const delay = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS })
-      delay.enable()
-      yield* Effect.addFinalizer(() => Effect.sync(() => delay.disable()))
+      const eventLoop = yield* EventLoop
       let lagMs = 0
       const context = yield* Effect.context<never>()
       // the latency buckets at the last sample, and the percentiles of the period before it
@@ -213,8 +205,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
 
       const history = new Ring<NodeSampleMessage>(HISTORY_SAMPLES)
       const takeSample = Effect.sync(() => {
-        lagMs = delay.count > 0 ? round(Math.max(0, delay.percentile(99) / 1e6 - EVENT_LOOP_RESOLUTION_MS), 1) : lagMs
-        delay.reset()
+        lagMs = round(eventLoop.p99LagOverMs(SAMPLE_INTERVAL_SECONDS), 1)
         const { apps, channels, connections, metrics } = load()
         periodPercentiles = percentilesSince(metrics)
         for (const [app, percentiles] of periodPercentiles) Object.assign(apps[app] ?? {}, percentiles)

@@ -13,15 +13,14 @@
  * without building a label set or allocating.
  */
 import { readdirSync } from "node:fs"
-import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks"
+import { PerformanceObserver } from "node:perf_hooks"
 import type { PerformanceEntry } from "node:perf_hooks"
-import { Context, Effect, Layer, Metric, Schedule } from "effect"
+import { Context, Effect, Layer, Metric } from "effect"
 import { PrometheusMetrics } from "effect/observability"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
 import type { Event } from "../protocol/constants.ts"
 import type { UpstreamCall } from "../upstream/errors.ts"
-import { SupervisedChild } from "../supervision/children.ts"
-import { supervised } from "../supervision/Supervisor.ts"
+import { EventLoop } from "./EventLoop.ts"
 
 // ---------------------------------------------------------------------------
 // The catalogue
@@ -179,15 +178,6 @@ export interface MetricsShape {
   readonly render: () => string
 }
 
-/** How often the event-loop figures are sampled. */
-const EVENT_LOOP_SAMPLE_MS = 1_000
-/**
- * Resolution of the event-loop delay monitor, in milliseconds. Its timer
- * wakes the process at every step (at 20 ms that cost ~0.3 % of a core on an
- * idle node); a stall longer than this is always seen.
- */
-const EVENT_LOOP_RESOLUTION_MS = 50
-
 const noop = () => {}
 
 /**
@@ -307,12 +297,15 @@ const GC_KINDS: Record<number, string> = { 1: "minor", 2: "major", 4: "increment
 
 /**
  * The process's figures: memory, CPU and descriptors read on each scrape;
- * event-loop delay and utilisation sampled once a second; GC pauses as they
- * are reported.
+ * event-loop delay and utilisation as `EventLoop` last sampled them; GC
+ * pauses as they are reported.
  */
 const watchProcess = Effect.gen(function*() {
   const context = yield* Effect.context<never>()
+  const eventLoop = yield* EventLoop
   const removals = [
+    watchSeries(catalogue.eventLoopLag, undefined, () => eventLoop.lastSecond().maxLagMs / 1000, context),
+    watchSeries(catalogue.eventLoopUtilization, undefined, () => eventLoop.lastSecond().utilization, context),
     watchCounter(catalogue.cpuSeconds, () => {
       const usage = process.cpuUsage()
       return (usage.user + usage.system) / 1e6
@@ -335,20 +328,6 @@ const watchProcess = Effect.gen(function*() {
   })
   gc.observe({ entryTypes: ["gc"] })
   yield* Effect.addFinalizer(() => Effect.sync(() => gc.disconnect()))
-
-  const delay = monitorEventLoopDelay({ resolution: EVENT_LOOP_RESOLUTION_MS })
-  delay.enable()
-  yield* Effect.addFinalizer(() => Effect.sync(() => delay.disable()))
-  let utilization = performance.eventLoopUtilization()
-  const sampleEventLoop = Effect.sync(() => {
-    // the monitor's own resolution is counted in its delays; what is above it is lag
-    catalogue.eventLoopLag.updateUnsafe(Math.max(0, delay.max / 1e6 - EVENT_LOOP_RESOLUTION_MS) / 1000, context)
-    delay.reset()
-    const now = performance.eventLoopUtilization()
-    catalogue.eventLoopUtilization.updateUnsafe(performance.eventLoopUtilization(now, utilization).utilization, context)
-    utilization = now
-  })
-  yield* sampleEventLoop.pipe(Effect.repeat(Schedule.spaced(EVENT_LOOP_SAMPLE_MS)), supervised(SupervisedChild.eventLoopSample))
 })
 
 /** `render` with the series of unbounded labels left out. */

@@ -28,7 +28,7 @@ export const SupervisedChild = {
   runtimeAppsSync: "runtime apps sync",
   /** Samples this node's figures into its 15-minute history (`NodeStatus`). */
   nodeStatusSample: "node status sample",
-  /** Reads event-loop lag and utilisation for the metrics (`Metrics`). */
+  /** Reads event-loop lag and utilisation once a second for the metrics and the node status (`EventLoop`). */
   eventLoopSample: "event-loop sample",
   /**
    * App notifications on their way out (`Upstream`): callbacks, not a fiber; a

@@ -31,26 +31,34 @@ export const DeliveryTuple = Schema.Tuple([
   Schema.NullOr(Schema.String)
 ])
 
+type Delivery = typeof DeliveryTuple.Type
+
+/** A broadcast as the tuple it travels as. */
+export const deliveryTuple = (broadcast: BroadcastMessage): Delivery => [
+  broadcast.id,
+  broadcast.app,
+  broadcast.topic,
+  broadcast.event,
+  broadcast.payload,
+  broadcast.excludeConnectionId ?? null
+]
+
+/** The broadcast a checked tuple carries. */
+export const fromDeliveryTuple = ([id, app, topic, event, payload, exclude]: Delivery): BroadcastMessage =>
+  exclude === null ? { id, app, topic, event, payload } : { id, app, topic, event, payload, excludeConnectionId: exclude }
+
 /** One broadcast's encoding, made once and written to every peer. */
-export const encodeDelivery = (broadcast: BroadcastMessage): string =>
-  JSON.stringify([
-    broadcast.id,
-    broadcast.app,
-    broadcast.topic,
-    broadcast.event,
-    broadcast.payload,
-    broadcast.excludeConnectionId ?? null
-  ])
+export const encodeDelivery = (broadcast: BroadcastMessage): string => JSON.stringify(deliveryTuple(broadcast))
 
 /** The hot path's check of {@link DeliveryTuple}, by hand. */
 export const decodeDelivery = (value: unknown): BroadcastMessage | undefined => {
   if (!Array.isArray(value) || value.length !== 6) return undefined
-  const [id, app, topic, event, payload, exclude] = value
+  const [id, app, topic, event, , exclude] = value
   if (typeof id !== "string" || typeof app !== "string" || typeof topic !== "string" || typeof event !== "string") {
     return undefined
   }
   if (exclude !== null && typeof exclude !== "string") return undefined
-  return exclude === null ? { id, app, topic, event, payload } : { id, app, topic, event, payload, excludeConnectionId: exclude }
+  return fromDeliveryTuple(value as unknown as Delivery)
 }
 
 /** A peer that sends more than this in one line, or leaves this much unread, is dropped. */

@@ -29,7 +29,7 @@ import { LocalNode } from "./LocalNode.ts"
 import type { ConnectionPage, LocalNodeShape } from "./LocalNode.ts"
 import { ClientTokensMessage, ConnectionInfo, NodeStatusMessage, PresenceEntry } from "./messages.ts"
 import type { BroadcastMessage } from "./messages.ts"
-import { decodeDelivery, encodeDelivery, LinkConnection } from "./NodeLink.ts"
+import { decodeDelivery, deliveryTuple, DeliveryTuple, encodeDelivery, fromDeliveryTuple, LinkConnection } from "./NodeLink.ts"
 import { PublishRoute } from "./PublishRoute.ts"
 import type { PublishRouteShape } from "./PublishRoute.ts"
 
@@ -85,10 +85,7 @@ const Requests = {
   clientShared: { args: Schema.Tuple([Schema.String, Schema.String]), answer: ClientTokensMessage },
   status: { args: Schema.Tuple([Schema.Boolean]), answer: NodeStatusMessage },
   /** A broadcast for the topic's entity, which runs on the node asked (see `PublishRoute`). */
-  publish: {
-    args: Schema.Tuple([Schema.String, Schema.String, Schema.String, Schema.String, Schema.Unknown, Schema.NullOr(Schema.String)]),
-    answer: Schema.Null
-  }
+  publish: { args: DeliveryTuple, answer: Schema.Null }
 } as const
 type Method = keyof typeof Requests
 
@@ -118,10 +115,8 @@ const answerRequest = (
       return local.clientShared(a!, b!)
     case "status":
       return local.status(args[0] as boolean)
-    case "publish": {
-      const [app, topic, id, event, payload, exclude] = args as [string, string, string, string, unknown, string | null]
-      return Effect.as(route.publishHere({ app, topic, id, event, payload, excludeConnectionId: exclude ?? undefined }), null)
-    }
+    case "publish":
+      return Effect.as(route.publishHere(fromDeliveryTuple(args as typeof DeliveryTuple.Type)), null)
   }
 }
 
@@ -442,8 +437,7 @@ export class NodeRouter extends Context.Service<NodeRouter, NodeRouterShape>()("
         forward: (shard, publish) => {
           const owner = shardOwners.get(shard)
           if (owner === undefined) return Effect.succeed(false)
-          const { app, topic, id, event, payload, excludeConnectionId } = publish
-          return request(owner, "publish", [app, topic, id, event, payload, excludeConnectionId ?? null]).pipe(
+          return request(owner, "publish", deliveryTuple(publish)).pipe(
             Effect.as(true),
             Effect.catch((reason) =>
               Effect.logDebug("a broadcast forwarded to its topic's node failed; calling the entity instead", reason).pipe(

@@ -18,24 +18,15 @@
  * nodes.
  */
 import { Context, Effect, Layer } from "effect"
-
-/** A broadcast on its way to its topic's entity. */
-export interface ForwardedPublish {
-  readonly app: string
-  readonly topic: string
-  readonly id: string
-  readonly event: string
-  readonly payload: unknown
-  readonly excludeConnectionId: string | undefined
-}
+import type { BroadcastMessage } from "./messages.ts"
 
 export interface PublishRouteShape {
   /** Sends the broadcast to the node that owns `shard`; false when no route is known or it failed. */
-  readonly forward: (shard: number, publish: ForwardedPublish) => Effect.Effect<boolean>
+  readonly forward: (shard: number, publish: BroadcastMessage) => Effect.Effect<boolean>
   /** Hands the broadcast to every live node's subscribers now; false when this node cannot yet. */
-  readonly fanOut: (publish: ForwardedPublish) => boolean
+  readonly fanOut: (publish: BroadcastMessage) => boolean
   /** Publishes a broadcast another node forwarded here. */
-  readonly publishHere: (publish: ForwardedPublish) => Effect.Effect<void, unknown>
+  readonly publishHere: (publish: BroadcastMessage) => Effect.Effect<void, unknown>
   readonly setRouter: (router: Pick<PublishRouteShape, "forward" | "fanOut">) => void
   readonly setPublisher: (publish: PublishRouteShape["publishHere"]) => void
 }

@@ -14,7 +14,6 @@ import { Context, Effect, Layer, Schedule, Schema } from "effect"
 import { EntityId, Sharding } from "effect/cluster"
 import { makeIdSource } from "../cluster/entityIds.ts"
 import { PublishRoute } from "../cluster/PublishRoute.ts"
-import type { ForwardedPublish } from "../cluster/PublishRoute.ts"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { Broadcast } from "./LocalFanout.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
@@ -53,26 +52,26 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
       const tracing = yield* Tracing
       const nextId = makeIdSource()
 
-      const callEntity = (publish: ForwardedPublish) =>
+      const callEntity = (publish: Broadcast) =>
         topicClient(topicEntityId(publish.app, publish.topic)).Publish({
           id: publish.id,
           event: publish.event,
           payload: publish.payload,
           excludeConnectionId: publish.excludeConnectionId
         })
-      const shardOf = (publish: ForwardedPublish) => {
+      const shardOf = (publish: Broadcast) => {
         const entityId = EntityId.make(topicEntityId(publish.app, publish.topic))
         return sharding.getShardId(entityId, Topic.getShardGroup(entityId))
       }
       /** Fanned out at once from this node, the topic's; through the entity when this node cannot yet. */
-      const fanOutOrCall = (publish: ForwardedPublish) => route.fanOut(publish) ? Effect.void : callEntity(publish)
+      const fanOutOrCall = (publish: Broadcast) => route.fanOut(publish) ? Effect.void : callEntity(publish)
       /** On the topic's own node, fanned out at once; else through the entity. */
-      const publishHere = (publish: ForwardedPublish) =>
+      const publishHere = (publish: Broadcast) =>
         sharding.hasShardId(shardOf(publish)) ? fanOutOrCall(publish) : callEntity(publish)
       route.setPublisher(publishHere)
 
       /** Sequenced here when this node holds the topic, over a node link when another does, else an entity call. */
-      const deliverToEntity = (publish: ForwardedPublish) => {
+      const deliverToEntity = (publish: Broadcast) => {
         const shard = shardOf(publish)
         if (sharding.hasShardId(shard)) return fanOutOrCall(publish)
         return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))

@@ -20,6 +20,7 @@ import { newRequestId, newTraceparent, Tracing } from "../observability/Tracing.
 import type { TraceSpan } from "../observability/Tracing.ts"
 import type { UpstreamCall, UpstreamError } from "./errors.ts"
 import { UpstreamOverloaded, UpstreamTimeout, UpstreamUnreachable } from "./errors.ts"
+import { GATEWAY_VERSION } from "../server/version.ts"
 import { Http1Pool } from "./Http1Pool.ts"
 import { NotificationQueue } from "./NotificationQueue.ts"
 import { TaskQueue } from "./TaskQueue.ts"
@@ -111,7 +112,7 @@ const BREAKER_OPEN_MS = 5_000
 const SCHEMA_CONCURRENCY = 2
 const NOTIFY_ATTEMPTS = 3
 
-const USER_AGENT = "realtime-gateway/0.1"
+const USER_AGENT = `realtime-gateway/${GATEWAY_VERSION}`
 
 /**
  * Opens on evidence that the app is down, never on what one client can cause:

@@ -13,6 +13,7 @@ import { startFakeApp } from "../../src/testing/index.ts"
 import type { FakeApp } from "../../src/testing/index.ts"
 import { Metrics } from "../../src/observability/Metrics.ts"
 import { Tracing } from "../../src/observability/Tracing.ts"
+import { GATEWAY_VERSION } from "../../src/server/version.ts"
 
 let signed: FakeApp
 let slow: FakeApp
@@ -66,7 +67,7 @@ describe("Upstream", () => {
     )
     expect(request.headers).toMatchObject({
       "content-type": "application/json",
-      "user-agent": expect.stringContaining("realtime-gateway"),
+      "user-agent": `realtime-gateway/${GATEWAY_VERSION}`,
       "x-gateway-app": "signed",
       "x-gateway-node": "node-a",
       "x-request-id": expect.stringMatching(/^[0-9a-f]{32}$/),

@@ -5,8 +5,7 @@
  * The history is a ring buffer of one sample every {@link SAMPLE_INTERVAL_MS}
  * covering the last 15 minutes, kept in memory on each node, so that the
  * dashboard's charts are full the moment it opens. The event loop's delay is
- * the highest 99th percentile of its seconds over each sampling period, from
- * the process's one delay monitor (`observability/EventLoop.ts`).
+ * the longest of each sampling period (`observability/EventLoop.ts`).
  *
  * Per app: connections and joined channels counted here; the traffic figures
  * read from the metric catalogue (`observability/Metrics.ts`), as cumulative
@@ -205,7 +204,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
 
       const history = new Ring<NodeSampleMessage>(HISTORY_SAMPLES)
       const takeSample = Effect.sync(() => {
-        lagMs = round(eventLoop.p99LagOverMs(SAMPLE_INTERVAL_SECONDS), 1)
+        lagMs = round(eventLoop.maxLagOverMs(SAMPLE_INTERVAL_SECONDS), 1)
         const { apps, channels, connections, metrics } = load()
         periodPercentiles = percentilesSince(metrics)
         for (const [app, percentiles] of periodPercentiles) Object.assign(apps[app] ?? {}, percentiles)

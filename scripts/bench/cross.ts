@@ -33,9 +33,14 @@
  *      `room:0`'s Topic entity from PostgreSQL's shard locks
  *      (`topicOwner` of `cluster/postgres.ts`);
  *   3. every node's CPU over 5 s at rest (subscribers joined, no broadcast);
- *      a heartbeat on every connection, then `--cross-warmup-s` (1 s) of
- *      broadcasts at the measured rate, not counted (compiled code, the
- *      Topic entity's start), until they are delivered;
+ *      a heartbeat on every connection, then `--cross-warmup-s` (4 s) of
+ *      broadcasts at the measured rate but at least 50 a second, not counted
+ *      (compiled code, the Topic entity's start), until they are delivered.
+ *      V8 compiles a function once it has run enough: a node of four runs
+ *      each delivery function a quarter as often as one node, so with 1 s at
+ *      20/s the cluster was still compiling through the measured window
+ *      (`--trace-opt`: ~210 ms of compilation on the publishing node and
+ *      ~80 ms on another in 20 s, where one node had finished);
  *   4. the runner POSTs `--cross-rate` (100) broadcasts per second for
  *      `--cross-duration-s` (10 s) through node-1's server API
  *      (`POST /api/apps/bench/broadcast`, bearer secret, keep-alive HTTP, on a
@@ -124,6 +129,8 @@ const HTTP_TIMEOUT_MS = 5_000
 const NODE_STOP_GRACE_MS = 20_000
 /** The nodes' CPU is read over this long with every subscriber joined and no broadcast. */
 const IDLE_WINDOW_MS = 5_000
+/** Warm-up broadcasts per second at the least, whatever the measured rate (see step 3 above). */
+const WARMUP_MIN_RATE = 50
 /** Warm-up broadcasts are numbered from here, apart from the measured ones (from 0). */
 const WARMUP_FIRST_SEQ = 1_000_000
 
@@ -448,11 +455,12 @@ const measureSetup = async (setup: CrossSetup, options: CrossOptions, deadline: 
     const target = { port: first.server.port, path: broadcastPath("gateway") }
     const intervalMs = 1000 / options.broadcastsPerSecond
     await heartbeats(generators)
-    const warmupPlanned = Math.round(options.broadcastsPerSecond * options.warmupMs / 1000)
+    const warmupPerSecond = Math.max(options.broadcastsPerSecond, WARMUP_MIN_RATE)
+    const warmupPlanned = Math.round(warmupPerSecond * options.warmupMs / 1000)
     let warmupAccepted = 0
     let warmupFailed: Record<string, number> = {}
     if (warmupPlanned > 0) {
-      const warm = await sendBroadcasts(target, options.secret, warmupPlanned, intervalMs, options.payloadBytes, WARMUP_FIRST_SEQ)
+      const warm = await sendBroadcasts(target, options.secret, warmupPlanned, 1000 / warmupPerSecond, options.payloadBytes, WARMUP_FIRST_SEQ)
       warmupAccepted = warm.accepted.size
       warmupFailed = warm.failed
       await drain(generators, warm.accepted.size * joined)

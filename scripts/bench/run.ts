@@ -114,7 +114,7 @@
  * each node reaches a client on every node) before anything is measured. The
  * load generators open `--cross-subscribers` (1,000) raw `ws` V2 clients
  * joined to `room:0`, connection n to node n mod N; after `--cross-warmup-s`
- * (1 s) of uncounted broadcasts the runner POSTs `--cross-rate` (20, then 100)
+ * (4 s, at 50/s at least) of uncounted broadcasts the runner POSTs `--cross-rate` (20, then 100)
  * broadcasts/s of `--payload-bytes` payloads through node-1's server API for
  * `--cross-duration-s` (10 s). Figures per setup: deliveries/s, p50/p99 over
  * the broadcasts of the time to reach every subscriber on every node (target
@@ -234,7 +234,7 @@ const usage = `Usage: npm run bench -- [options]   (or scripts/node.sh scripts/b
   --cross-subscribers N     subscribers of the one topic, spread evenly over the nodes (default 1000, at most ${MAX_CONNECTIONS})
   --cross-rate LIST         broadcasts per second through node-1, one run per rate (default 20,100)
   --cross-duration-s S      broadcasting time (default 10)
-  --cross-warmup-s S        broadcasts at the same rate before it, not counted (default 1; 0: none)`
+  --cross-warmup-s S        broadcasts at the same rate (at least 50/s) before it, not counted (default 4; 0: none)`
 
 interface Options {
   readonly suites: ReadonlyArray<Suite>
@@ -371,7 +371,7 @@ const parseOptions = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv): Opti
     crossSubscribers: integer("cross-subscribers", values["cross-subscribers"], 1_000, 1, MAX_CONNECTIONS),
     crossRates: list(values["cross-rate"] ?? "20,100").map((rate) => integer("cross-rate", rate, 100, 1, 1_000)),
     crossDurationMs: integer("cross-duration-s", values["cross-duration-s"], 10, 1, 120) * 1000,
-    crossWarmupMs: integer("cross-warmup-s", values["cross-warmup-s"], 1, 0, 30) * 1000,
+    crossWarmupMs: integer("cross-warmup-s", values["cross-warmup-s"], 4, 0, 30) * 1000,
     out: resolve(values.out ?? env["BENCH_OUT"] ?? join(benchDir, "results", "latest.json")),
     verbose: values.verbose === true
   }

@@ -35,9 +35,10 @@ export class LocalFanout extends Context.Service<LocalFanout, LocalFanoutShape>(
 
       const deliverNow = (broadcast: Broadcast): void => {
         const subscribers = topics.subscribersFor(broadcast)
+        // a repeat of a broadcast delivered already is neither written nor counted again
+        if (subscribers === undefined) return
         const appMetrics = metrics.forApp(broadcast.app)
         appMetrics.delivered()
-        if (subscribers === undefined) return
         // one encoding per protocol version in use (there are two), made on first need
         let v1: Buffer | undefined
         let v2: Buffer | undefined

@@ -23,8 +23,8 @@ export interface TopicRegistryShape {
   readonly subscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   readonly unsubscribe: (app: string, topic: string, subscriber: TopicSubscriber) => void
   /**
-   * The local subscribers a broadcast is for (hot path of fan-out), or `undefined` when there are
-   * none or the broadcast was delivered already (a cluster retry).
+   * The local subscribers a broadcast is for (hot path of fan-out; empty when there are none),
+   * or `undefined` when it was delivered already (a cluster retry).
    */
   readonly subscribersFor: (broadcast: { readonly id: string; readonly app: string; readonly topic: string }) =>
     | ReadonlySet<TopicSubscriber>
@@ -36,6 +36,8 @@ interface LocalTopic {
   /** ids of the latest broadcasts delivered, to drop repeats; created on the first delivery */
   recentIds: Array<string> | undefined
 }
+
+const NO_SUBSCRIBERS: ReadonlySet<TopicSubscriber> = new Set()
 
 /** Repeats arrive right after the original (a retried cluster call), so a short memory is enough. */
 const RECENT_IDS = 32
@@ -60,7 +62,7 @@ export class TopicRegistry extends Context.Service<TopicRegistry, TopicRegistryS
       },
       subscribersFor: ({ id, app, topic }) => {
         const entry = local.get(topicEntityId(app, topic))
-        if (entry === undefined) return undefined
+        if (entry === undefined) return NO_SUBSCRIBERS
         const recent = (entry.recentIds ??= [])
         if (recent.includes(id)) return undefined
         if (recent.length >= RECENT_IDS) recent.shift()

@@ -66,7 +66,7 @@ export const catalogue = {
   ),
   deliveries: counter(
     "gateway_deliveries_total",
-    "Broadcasts delivered to this node's subscribers (one per broadcast and node, whatever the subscriber count), by app."
+    "Broadcasts delivered to this node's subscribers (one per broadcast and node, whatever the subscriber count; a repeat not counted again), by app."
   ),
   appCallDuration: Metric.histogram("gateway_app_call_duration_seconds", {
     description:

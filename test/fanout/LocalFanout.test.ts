@@ -1,6 +1,7 @@
 /**
  * Local delivery of broadcasts: a broadcast that cannot be encoded is
- * dropped (and logged) without costing the broadcasts delivered after it.
+ * dropped (and logged) without costing the broadcasts delivered after it; a
+ * repeat of a broadcast (a cluster retry) is neither written nor counted.
  */
 import { Effect, Layer } from "effect"
 import { describe, expect, it } from "vitest"
@@ -9,8 +10,10 @@ import type { TopicRegistryShape, TopicSubscriber } from "../../src/fanout/Topic
 import { AppRegistry } from "../../src/apps/AppRegistry.ts"
 import type { AppRegistryShape } from "../../src/apps/AppRegistry.ts"
 import { LocalFanout } from "../../src/fanout/LocalFanout.ts"
+import { EventLoop } from "../../src/observability/EventLoop.ts"
 import { Metrics } from "../../src/observability/Metrics.ts"
 import { V1, V2 } from "../../src/protocol/Serializer.ts"
+import { Supervisor } from "../../src/supervision/Supervisor.ts"
 
 describe("LocalFanout", () => {
   it("drops a broadcast it cannot encode and delivers the next ones", async () => {
@@ -39,5 +42,35 @@ describe("LocalFanout", () => {
     }).pipe(Effect.provide(layer)))
     expect(frames).toHaveLength(2)
     expect(frames.every((frame) => frame.includes("\"fine\""))).toBe(true)
+  })
+
+  it("writes and counts a repeated broadcast once, and counts one for a topic without subscribers here", async () => {
+    const frames: Array<string> = []
+    const subscriber: TopicSubscriber = {
+      connectionId: "c-1",
+      serializer: V2,
+      sendFrame: (frame) => frames.push(frame.toString("utf8")),
+      acceptsPresenceState: () => true
+    }
+    const apps = { get: () => undefined } as unknown as AppRegistryShape
+    const layer = LocalFanout.layer.pipe(
+      Layer.provideMerge(TopicRegistry.layer),
+      Layer.provide(Layer.succeed(AppRegistry, apps)),
+      Layer.provideMerge(Metrics.layer),
+      Layer.provide(EventLoop.layer),
+      Layer.provide(Supervisor.layerWith({ maxRestarts: 3, periodMs: 10_000 }))
+    )
+    const rendered = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const fanout = yield* LocalFanout
+      const topics = yield* TopicRegistry
+      topics.subscribe("dedupe", "room:a", subscriber)
+      const broadcast = { id: "b-1", app: "dedupe", topic: "room:a", event: "tick", payload: { n: 1 } }
+      fanout.deliver(broadcast)
+      fanout.deliver(broadcast)
+      fanout.deliver({ ...broadcast, id: "b-2", topic: "room:nobody" })
+      return (yield* Metrics).render()
+    }).pipe(Effect.provide(layer))))
+    expect(frames).toHaveLength(1)
+    expect(rendered).toMatch(/^gateway_deliveries_total\{app="dedupe"\} 2$/m)
   })
 })

@@ -1,8 +1,8 @@
 /**
  * Logs an operator can act on (CONTRACT §8), read from a real gateway
  * process: every line is one JSON object; a line per connection opened and
- * closed (duration, code, reason, who closed it) and per refused upgrade
- * (reason), one per schema change, with the contract's fields; a flood of
+ * closed (duration, code, reason, who closed it), per refused upgrade
+ * (reason) and per undecodable frame (what it was), one per schema change, with the contract's fields; a flood of
  * refusals is sampled with a count of what was left out; and across the whole
  * run, not one line carries a token, an app secret or the admin token.
  */
@@ -62,6 +62,10 @@ it("writes actionable JSON lines, samples floods, and never a token or a secret"
     ])
     viaProtocol.send("not a frame")
     expect((await viaProtocol.closed).code).toBe(1007)
+    // a binary frame of a kind the protocol does not have
+    const unknownKind = await rawSocket(`${base}?app=chat&token=${TOKEN}&vsn=2.0.0`)
+    unknownKind.ws.send(Buffer.from([9, 0, 0, 0]))
+    expect((await unknownKind.closed).code).toBe(1007)
     // a refused token
     expect((await upgradeRejection(`${base}?app=chat&token=${WRONG_TOKEN}&vsn=2.0.0`)).status).toBe(401)
     // the server API and the schema refresh, with the app's secret
@@ -93,12 +97,12 @@ it("writes actionable JSON lines, samples floods, and never a token or a secret"
   const withMessage = (msg: string) => lines.filter((line) => line.msg === msg)
 
   const opened = withMessage("connection opened")
-  expect(opened).toHaveLength(2)
+  expect(opened).toHaveLength(3)
   expect(opened[0]).toMatchObject({ app_id: "chat", client_id: "alice", client_type: "web", remote_ip: "127.0.0.1" })
   expect(opened[0]!.connection_id).toEqual(expect.any(String))
 
   const closed = withMessage("connection closed")
-  expect(closed).toHaveLength(2)
+  expect(closed).toHaveLength(3)
   const byClient = closed.find((line) => line.closed_by === "client")!
   expect(byClient).toMatchObject({
     app_id: "chat",
@@ -109,6 +113,10 @@ it("writes actionable JSON lines, samples floods, and never a token or a secret"
   })
   expect(byClient.duration_ms).toEqual(expect.any(Number))
   expect(closed.find((line) => line.closed_by === "server")).toMatchObject({ close_code: 1007, close_reason: "invalid frame" })
+
+  expect(withMessage("undecodable frame (a binary frame of kind 9); connection closed with 1007")).toEqual([
+    expect.objectContaining({ app_id: "chat", client_id: "alice" })
+  ])
 
   expect(withMessage("upgrade refused: unauthorized")).toEqual([
     expect.objectContaining({ reason: "unauthorized", status: 401, app_id: "chat", remote_ip: "127.0.0.1" })

@@ -18,20 +18,19 @@
  * | `DELETE /admin/apps/:id/clients/:client_id` | closes the client's connections on every node |
  * | `POST /admin/apps/:id/broadcast` | one broadcast `{topic, event, payload}` |
  */
-import { createHash, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { Effect, Redacted, Result, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { ApiRefusal, appActions, decodedJsonBody, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
+import { ApiRefusal, appActions, bearerMatches, decodedJsonBody, handleRefusals, json, jsonBody } from "../api/ServerApiRoutes.ts"
 import { BroadcastRequest } from "../contract/ServerApi.ts"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
+import { isJsonObject } from "../protocol/json.ts"
 import { GatewayConfig, decodeAppConfig, withoutCredentials } from "../config/GatewayConfig.ts"
 import { SAMPLE_INTERVAL_MS } from "./NodeStatus.ts"
 import { RuntimeApps } from "./RuntimeApps.ts"
 
-const digest = (value: string) => createHash("sha256").update(value).digest()
 
 const decodeBroadcast = Schema.decodeUnknownEffect(BroadcastRequest, { errors: "all" })
 
@@ -72,7 +71,7 @@ const ASSET_HEADERS = {
 export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   const config = yield* GatewayConfig
   if (config.adminToken === undefined) return
-  const expected = digest(Redacted.value(config.adminToken))
+  const token = Redacted.value(config.adminToken)
   const registry = yield* AppRegistry
   const runtimeApps = yield* RuntimeApps
   const nodeRouter = yield* NodeRouter
@@ -84,9 +83,7 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
 
   const authorized = Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const header = request.headers["authorization"] ?? ""
-    const given = header.startsWith("Bearer ") ? header.slice("Bearer ".length) : ""
-    if (!timingSafeEqual(digest(given), expected)) {
+    if (!bearerMatches(request.headers["authorization"], token)) {
       return yield* new ApiRefusal({ status: 401, reason: "unauthorized" })
     }
   })
@@ -124,7 +121,7 @@ export const AdminRoutes = HttpRouter.use(Effect.fnUntraced(function*(router) {
   yield* admin("PUT", "/admin/apps/:id", Effect.gen(function*() {
     const { id } = yield* HttpRouter.params
     const body = yield* jsonBody
-    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    if (!isJsonObject(body)) {
       return yield* new ApiRefusal({ status: 400, reason: "invalid_body", errors: [{ path: "", message: "expected a JSON object" }] })
     }
     if ("id" in body && body.id !== id) {

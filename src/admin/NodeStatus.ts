@@ -163,9 +163,10 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
       let lastLatencies: Latencies = new Map()
       let periodPercentiles = new Map<string, Record<string, number>>()
 
+      const readNow = () => readMetrics(Metric.snapshotUnsafe(context))
+
       /** Connections and joined channels, in all and per app, with each app's traffic figures. */
-      const load = () => {
-        const metrics = readMetrics(Metric.snapshotUnsafe(context))
+      const load = (metrics: ReturnType<typeof readMetrics>) => {
         const apps = new Map<string, AppFiguresMessage>()
         for (const app of registry.all()) {
           const id = app.config.id
@@ -182,7 +183,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
             figures["channels"]! += session.joins.size
           }
         }
-        return { connections, channels, apps: Object.fromEntries(apps), metrics }
+        return { connections, channels, apps: Object.fromEntries(apps) }
       }
 
       const percentilesSince = (metrics: ReturnType<typeof readMetrics>) => {
@@ -205,9 +206,9 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
       const history = new Ring<NodeSampleMessage>(HISTORY_SAMPLES)
       const takeSample = Effect.sync(() => {
         lagMs = round(eventLoop.maxLagOverMs(SAMPLE_INTERVAL_SECONDS), 1)
-        const { apps, channels, connections, metrics } = load()
+        const metrics = readNow()
         periodPercentiles = percentilesSince(metrics)
-        for (const [app, percentiles] of periodPercentiles) Object.assign(apps[app] ?? {}, percentiles)
+        const { apps, channels, connections } = load(metrics)
         history.push({
           at: Date.now(),
           connections,
@@ -225,7 +226,7 @@ export class NodeStatus extends Context.Service<NodeStatus, NodeStatusShape>()("
           const shards = yield* Metric.value(ClusterMetrics.shards)
           const entities = yield* sharding.activeEntityCount
           const memory = process.memoryUsage()
-          const { apps, channels, connections } = load()
+          const { apps, channels, connections } = load(readNow())
           const status: NodeStatusMessage = {
             node: config.nodeName,
             version: GATEWAY_VERSION,

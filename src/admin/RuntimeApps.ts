@@ -25,6 +25,7 @@ import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
 import { decodeAppConfig, formatConfigProblem, GatewayConfig } from "../config/GatewayConfig.ts"
 import type { AppConfig } from "../config/GatewayConfig.ts"
+import { parseAnyDepth } from "../protocol/json.ts"
 import { Sessions } from "../socket/Sessions.ts"
 import { Upstream } from "../upstream/Upstream.ts"
 import { SupervisedChild } from "../supervision/children.ts"
@@ -79,15 +80,6 @@ const applier = Effect.gen(function*() {
   }
 })
 
-// unparsable text decodes as no app at all, and is reported as such
-const parseJson = (text: string): unknown => {
-  try {
-    return JSON.parse(text)
-  } catch {
-    return undefined
-  }
-}
-
 interface StoredChange {
   readonly id: string
   readonly revision: string
@@ -136,7 +128,7 @@ export class RuntimeApps extends Context.Service<RuntimeApps, RuntimeAppsShape>(
           Effect.gen(function*() {
             applied.set(change.id, change.revision)
             if (change.settings === null) return yield* Effect.asVoid(apply.remove(change.id))
-            const decoded = decodeAppConfig(parseJson(change.settings), config.allowedOrigins)
+            const decoded = decodeAppConfig(parseAnyDepth(change.settings), config.allowedOrigins)
             if (Result.isFailure(decoded)) {
               return yield* Effect.logError(
                 "stored runtime app is invalid for this version; ignored",

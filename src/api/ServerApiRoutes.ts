@@ -12,7 +12,7 @@
  * broadcast; those before it in an array were delivered) or
  * `cluster_unavailable`, else the call's answer.
  */
-import { timingSafeEqual } from "node:crypto"
+import { createHash, timingSafeEqual } from "node:crypto"
 import { ByteSize, Effect, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AppRegistry } from "../apps/AppRegistry.ts"
@@ -74,12 +74,13 @@ export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
   Effect.mapError(() => new ApiRefusal({ status: 400, reason: "invalid_json" })),
   Effect.flatMap((text) => {
     // refused before parsing: a deep payload could not be broadcast (JSON.stringify would overflow)
-    const tooDeep = () => Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_body", errors: [TOO_DEEP] }))
-    if (jsonDepthExceeds(text, MAX_JSON_DEPTH + 2)) return tooDeep()
-    const value = parseAnyDepth(text)
-    if (value === undefined) return Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_json" }))
     // an array of broadcasts around each one's payload, or one broadcast (or app) around its values
-    return !Array.isArray(value) && jsonDepthExceeds(text, MAX_JSON_DEPTH + 1) ? tooDeep() : Effect.succeed(value)
+    const envelopeLevels = /^\s*\[/.test(text) ? 2 : 1
+    if (jsonDepthExceeds(text, MAX_JSON_DEPTH + envelopeLevels)) {
+      return Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_body", errors: [TOO_DEEP] }))
+    }
+    const value = parseAnyDepth(text)
+    return value === undefined ? Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_json" })) : Effect.succeed(value)
   })
 )
 
@@ -106,13 +107,18 @@ export const handleRefusals = <R>(effect: Effect.Effect<HttpServerResponse.HttpS
     )
   )
 
-const secretMatches = (app: RegisteredApp, header: string | undefined) => {
-  const secret = app.config.secret
-  if (secret === undefined || header === undefined || !header.startsWith("Bearer ")) return false
-  const given = Buffer.from(header.slice("Bearer ".length))
-  const expected = Buffer.from(Redacted.value(secret))
-  return given.length === expected.length && timingSafeEqual(given, expected)
-}
+const sha256 = (value: string) => createHash("sha256").update(value).digest()
+
+/**
+ * Whether an `Authorization: Bearer <secret>` header carries `secret`,
+ * compared as digests of equal length, so that neither its bytes nor its
+ * length show in the time the answer takes.
+ */
+export const bearerMatches = (header: string | undefined, secret: string): boolean =>
+  timingSafeEqual(sha256(header?.startsWith("Bearer ") ? header.slice("Bearer ".length) : ""), sha256(secret))
+
+const secretMatches = (app: RegisteredApp, header: string | undefined) =>
+  app.config.secret !== undefined && bearerMatches(header, Redacted.value(app.config.secret))
 
 /** What the server API and the admin API both do to an app, with the same answers. */
 export const appActions = Effect.gen(function*() {

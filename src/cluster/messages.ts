@@ -94,7 +94,7 @@ export const NodeStatusMessage = Schema.Struct({
   channels: Schema.Number,
   shards: Schema.Number,
   entities: Schema.Number,
-  /** 99th percentile of the event loop's delay over the last sampling period. */
+  /** The event loop's longest delay over the last sampling period (`observability/EventLoop.ts`). */
   event_loop_lag_ms: Schema.Number,
   memory: Schema.Struct({ rss_bytes: Schema.Number, heap_used_bytes: Schema.Number, heap_total_bytes: Schema.Number }),
   apps: Schema.Record(Schema.String, AppFiguresMessage),

@@ -76,15 +76,22 @@ export class Broadcaster extends Context.Service<Broadcaster, BroadcasterShape>(
         if (sharding.hasShardId(shard)) return fanOutOrCall(publish)
         return Effect.flatMap(route.forward(shard.id, publish), (forwarded) => forwarded ? Effect.void : callEntity(publish))
       }
+      /** Over a link or an entity call: retried through a shard move, and bounded in time. */
+      const deliverElsewhere = (publish: Broadcast) =>
+        Effect.suspend(() => deliverToEntity(publish)).pipe(
+          Effect.retry(PUBLISH_RETRY),
+          boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS)
+        )
 
       return Broadcaster.of({
         publish: ({ app, topic, event, payload, excludeConnectionId }) => {
           // one id for every try, so that a node that got the broadcast already drops a repeat;
           // the route is chosen again on each try (the topic's shard may have moved)
           const publish = { app, topic, id: nextId(), event, payload, excludeConnectionId }
-          return Effect.suspend(() => deliverToEntity(publish)).pipe(
-            Effect.retry(PUBLISH_RETRY),
-            boundEntityCall("Topic.Publish", PUBLISH_TIMEOUT_MS),
+          // on the topic's own node (every broadcast of a single node) it is fanned out at once:
+          // nothing to wait for, so no retry and no timeout race
+          const here = () => sharding.hasShardId(shardOf(publish)) && route.fanOut(publish)
+          return Effect.suspend(() => here() ? Effect.void : deliverElsewhere(publish)).pipe(
             tracing.around("gateway.publish", { "gateway.app_id": app, "gateway.topic": topic, "gateway.event": event }, "producer"),
             Effect.catch((error) => {
               const failure = new BroadcastFailed({ app, topic, detail: String(error) })

@@ -17,24 +17,23 @@ import { ByteSize, Effect, Redacted, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { AppRegistry } from "../apps/AppRegistry.ts"
 import type { RegisteredApp } from "../apps/AppRegistry.ts"
-import { describeIssue, Problem } from "../contract/Problems.ts"
+import { describeIssue } from "../contract/Problems.ts"
 import { Client, clientEntityId } from "../cluster/ClientEntity.ts"
 import { boundEntityCall } from "../cluster/entityCallTimeout.ts"
 import { NodeRouter } from "../cluster/NodeRouter.ts"
 import { Presence } from "../presence/Presence.ts"
-import { BroadcastBody } from "../contract/ServerApi.ts"
+import { ApiError, BroadcastBody } from "../contract/ServerApi.ts"
 import type { BroadcastRequest, ConnectionInfo } from "../contract/ServerApi.ts"
 import { Broadcaster } from "../fanout/Broadcaster.ts"
 import { Metrics } from "../observability/Metrics.ts"
 import { Tracing } from "../observability/Tracing.ts"
-import { jsonDepthExceeds, MAX_JSON_DEPTH, parseAnyDepth } from "../protocol/json.ts"
+import { itemOrItemsLevels, jsonDepthExceeds, MAX_JSON_DEPTH, parseAnyDepth } from "../protocol/json.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 
 /** A refusal of a server or admin API call; turned into its JSON answer in one place. */
 export class ApiRefusal extends Schema.TaggedError<ApiRefusal>()("ApiRefusal", {
   status: Schema.Number,
-  reason: Schema.String,
-  errors: Schema.optional(Schema.Array(Problem))
+  ...ApiError.fields
 }) {}
 
 const decodeBroadcastBody = Schema.decodeUnknownEffect(BroadcastBody, { errors: "all" })
@@ -75,8 +74,7 @@ export const jsonBody = HttpServerRequest.HttpServerRequest.pipe(
   Effect.flatMap((text) => {
     // refused before parsing: a deep payload could not be broadcast (JSON.stringify would overflow)
     // an array of broadcasts around each one's payload, or one broadcast (or app) around its values
-    const envelopeLevels = /^\s*\[/.test(text) ? 2 : 1
-    if (jsonDepthExceeds(text, MAX_JSON_DEPTH + envelopeLevels)) {
+    if (jsonDepthExceeds(text, MAX_JSON_DEPTH + itemOrItemsLevels(text, 1))) {
       return Effect.fail(new ApiRefusal({ status: 400, reason: "invalid_body", errors: [TOO_DEEP] }))
     }
     const value = parseAnyDepth(text)

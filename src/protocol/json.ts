@@ -55,6 +55,15 @@ export const jsonDepthExceeds = (text: string, limit: number): boolean => {
 export const parseJsonText = (text: string, envelopeLevels = 0): unknown =>
   jsonDepthExceeds(text, MAX_JSON_DEPTH + envelopeLevels) ? undefined : parseAnyDepth(text)
 
+/**
+ * The envelope levels of a JSON text that holds either one item or an array
+ * of them, each item `itemLevels` deep around the values the depth limit is
+ * about: one more for an array (told by the first character, which in valid
+ * JSON is `[` exactly when the value is an array).
+ */
+export const itemOrItemsLevels = (text: string, itemLevels: number): number =>
+  /^\s*\[/.test(text) ? itemLevels + 1 : itemLevels
+
 /** The value of a JSON text, whatever its depth (the caller checked it); undefined when it is not JSON. */
 export const parseAnyDepth = (text: string): unknown => {
   try {
@@ -79,11 +88,13 @@ export interface DeepElement {
  * and topic) can still be read and the frame answered. `value` is undefined
  * when the text is not JSON.
  */
+const NOTHING_DEEP: ReadonlyArray<DeepElement> = Object.freeze([])
+
 export const parseShallowJson = (
   text: string,
   limit: number
 ): { readonly value: unknown; readonly deep: ReadonlyArray<DeepElement> } => {
-  if (!jsonDepthExceeds(text, limit + 1)) return { value: parseAnyDepth(text), deep: [] }
+  if (!jsonDepthExceeds(text, limit + 1)) return { value: parseAnyDepth(text), deep: NOTHING_DEEP }
   const isObject = text.charCodeAt(text.search(/\S/)) === OPEN_OBJECT
   const deep: Array<DeepElement> = []
   let kept = ""

@@ -20,13 +20,11 @@ import {
   SchemaRefreshAnswer
 } from "../contract/ServerApi.ts"
 import type { ConnectionInfo, PresenceState } from "../contract/ServerApi.ts"
-import { Problem } from "../contract/Problems.ts"
 
+/** The contract's refusal (`reason`: `unauthorized`, `unknown_app`, `invalid_body`, `broadcast_failed`, ...) with its status. */
 export class ServerApiRefused extends Schema.TaggedError<ServerApiRefused>()("ServerApiRefused", {
   status: Schema.Number,
-  /** The contract's reason: `unauthorized`, `unknown_app`, `invalid_body`, `broadcast_failed`, ... */
-  reason: Schema.String,
-  errors: Schema.optional(Schema.Array(Problem))
+  ...ApiError.fields
 }) {
   override get message() {
     return `the gateway refused the call (${this.status} ${this.reason})`

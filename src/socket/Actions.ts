@@ -9,9 +9,8 @@
  */
 import { isAppEventName } from "../contract/Messages.ts"
 import type { Action } from "../contract/Messages.ts"
-import { isJsonObject, jsonDepthExceeds, MAX_JSON_DEPTH, parseJsonText } from "../protocol/json.ts"
+import { isJsonObject, itemOrItemsLevels, parseJsonText } from "../protocol/json.ts"
 
-export { Action, MessageAnswer } from "../contract/Messages.ts"
 
 const isOptional = (value: unknown, is: (value: unknown) => boolean) => value === undefined || is(value)
 const isNonEmptyString = (value: unknown) => typeof value === "string" && value.length > 0
@@ -37,7 +36,7 @@ const isAction = (value: unknown): value is Action => {
 /** The actions of a message answer's body, in order; undefined when the body is not a valid answer. */
 export const parseMessageAnswer = (body: string): ReadonlyArray<Action> | undefined => {
   // an array of actions around each action's data, or one action around its data
-  const value = parseJsonText(body, 2)
+  const value = parseJsonText(body, itemOrItemsLevels(body, 1))
   if (Array.isArray(value)) return value.every(isAction) ? value : undefined
-  return isAction(value) && !jsonDepthExceeds(body, MAX_JSON_DEPTH + 1) ? [value] : undefined
+  return isAction(value) ? [value] : undefined
 }

@@ -15,6 +15,7 @@
  * Secrets (app secrets, the admin token, the database URL) are wrapped in
  * `Redacted` as soon as they are read, and no problem message quotes them.
  */
+import { defaultPaths } from "../contract/Endpoints.ts"
 import { readFileSync } from "node:fs"
 import { hostname as osHostname } from "node:os"
 import { Context, Effect, Layer, Redacted, Result, Schema, SchemaIssue, SchemaTransformation } from "effect"
@@ -151,12 +152,12 @@ export interface GatewayConfigShape {
   readonly demo: { readonly port: number } | undefined
   /** Global browser origin list (see `AppConfig.allowedOrigins`); `undefined` = any. */
   readonly allowedOrigins: ReadonlyArray<string> | undefined
-  /** Bearer token of the admin API; `undefined` = admin API off. */
   /**
    * Whether a load balancer in front sets `X-Forwarded-For`: the client's
    * address is then the last entry it appended (per-IP limits, `remote_ip`).
    */
   readonly trustProxy: boolean
+  /** Bearer token of the admin API; `undefined` = admin API off. */
   readonly adminToken: Redacted.Redacted<string> | undefined
   /** PostgreSQL for cluster storage; `undefined` = single node, in memory. */
   readonly databaseUrl: Redacted.Redacted<string> | undefined
@@ -205,10 +206,10 @@ export const DEFAULT_LIMITS: GatewayLimits = {
 
 /** Paths appended to an app's base URL (`api`) when an endpoint is not set explicitly. */
 const ENDPOINT_PATHS = {
-  schemaEndpoint: "/messages-schema",
-  authEndpoint: "/auth/websocket",
-  messageEndpoint: "/messages",
-  notifyEndpoint: "/notify"
+  schemaEndpoint: defaultPaths.schema,
+  authEndpoint: defaultPaths.auth,
+  messageEndpoint: defaultPaths.message,
+  notifyEndpoint: defaultPaths.notify
 } as const
 
 type EndpointKey = keyof typeof ENDPOINT_PATHS

@@ -5,6 +5,7 @@
  * type and check with them.
  */
 export * from "./Auth.ts"
+export * from "./Endpoints.ts"
 export * from "./Messages.ts"
 export * from "./Notifications.ts"
 export * from "./Problems.ts"

@@ -21,6 +21,8 @@
  * or failed in an Effect); anything else it throws is answered 500, which the
  * gateway turns into `api_error` / `auth_service_error`.
  */
+import { defaultPaths } from "../contract/Endpoints.ts"
+import type { CallKind } from "../contract/Endpoints.ts"
 import { createHash } from "node:crypto"
 import { Cause, Effect, Exit, Result, Schema } from "effect"
 import { HttpEffect, HttpRouter } from "effect/http"
@@ -101,16 +103,9 @@ export class AuthRefused extends Schema.TaggedError<AuthRefused>()("AuthRefused"
 /** A handler's result: a value, a promise of it, or an Effect that needs nothing. */
 export type Handled<A, E = never> = A | Promise<A> | Effect.Effect<A, E>
 
-/** The four calls the gateway makes on an app. */
-export type CallKind = "schema" | "auth" | "message" | "notify"
-
-/** The gateway's default paths under `<APP>_API`. */
-export const defaultPaths: Readonly<Record<CallKind, string>> = {
-  schema: "/messages-schema",
-  auth: "/auth/websocket",
-  message: "/messages",
-  notify: "/notify"
-}
+// the calls and their default paths are the contract's; the SDK's users import them from here
+export { defaultPaths }
+export type { CallKind }
 
 export type Events = Readonly<Record<string, Event<PayloadSchema>>>
 

@@ -13,6 +13,8 @@
  * types and the signature check), not the gateway's internals: it checks the
  * gateway from the outside, as a real app would see it.
  */
+import { callKinds, defaultPaths } from "../contract/Endpoints.ts"
+import type { CallKind } from "../contract/Endpoints.ts"
 import { createServer } from "node:http"
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http"
 import type { AddressInfo } from "node:net"
@@ -34,10 +36,9 @@ import type { SignatureProblem } from "../contract/Signature.ts"
 // Contract types (as the gateway sends and expects them, from `contract/`)
 // ---------------------------------------------------------------------------
 
-/** The four calls the gateway makes on an app. */
-export type CallKind = "schema" | "auth" | "message" | "notify"
-
-export const callKinds: ReadonlyArray<CallKind> = ["schema", "auth", "message", "notify"]
+// the kit's users import the calls and their default paths from here
+export { callKinds, defaultPaths }
+export type { CallKind }
 
 // The contract's shapes under the names this kit has always used.
 
@@ -202,13 +203,6 @@ export interface FakeApp {
 // ---------------------------------------------------------------------------
 // Defaults
 // ---------------------------------------------------------------------------
-
-export const defaultPaths: Readonly<Record<CallKind, string>> = {
-  schema: "/messages-schema",
-  auth: "/auth/websocket",
-  message: "/messages",
-  notify: "/notify"
-}
 
 /** A small schema covering public rooms with presence and private per-user channels. */
 export const defaultSchema: SchemaDocument = {

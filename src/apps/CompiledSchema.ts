@@ -55,10 +55,10 @@ import type {
   PayloadCompiler,
   PayloadError,
   PayloadValidator,
-  RateLimit,
   SchemaDocument,
   VariableRule
 } from "./SchemaDocument.ts"
+import type { RateLimit } from "../contract/SchemaDocument.ts"
 import {
   compilePayloadSpec,
   compileVariablePattern,
@@ -71,7 +71,6 @@ import {
   variableFormatTest
 } from "./SchemaDocument.ts"
 
-export type { PayloadError, RateLimit } from "./SchemaDocument.ts"
 
 // ---------------------------------------------------------------------------
 // Public interface

@@ -21,7 +21,7 @@
  *
  * Regular expressions are linear by construction (see LinearRegExp.ts).
  */
-import { MAX_JSON_DEPTH } from "../protocol/json.ts"
+import { isJsonObject, MAX_JSON_DEPTH } from "../protocol/json.ts"
 
 /** Largest `maxItems` accepted beside `uniqueItems` on items that are not declared scalars. */
 const MAX_UNIQUE_ITEMS = 256
@@ -30,9 +30,6 @@ const MAX_UNIQUE_ITEMS = 256
 const MAX_EXPANDED_SUBSCHEMAS = 50_000
 
 type SchemaObject = { readonly [key: string]: unknown }
-
-const isSchemaObject = (value: unknown): value is SchemaObject =>
-  typeof value === "object" && value !== null && !Array.isArray(value)
 
 // Keywords whose value is a subschema (or a list or map of them), by whether
 // it applies to the same value or to values inside it. Anything else (`enum`,
@@ -58,7 +55,7 @@ const SCALAR_TYPES: ReadonlySet<unknown> = new Set(["string", "number", "integer
 /** Whether Ajv checks `uniqueItems` with a hash set: the items are declared scalars. */
 const hasScalarItems = (schema: SchemaObject): boolean => {
   const items = schema["items"]
-  if (!isSchemaObject(items)) return false
+  if (!isJsonObject(items)) return false
   const type = items["type"]
   const types = Array.isArray(type) ? type : [type]
   return types.length > 0 && types.every((t) => SCALAR_TYPES.has(t))
@@ -72,7 +69,7 @@ const resolveLocalRef = (root: unknown, ref: string): unknown => {
   for (const raw of ref.slice(2).split("/")) {
     const segment = decodeURIComponent(raw).replace(/~1/g, "/").replace(/~0/g, "~")
     if (Array.isArray(node)) node = node[Number(segment)]
-    else if (isSchemaObject(node) && Object.hasOwn(node, segment)) node = node[segment]
+    else if (isJsonObject(node) && Object.hasOwn(node, segment)) node = node[segment]
     else return undefined
   }
   return node
@@ -124,7 +121,7 @@ export const payloadCostProblems = (root: unknown): ReadonlyArray<string> => {
     }
   }
   // explicit stack: schemas and their expansions may nest deeper than the call stack
-  const stack: Array<Visit> = isSchemaObject(root) ? [{ schema: root, depth: 0, refs: undefined, parent: undefined, key: "" }] : []
+  const stack: Array<Visit> = isJsonObject(root) ? [{ schema: root, depth: 0, refs: undefined, parent: undefined, key: "" }] : []
   let expanded = 0
   while (stack.length > 0) {
     const visit = stack.pop()!
@@ -142,7 +139,7 @@ export const payloadCostProblems = (root: unknown): ReadonlyArray<string> => {
     }
     const push = (child: unknown, key: string, inner: boolean) => {
       // booleans cost nothing; a payload never nests deeper than the limit, so nothing is validated there
-      if (!isSchemaObject(child) || (inner && depth + 1 > MAX_JSON_DEPTH)) return
+      if (!isJsonObject(child) || (inner && depth + 1 > MAX_JSON_DEPTH)) return
       stack.push({ schema: child, depth: inner ? depth + 1 : depth, refs, parent: visit, key })
     }
 
@@ -170,7 +167,7 @@ export const payloadCostProblems = (root: unknown): ReadonlyArray<string> => {
         report(visit, "$ref", `${JSON.stringify(ref)} is not a reference within this schema (# or #/json/pointer)`)
       } else if (expandsAt(refs, target, depth)) {
         report(visit, "$ref", `${JSON.stringify(ref)} refers back to itself without going into the payload: validation would never end`)
-      } else if (isSchemaObject(target)) {
+      } else if (isJsonObject(target)) {
         stack.push({ schema: target, depth, refs: { target, depth, outer: refs }, parent: visit, key: `$ref→${ref}` })
       }
     }
@@ -186,11 +183,11 @@ export const payloadCostProblems = (root: unknown): ReadonlyArray<string> => {
     }
     for (const keyword of SAME_VALUE_MAP) {
       const map = schema[keyword]
-      if (isSchemaObject(map)) for (const key of Object.keys(map)) push(map[key], `${keyword}.${key}`, false)
+      if (isJsonObject(map)) for (const key of Object.keys(map)) push(map[key], `${keyword}.${key}`, false)
     }
     for (const keyword of INNER_VALUE_MAP) {
       const map = schema[keyword]
-      if (isSchemaObject(map)) for (const key of Object.keys(map)) push(map[key], `${keyword}.${key}`, true)
+      if (isJsonObject(map)) for (const key of Object.keys(map)) push(map[key], `${keyword}.${key}`, true)
     }
   }
   return problems

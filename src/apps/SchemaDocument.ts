@@ -391,7 +391,6 @@ export const compilePayloadSpec = (
 // Variable rules
 // ---------------------------------------------------------------------------
 
-export { VariableFormat, VariableType } from "../contract/SchemaDocument.ts"
 
 /** Any version, either case; also used for variables of type "uuid". */
 export const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -518,7 +517,6 @@ export type EventDefinition = typeof EventDefinition.Type
 // Rate limits
 // ---------------------------------------------------------------------------
 
-export { RateLimit, RateLimits } from "../contract/SchemaDocument.ts"
 
 // ---------------------------------------------------------------------------
 // The document

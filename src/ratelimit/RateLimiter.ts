@@ -30,9 +30,6 @@ import { SupervisedChild } from "../supervision/children.ts"
 import { supervised } from "../supervision/Supervisor.ts"
 import type { Supervisor } from "../supervision/Supervisor.ts"
 
-/** `maxRequests` per `windowMs`, both positive integers. */
-export type { RateLimit } from "../contract/SchemaDocument.ts"
-
 /** The push limits of an app's current schema (structurally the compiled schema's `rateLimits`). */
 export interface RateLimits {
   readonly default?: RateLimit | undefined

@@ -20,7 +20,7 @@ import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
 import { parseMessageAnswer } from "./Actions.ts"
-import type { Action } from "./Actions.ts"
+import type { Action } from "../contract/Messages.ts"
 import type { Join, SendCheck, Session } from "./Session.ts"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
 

@@ -10,7 +10,8 @@ import { TestClock } from "effect/testing"
 import { describe, expect, it } from "vitest"
 import type { CompiledRateLimits } from "../../src/apps/CompiledSchema.ts"
 import { MAX_EVENT_LABELS_PER_APP, RateLimiter } from "../../src/ratelimit/RateLimiter.ts"
-import type { Decision, RateLimit, RateLimits } from "../../src/ratelimit/RateLimiter.ts"
+import type { RateLimit } from "../../src/contract/SchemaDocument.ts"
+import type { Decision, RateLimits } from "../../src/ratelimit/RateLimiter.ts"
 import { Supervisor } from "../../src/supervision/Supervisor.ts"
 
 const supervisor = Supervisor.layerWith({ maxRestarts: 10, periodMs: 60_000 })

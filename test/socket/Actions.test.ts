@@ -5,7 +5,8 @@
  */
 import { Exit, Schema } from "effect"
 import { describe, expect, it } from "vitest"
-import { MessageAnswer, parseMessageAnswer } from "../../src/socket/Actions.ts"
+import { MessageAnswer } from "../../src/contract/Messages.ts"
+import { parseMessageAnswer } from "../../src/socket/Actions.ts"
 
 const decodeWithSchema = Schema.decodeUnknownExit(MessageAnswer)
 

@@ -8,7 +8,7 @@
  * at once when the live nodes change, so that an entity that lost its state
  * (moved, crashed, reaped) is whole again without any client action.
  */
-import { Context, Effect, Layer, Schedule } from "effect"
+import { Context, Effect, Layer, Schedule, Semaphore } from "effect"
 import { Sharding } from "effect/cluster"
 import { Topic, topicEntityId } from "../cluster/TopicEntity.ts"
 import type { PresenceEntry, PresenceState } from "../cluster/messages.ts"
@@ -81,14 +81,16 @@ export class Presence extends Context.Service<Presence, PresenceShape>()("realti
           Effect.catch(logFailure("presence re-sync", entityId))
         )
 
-      const resyncAll = Effect.suspend(() =>
+      // One re-sync at a time, the periodic one included
+      const oneAtATime = Semaphore.makeUnsafe(1)
+      const resyncAll = oneAtATime.withPermit(Effect.suspend(() =>
         Effect.forEach([...local], ([entityId, presences]) => syncPresences(entityId, presences), {
           concurrency: 16,
           discard: true
         })
-      )
+      ))
 
-      // One re-sync at a time: asked for again while one runs, it runs once more after it.
+      // Asked for again while one runs, it runs once more after it.
       let resyncRunning = false
       let resyncAgain = false
       const resync = (): void => {

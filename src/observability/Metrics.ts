@@ -28,6 +28,13 @@ import { EventLoop } from "./EventLoop.ts"
 
 const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
 
+/** Each histogram's boundaries, for its labelled series (effect keeps them private to the metric). */
+const boundariesOf = new Map<string, ReadonlyArray<number>>()
+const histogram = (name: string, description: string, boundaries: ReadonlyArray<number>) => {
+  boundariesOf.set(name, boundaries)
+  return Metric.histogram(name, { description, boundaries })
+}
+
 /** Boundaries of the app-call latency histograms, in seconds. */
 const CALL_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 const GC_SECONDS = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1]
@@ -68,12 +75,12 @@ export const catalogue = {
     "gateway_deliveries_total",
     "Broadcasts delivered to this node's subscribers (one per broadcast and node, whatever the subscriber count; a repeat not counted again), by app."
   ),
-  appCallDuration: Metric.histogram("gateway_app_call_duration_seconds", {
-    description:
-      "Calls to the app's API, by app, call kind (auth, message, schema, notify) and outcome (ok, rejected: 4xx, " +
+  appCallDuration: histogram(
+    "gateway_app_call_duration_seconds",
+    "Calls to the app's API, by app, call kind (auth, message, schema, notify) and outcome (ok, rejected: 4xx, " +
       "error_status: 5xx, timeout, unreachable, overloaded, breaker_open), in seconds.",
-    boundaries: CALL_SECONDS
-  }),
+    CALL_SECONDS
+  ),
   breakerState: Metric.gauge("gateway_app_call_breaker_state", {
     description: "Circuit breaker of each app and call kind: 0 closed, 1 open, 2 half-open (one trial call allowed)."
   }),
@@ -102,10 +109,11 @@ export const catalogue = {
   eventLoopUtilization: Metric.gauge("gateway_event_loop_utilization_ratio", {
     description: "Share of the last second the event loop was busy (0 to 1)."
   }),
-  gcDuration: Metric.histogram("gateway_gc_duration_seconds", {
-    description: "Garbage collection pauses, by kind (minor, major, incremental, weakcb), in seconds.",
-    boundaries: GC_SECONDS
-  }),
+  gcDuration: histogram(
+    "gateway_gc_duration_seconds",
+    "Garbage collection pauses, by kind (minor, major, incremental, weakcb), in seconds.",
+    GC_SECONDS
+  ),
   cpuSeconds: counter("gateway_process_cpu_seconds_total", "CPU time used by the process (user and system), in seconds."),
   residentMemory: Metric.gauge("gateway_process_resident_memory_bytes", { description: "Resident set size, in bytes." }),
   heapUsed: Metric.gauge("gateway_process_heap_used_bytes", { description: "V8 heap in use, in bytes." }),
@@ -181,16 +189,29 @@ export interface MetricsShape {
 const noop = () => {}
 
 /**
- * A series with fixed labels as an update function: the labelled metric is
- * made once, and each update is a registry lookup by a key computed once.
+ * The series of a catalogue metric with `labels`, as a metric of its own, so
+ * that its key is made once. (`Metric.withAttributes` adds the labels to the
+ * context on every update, and the shared metric remakes its series key each
+ * time two of its series alternate: ~0.9 µs per update against ~0.05 µs.)
  */
+const labelled = <In, State>(metric: Metric.Metric<In, State>, labels: Record<string, string>): Metric.Metric<In, State> => {
+  const options = { description: metric.description, attributes: labels }
+  const series = metric.type === "Counter"
+    ? Metric.counter(metric.id, { ...options, incremental: true })
+    : metric.type === "Histogram"
+    ? Metric.histogram(metric.id, { ...options, boundaries: boundariesOf.get(metric.id)! })
+    : Metric.gauge(metric.id, options)
+  return series as unknown as Metric.Metric<In, State>
+}
+
+/** A series with fixed labels as an update function: each update is a registry lookup by a key made once. */
 const bind = <In, State>(
   metric: Metric.Metric<In, State>,
   labels: Record<string, string>,
   context: Context.Context<never>
 ): ((value: In) => void) => {
-  const labelled = Metric.withAttributes(metric, labels)
-  return (value) => labelled.updateUnsafe(value, context)
+  const series = labelled(metric, labels)
+  return (value) => series.updateUnsafe(value, context)
 }
 
 /** Bound series made on first use, one per label value of a small fixed set. */
@@ -204,7 +225,7 @@ const lazily = <K, V>(make: (key: K) => V) => {
 }
 
 const makeAppMetrics = (app: string, context: Context.Context<never>): AppMetrics => {
-  const connections = Metric.withAttributes(catalogue.connections, { app })
+  const connections = labelled(catalogue.connections, { app })
   const opens = bind(catalogue.connectionOpens, { app }, context)
   const closes = lazily((closedBy: ClosedBy) => bind(catalogue.connectionCloses, { app, closed_by: closedBy }, context))
   const joins = lazily((result: string) => bind(catalogue.joins, { app, result }, context))
@@ -263,7 +284,7 @@ const watchSeries = (
   value: () => number,
   context: Context.Context<never>
 ): (() => void) => {
-  const series = labels === undefined ? gauge : Metric.withAttributes(gauge, labels)
+  const series = labels === undefined ? gauge : labelled(gauge, labels)
   const registration = Metric.registerUnsafe(series, context, {
     get: () => ({ value: value() }),
     update: noop,

@@ -17,8 +17,8 @@ import { supervised } from "../supervision/Supervisor.ts"
 
 const TICK_MS = 100
 const SAMPLE_MS = 1_000
-/** Seconds of figures kept, for readers that report over a longer period. */
-const KEPT_SECONDS = 60
+/** Seconds of figures kept: enough for the longest reader's period (the node status: 5 s). */
+const KEPT_SECONDS = 10
 
 export interface EventLoopSecond {
   /** The longest a tick of the second ran late, in milliseconds. */

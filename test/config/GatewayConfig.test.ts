@@ -93,12 +93,15 @@ describe("loadGatewayConfigResult", () => {
     })
   })
 
-  it("the defaults are the contract's: 100 channels, 1 MiB frames, 4 MiB outbox, 60 s idle; auth 5 s, message 8 s", () => {
+  it("the defaults are the contract's: 100 channels, 1 MiB frames, 4 MiB outbox, 60 s idle, joins 20/s (burst 50), 16 MiB of pushes in flight; auth 5 s, message 8 s", () => {
     expect(DEFAULT_LIMITS).toMatchObject({
       maxChannelsPerConnection: 100,
       maxFrameBytes: 1024 * 1024,
       maxOutboxBytes: 4 * 1024 * 1024,
-      idleTimeoutMs: 60_000
+      idleTimeoutMs: 60_000,
+      joinsPerSecond: 20,
+      joinBurst: 50,
+      maxPushBytesInFlight: 16 * 1024 * 1024
     })
     expect(DEFAULT_TIMEOUTS).toMatchObject({ authMs: 5_000, messageMs: 8_000 })
   })

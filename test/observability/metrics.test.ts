@@ -248,6 +248,8 @@ describe("GET /metrics", () => {
       "gateway_process_resident_memory_bytes",
       "gateway_process_heap_used_bytes",
       "gateway_process_open_fds",
+      "gateway_event_loop_lag_seconds",
+      "gateway_event_loop_utilization_ratio",
       "gateway_connections",
       "effect_cluster_shards",
       "effect_cluster_entities"

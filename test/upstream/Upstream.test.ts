@@ -243,6 +243,33 @@ describe("Upstream", () => {
       }
     })
 
+    it.each([502, 504])("opens on %s from several clients as on 503", async (status) => {
+      const failing = await startFakeApp()
+      try {
+        const callApp = callerOf(makeAppConfig({ id: `breaker-${status}`, api: failing.url }), failing.endpoints.message)
+        failing.fail("message", { status })
+        for (let n = 0; n < 5; n++) expect(await callApp(`client-${n % 3}`)).toMatchObject({ _tag: "Success", success: { status } })
+        expect(await callApp("client-9")).toMatchObject({
+          _tag: "Failure",
+          failure: { _tag: "UpstreamUnreachable", detail: "circuit breaker open" }
+        })
+      } finally {
+        await failing.close()
+      }
+    })
+
+    it("stays closed on 500s from several clients: an app that answers is up", async () => {
+      const erring = await startFakeApp()
+      try {
+        const callApp = callerOf(makeAppConfig({ id: "breaker-500", api: erring.url }), erring.endpoints.message)
+        erring.fail("message", { status: 500 })
+        for (let n = 0; n < 10; n++) expect(await callApp(`client-${n % 3}`)).toMatchObject({ _tag: "Success", success: { status: 500 } })
+        expect(erring.requestsOf("message")).toHaveLength(10)
+      } finally {
+        await erring.close()
+      }
+    })
+
     it("opens when the app refuses connections", async () => {
       const gone = await startFakeApp()
       const app = makeAppConfig({ id: "gone", api: gone.url })

@@ -12,6 +12,11 @@ export const AppEventName = Schema.NonEmptyString.check(
   Schema.makeFilter((event: string) => isAppEventName(event) || "events starting with phx_ are reserved")
 )
 
+/** How binary bytes travel in a JSON payload: `{binary: "<base64>"}`. */
+export const binaryPayload = (bytes: Uint8Array): { readonly binary: string } => ({
+  binary: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")
+})
+
 export const MessageRequest = Schema.Struct({
   app: Schema.String,
   event: Schema.String,

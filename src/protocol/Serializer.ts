@@ -21,6 +21,7 @@
  * - server broadcast, kind 2: [2][topic_size][event_size][topic][event][payload]
  */
 import { Buffer, isUtf8 } from "node:buffer"
+import { binaryPayload } from "../contract/Messages.ts"
 import { BinaryKind, Event, MAX_BINARY_FIELD_BYTES, USER_BROADCAST_EVENT, UserPayloadEncoding, Vsn } from "./constants.ts"
 import { PAYLOAD_TOO_DEEP } from "./Frame.ts"
 import type { Frame } from "./Frame.ts"
@@ -164,7 +165,7 @@ const decodeBinaryPush = (data: Buffer): Frame | undefined => decodeClientPush(d
 
 /** The user payload of a user broadcast push; undefined when it is not what its encoding byte says. */
 const userPayload = (encoding: number, bytes: Buffer): unknown => {
-  if (encoding === UserPayloadEncoding.binary) return { binary: bytes.toString("base64") }
+  if (encoding === UserPayloadEncoding.binary) return binaryPayload(bytes)
   if (encoding !== UserPayloadEncoding.json) return undefined
   const text = decodeUtf8(bytes)
   if (text === undefined) return undefined

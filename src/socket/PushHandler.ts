@@ -20,6 +20,7 @@ import { ClientLimits } from "../ratelimit/ClientLimits.ts"
 import { GatewayConfig } from "../config/GatewayConfig.ts"
 import type { Decision } from "../ratelimit/RateLimiter.ts"
 import { parseMessageAnswer } from "./Actions.ts"
+import { binaryPayload } from "../contract/Messages.ts"
 import type { Action } from "../contract/Messages.ts"
 import type { Join, SendCheck, Session } from "./Session.ts"
 import type { CompiledEvent } from "../apps/CompiledSchema.ts"
@@ -229,9 +230,7 @@ export class PushHandler extends Context.Service<PushHandler, PushHandlerShape>(
           body: {
             app: app.id,
             event: frame.event,
-            payload: frame.payload instanceof Uint8Array
-              ? { binary: Buffer.from(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength).toString("base64") }
-              : frame.payload,
+            payload: frame.payload instanceof Uint8Array ? binaryPayload(frame.payload) : frame.payload,
             channel: frame.topic,
             ref: frame.ref,
             client_id: identity.clientId,

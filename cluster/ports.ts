@@ -32,13 +32,20 @@ export const portIsFree = (port: number): Promise<boolean> =>
     server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)))
   })
 
+/** Ports this process handed out already: a child may not have bound one yet when the next is drawn. */
+const handedOut = new Set<number>()
+
 /** `count` consecutive ports on 127.0.0.1, below the ephemeral range, that are free right now. */
 export const freePortRange = async (count: number): Promise<number> => {
   const highest = ephemeralStart() - count
   for (let attempt = 0; attempt < 100; attempt++) {
     const base = LOWEST + Math.floor(Math.random() * (highest - LOWEST))
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portIsFree(base + i)))
-    if (free.every(Boolean)) return base
+    const ports = Array.from({ length: count }, (_, i) => base + i)
+    if (ports.some((port) => handedOut.has(port))) continue
+    const free = await Promise.all(ports.map(portIsFree))
+    if (!free.every(Boolean)) continue
+    for (const port of ports) handedOut.add(port)
+    return base
   }
   throw new Error(`no ${count} consecutive free ports found between ${LOWEST} and ${highest + count}`)
 }

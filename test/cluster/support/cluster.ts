@@ -536,6 +536,23 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
     }))
   }
 
+  /**
+   * Waits until node `index` is ready; when another process bound one of its
+   * ports between the check and the node's own bind (EADDRINUSE), starts it
+   * again on ports drawn afresh.
+   */
+  const readyOnFreePorts = async (index: number): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      const node = nodes[index]!
+      try {
+        return await node.ready()
+      } catch (error) {
+        if (attempt >= 3 || node.alive() || !node.process.output().includes("EADDRINUSE")) throw error
+        nodes[index] = startNode(node.name, await freePort(), await freePort(), env, appIds[0]!)
+      }
+    }
+  }
+
   const cluster: Cluster = {
     nodes,
     databaseUrl,
@@ -567,7 +584,7 @@ export const startCluster = async (options: ClusterOptions): Promise<Cluster> =>
   }
 
   try {
-    await Promise.all(nodes.map((node) => node.ready()))
+    await Promise.all(nodes.map((_, index) => readyOnFreePorts(index)))
   } catch (error) {
     await stop()
     throw error
